@@ -1,0 +1,43 @@
+# Pricecast: `make run` starts the whole stack, `make test` runs lint and every test.
+SHELL := /bin/bash
+PY_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+BENCH ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test lint fmt bench install test-faults soak status doctor kafka-topics kafka-lag db-shell redis-cli clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev,embedded]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/pricecast run
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench $(BENCH)
+
+doctor: install
+	$(VENV)/bin/pricecast doctor
+
+clean:
+	rm -rf .pricecast .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,93 @@
+"""Helpers every benchmark uses: percentiles, the result file, throw-away infrastructure."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from services.common import infra
+from services.common.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
+from services.common.db import migrate
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q / 100.0
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def latency_extra(samples_ms: Sequence[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(samples_ms, 50), 3),
+        "p99_ms": round(percentile(samples_ms, 99), 3),
+        "mean_ms": round(statistics.fmean(samples_ms), 3),
+        "samples": len(samples_ms),
+    }
+
+
+def write_result(
+    name: str,
+    value: float,
+    unit: str,
+    baseline: dict[str, Any],
+    conditions: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    ratio: float | None = None,
+) -> dict[str, Any]:
+    if ratio is None:
+        ratio = value / baseline["value"] if baseline.get("value") else float("nan")
+    result = {
+        "name": name,
+        "value": round(float(value), 4),
+        "unit": unit,
+        "baseline": baseline,
+        "ratio": round(float(ratio), 4),
+        "conditions": {**conditions, "cpus": os.cpu_count(), "python": platform.python_version()},
+        "extra": extra or {},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+@contextmanager
+def bench_settings(**overrides: Any) -> Iterator[Settings]:
+    """A fresh migrated database, a Redis db and a Tansu broker, torn down afterwards."""
+    base = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    name = f"pricecast_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    broker = infra.start_tansu()
+    try:
+        migrate(url)
+        redis_base = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL).rsplit("/", 1)[0]
+        yield Settings(
+            DATABASE_URL=url,
+            REDIS_URL=f"{redis_base}/15",
+            KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+            env="test",
+            **overrides,
+        )
+    finally:
+        broker.stop()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

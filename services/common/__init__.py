@@ -1,0 +1,1 @@
+"""Code shared by every Pricecast service: settings, infrastructure, DB, Kafka, Redis."""

@@ -1,0 +1,103 @@
+"""SQLAlchemy engine creation, start-up wait and migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from services.common.config import Settings
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_engine(settings: Settings, *, pool_size: int | None = None) -> Engine:
+    """An engine with bounded pool, pre-ping (survives DB restarts) and a statement timeout."""
+    return sa.create_engine(
+        settings.database_url,
+        pool_size=pool_size or settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_s,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "connect_timeout": 5,
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+            "application_name": "pricecast",
+        },
+    )
+
+
+def wait_for_db(engine: Engine, timeout_s: float) -> None:
+    """Block until the database answers (bounded exponential backoff), like the template's
+    ``backend_pre_start``."""
+
+    @retry(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        retry=retry_if_exception_type(sa.exc.OperationalError),
+        reraise=True,
+    )
+    def _ping() -> None:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    _ping()
+
+
+def ensure_database(url: str) -> None:
+    """Create the database named in ``url`` if the server answers and it is missing."""
+    u = make_url(url)
+    admin = sa.create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": u.database}
+            ).scalar()
+            if not exists:
+                conn.execute(sa.text(f'CREATE DATABASE "{u.database}"'))
+                log.info("created database %s", u.database)
+    finally:
+        admin.dispose()
+
+
+def alembic_config(database_url: str) -> object:
+    from alembic.config import Config
+
+    cfg = Config(str(REPO_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(REPO_ROOT / "alembic"))
+    cfg.attributes["database_url"] = database_url
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def migrate(database_url: str, revision: str = "head") -> None:
+    """``alembic upgrade head`` against ``database_url``."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = alembic_config(database_url)
+    assert isinstance(cfg, Config)
+    command.upgrade(cfg, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        try:
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        except sa.exc.ProgrammingError:
+            return None
+
+
+def head_revision(database_url: str) -> str | None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = alembic_config(database_url)
+    assert isinstance(cfg, Config)
+    return ScriptDirectory.from_config(cfg).get_current_head()

@@ -1,0 +1,129 @@
+"""Fixtures on real infrastructure: PostgreSQL, Redis and the Tansu Kafka broker.
+
+Each pytest session gets its own freshly migrated database and its own broker; Redis uses a
+database index of its own. Nothing is mocked here.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from services.common import infra
+from services.common.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
+from services.common.db import migrate
+
+DATA_TABLES = (
+    "price_ticks",
+    "predictions",
+    "prediction_status",
+    "model_versions",
+    "retrain_requests",
+    "refresh_tokens",
+    "api_clients",
+    "assets",
+)
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[infra.Broker]:
+    b = infra.start_tansu()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(broker: infra.Broker) -> str:
+    return broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    base = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    name = f"pricecast_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    base = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL).rsplit("/", 1)[0]
+    url = f"{base}/{1 + os.getpid() % 15}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str, redis_url: str, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    return Settings(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        env="test",
+        state_dir=Path(tmp_path_factory.mktemp("state")),
+        kafka_partitions=3,
+    )
+
+
+@pytest.fixture
+def isolated_settings(settings: Settings) -> Settings:
+    """Settings with topics and consumer groups of their own, for tests that share a broker."""
+    tag = uuid.uuid4().hex[:8]
+    return settings.model_copy(
+        update={
+            "topic_prices": f"prices-{tag}",
+            "topic_prices_dlq": f"prices.dlq-{tag}",
+            "topic_predictions": f"predictions-{tag}",
+            "topic_model_events": f"model-events-{tag}",
+            "consumer_group_writer": f"price-consumer-{tag}",
+            "consumer_group_prediction": f"prediction-engine-{tag}",
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    eng = sa.create_engine(settings.database_url, pool_size=5)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def clean_db(engine: Engine) -> Engine:
+    """Empty every data table (bars included, whatever path maintains them)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {', '.join(DATA_TABLES)} CASCADE"))
+        conn.execute(sa.text("SELECT pricecast_reset_bars()")) if _has_reset(conn) else None
+    return engine
+
+
+def _has_reset(conn: sa.Connection) -> bool:
+    return bool(
+        conn.execute(sa.text("SELECT to_regproc('pricecast_reset_bars') IS NOT NULL")).scalar()
+    )
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
