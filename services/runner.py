@@ -1,0 +1,204 @@
+"""``pricecast run``: the whole stack in the foreground.
+
+1. infrastructure: reuse what answers, start what is missing (``services.common.infra``);
+2. ``alembic upgrade head`` and the Kafka topics;
+3. development JWT keys under ``.pricecast/keys`` unless keys are configured;
+4. the three services as child processes (what each Kubernetes Deployment runs);
+5. demo history through the normal ingestion path when the database is empty;
+6. once the API answers: ``API: ...`` and ``TOKEN: ...`` lines, token in ``.pricecast/demo-token``;
+7. Ctrl-C or SIGTERM stops the services, then the infrastructure it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+from services.common import infra
+from services.common.config import Settings, get_settings
+from services.common.db import migrate, wait_for_db
+from services.common.kafka import ensure_topics
+
+log = logging.getLogger("pricecast.run")
+
+DEMO_HISTORY = {"BTC-USD": 400, "ETH-USD": 120, "TBILL-USD": 45, "NEW-USD": 10}
+DEMO_SCOPES = "prices:read predictions:read models:read models:write"
+
+
+def ensure_dev_keys(state_dir: Path) -> tuple[Path, Path]:
+    """An RSA key pair for local runs (private key 0600); production mounts Secrets."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    keys = state_dir / "keys"
+    private, public_dir = keys / "private.pem", keys / "public"
+    if private.exists():
+        return private, public_dir
+    public_dir.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    (public_dir / "dev.pem").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public_dir
+
+
+class Stack:
+    """Child service processes, stopped together."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *argv: str) -> None:
+        out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *argv],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=infra._die_with_parent,
+        )
+        log.info("started %s (pid %d), log %s", name, self.procs[name].pid, out.name)
+
+    def dead(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def database_empty(settings: Settings) -> bool:
+    engine = sa.create_engine(settings.database_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return bool(
+                conn.execute(sa.text("SELECT NOT EXISTS (SELECT 1 FROM price_ticks)")).scalar()
+            )
+    finally:
+        engine.dispose()
+
+
+def wait_http(url: str, timeout_s: float, stack: Stack) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if stack.dead():
+            raise RuntimeError(f"service exited early: {', '.join(stack.dead())} (see logs)")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+def mint_token(env: dict[str, str]) -> str:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "token",
+            "--subject",
+            "demo",
+            "--scopes",
+            DEMO_SCOPES,
+            "--ttl",
+            str(12 * 3600),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if args.port:
+        settings = settings.model_copy(update={"api_port": args.port})
+    state = settings.state_dir.resolve()
+    log_dir = state / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    with infra.resolved(settings, log_dir) as found:
+        settings = found.settings
+        for what in found.started:
+            print(f"started {what}", flush=True)
+        engine = sa.create_engine(settings.database_url, poolclass=sa.pool.NullPool)
+        wait_for_db(engine, settings.startup_wait_s)
+        engine.dispose()
+        migrate(settings.database_url)
+        asyncio.run(ensure_topics(settings))
+
+        env = infra.export_env(settings)
+        if settings.jwt_private_key_file is None:
+            private, public_dir = ensure_dev_keys(state)
+            env["PRICECAST_JWT_PRIVATE_KEY_FILE"] = str(private)
+            env["PRICECAST_JWT_PUBLIC_KEYS_DIR"] = str(public_dir)
+        env["PRICECAST_API_PORT"] = str(settings.api_port)
+
+        stack = Stack(env, log_dir)
+        try:
+            stack.start("ingestion", "ingest")
+            stack.start("prediction", "predict")
+            stack.start("api", "api")
+            if not args.no_demo and database_empty(settings):
+                from services.ingestion.backfill import load_history
+
+                print("loading demo history through the ingestion path ...", flush=True)
+                n = asyncio.run(load_history(settings, DEMO_HISTORY))
+                print(f"published {n} historical ticks", flush=True)
+            base = f"http://127.0.0.1:{settings.api_port}"
+            wait_http(f"{base}/health", 90, stack)
+            token = mint_token(env)
+            (state / "demo-token").write_text(token + "\n")
+            os.chmod(state / "demo-token", 0o600)
+            print(f"API: {base}", flush=True)
+            print(f"TOKEN: {token}", flush=True)
+            print("Ctrl-C stops everything.", flush=True)
+            while not stop.wait(1.0):
+                if stack.dead():
+                    print(f"service exited: {', '.join(stack.dead())}; stopping", flush=True)
+                    return 1
+            return 0
+        finally:
+            print("stopping ...", flush=True)
+            stack.stop()
