@@ -42,5 +42,22 @@ bench: install
 doctor: install
 	$(VENV)/bin/pricecast doctor
 
+# Operators: a quick look (dependencies, services up, lag, freshness); the rest of the
+# tools read the same settings as the services (DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP_SERVERS).
+status: install
+	$(VENV)/bin/pricecast doctor --only '*.reachable,kafka.broker,kafka.consumer_lag,data.stale_prices,runtime.ports'
+
+kafka-topics: install
+	$(VENV)/bin/pricecast doctor --show topics
+
+kafka-lag: install
+	$(VENV)/bin/pricecast doctor --show lag
+
+db-shell: install
+	$(VENV)/bin/pricecast doctor --shell db
+
+redis-cli: install
+	$(VENV)/bin/pricecast doctor --shell redis
+
 clean:
 	rm -rf .pricecast .pytest_cache .mypy_cache .ruff_cache

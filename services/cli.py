@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -26,7 +27,9 @@ def _lazy(target: str) -> Handler:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pricecast", description="Pricecast asset-price forecasts")
+    parser = argparse.ArgumentParser(
+        prog="pricecast", description="Pricecast asset-price forecasts"
+    )
     parser.add_argument("--log-level", default=None, help="override PRICECAST_LOG_LEVEL")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -70,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbols", nargs="*", default=None)
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--step-minutes", type=int, default=60, help="synthetic tick spacing")
+    p.add_argument("--with-writer", action="store_true", help="store it with an in-process writer")
+    p.add_argument(
+        "--no-wait", action="store_true", help="exit once published (do not wait for the writer)"
+    )
+    p.add_argument("--wait-timeout", type=float, default=600.0, help="seconds to wait for storage")
     p.set_defaults(func=_lazy("services.ingestion.backfill:main"))
 
     p = sub.add_parser("backtest", help="walk-forward backtest of the served model choice")
@@ -103,8 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", default="1d", choices=("1h", "1d"))
     p.set_defaults(func=_lazy("services.prediction.training:rollback_main"))
 
+    storage = sub.add_parser("storage", help="time-series storage upkeep")
+    ssub = storage.add_subparsers(dest="storage_command", required=True, metavar="ACTION")
+    p = ssub.add_parser("maintain", help="one round: tick retention, storage status as JSON")
+    p.set_defaults(func=_lazy("services.storage.maintenance:main"))
+
     p = sub.add_parser("doctor", help="check every dependency and known failure mode")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="CHECKS",
+        help="comma list of checks, prefixes (kafka) or globs (*.reachable); repeatable",
+    )
+    p.add_argument("--show", choices=("topics", "lag"), help="print Kafka topics or group lag")
+    p.add_argument("--shell", choices=("db", "redis"), help="open psql / redis-cli on the config")
     p.set_defaults(func=_lazy("services.doctor:main"))
     return parser
 
@@ -114,7 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from services.common.config import get_settings
     from services.common.logging import configure_logging
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"pricecast: invalid settings: {errors}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level or settings.log_level, json=settings.log_json)
     try:
         return int(args.func(args))

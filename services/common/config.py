@@ -22,9 +22,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PRICECAST_", extra="ignore")
 
     # --- standard-name connection settings -------------------------------------------
-    database_url: str = Field(
-        DEFAULT_DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL")
-    )
+    database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL"))
     redis_url: str = Field(DEFAULT_REDIS_URL, validation_alias=AliasChoices("REDIS_URL"))
     # Empty means "none configured": the local default starts the Tansu broker.
     kafka_bootstrap_servers: str = Field(
@@ -60,14 +58,43 @@ class Settings(BaseSettings):
     synthetic_seed: int = 42
     writer_batch_size: int = 5000
     writer_batch_timeout_ms: int = 200
-    stale_after_s: float = 300.0
+    writer_session_timeout_ms: int = 10_000  # group session (a dead writer's partitions move)
+    writer_heartbeat_interval_ms: int = 3_000
+    stale_after_s: float = Field(
+        300.0,
+        validation_alias=AliasChoices(
+            "PRICECAST_STALE_AFTER", "PRICECAST_STALE_AFTER_S", "stale_after_s"
+        ),
+    )
     max_clock_skew_s: float = 5.0
     jump_guard_pct: float = 50.0
+    csv_replay_path: str = ""  # source "csv": file to replay
+    csv_replay_symbol: str = ""  # its symbol when the file has no symbol column
+    source_poll_interval_s: float = 30.0  # HTTP sources
+    source_timeout_s: float = 10.0
+    source_requests_per_minute: float = 30.0
+    source_max_attempts: int = 4
+    source_breaker_failures: int = 5
+    source_breaker_recovery_s: float = 60.0
+    coingecko_url: str = "https://api.coingecko.com/api/v3/simple/price"
+    coingecko_ids: str = "bitcoin:BTC-USD,ethereum:ETH-USD"  # coin id:symbol, comma list
+    coingecko_vs_currency: str = "usd"
+    coingecko_api_key_file: Path | None = None
+    http_json_url_template: str = ""  # e.g. https://host/ticker?s={symbol}
+    http_json_price_path: str = "price"
+    http_json_ts_path: str = ""
+    http_json_volume_path: str = ""
+    http_json_symbol_path: str = ""
+    http_json_list_path: str = ""
 
     # --- storage -----------------------------------------------------------------------
     tick_chunk_interval: str = "1 day"
     tick_retention_days: int = 90
     tick_compress_after_days: int = 7
+    # auto: TimescaleDB when the extension can be created, else plain PostgreSQL.
+    storage_path: Literal["auto", "timescaledb", "postgres"] = "auto"
+    predictions_chunk_interval: str = "30 days"
+    storage_maintenance_interval_s: float = 3600.0  # plain-path tick retention sweep
 
     # --- prediction --------------------------------------------------------------------
     predict_health_port: int = 9102
@@ -77,6 +104,13 @@ class Settings(BaseSettings):
     horizons_1d: int = 7
     prediction_ttl_margin_s: int = 300
     accuracy_degradation_factor: float = 1.5
+    prediction_history_bars: int = 1000  # bars read per forecast (newest first)
+    prediction_writer_wait_s: float = 30.0  # max wait for the writer to store a closing tick
+    prediction_workers: int = 4  # threads computing forecasts concurrently
+    prediction_registry_poll_s: float = 60.0  # champion re-check (missed model-events)
+    accuracy_window: int = 200  # newest scored predictions per symbol/model in rolling metrics
+    accuracy_min_samples: int = 20  # fewer scored predictions never trigger a retrain
+    retrain_cooldown_s: int = 6 * 3600  # no new drift request this soon after the last one
 
     # --- API ---------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -94,6 +128,22 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 600
     rate_limit_token_per_minute: int = 20
     slow_request_ms: float = 500.0
+    api_token_cache_s: float = 30.0  # verified-claims cache per token (bounded by exp)
+    refresh_reuse_leeway_s: float = 0.0  # >0: a reuse this soon after rotation keeps the family
+    api_redis_retry_s: float = 2.0  # after a Redis failure, skip Redis this long (fallbacks)
+    api_miss_cache_ttl_s: int = 60  # TTL of what the API re-caches after a miss (0: never)
+    api_local_cache_ms: int = 250  # in-process copy of Redis reads (0: off); bounds staleness
+    api_sync_interval_ms: int = 100  # rate-limit counts and deny-list synced with Redis
+
+    # --- doctor (operations) -----------------------------------------------------------
+    doctor_check_timeout_s: float = 5.0  # every check is bounded by this (GPU probe: x4)
+    doctor_slow_query_s: float = 5.0  # an active statement older than this is slow
+    doctor_idle_in_tx_s: float = 60.0  # an idle-in-transaction session older than this
+    doctor_lag_warn: int = 10_000  # consumer lag (messages) that warns (as the alert)
+    doctor_lag_fail: int = 100_000  # consumer lag (messages) that fails (as the alert)
+    doctor_cache_hit_min: float = 0.8  # Redis keyspace hit rate below this warns
+    doctor_cache_min_lookups: int = 100  # fewer lookups are too few to judge a hit rate
+    doctor_aggregate_lag_s: float = 300.0  # bars this far behind raw ticks warn
 
     @property
     def kafka_configured(self) -> bool:
