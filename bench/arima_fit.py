@@ -1,0 +1,66 @@
+"""arima_fit: median ARIMA fit+forecast (order search, 7-step 80% interval) per 90-bar series.
+
+Baseline, same run: statsmodels' default ARIMA(1,1,1) MLE fit + forecast on the same series
+(what a user would reach for first). Target: <= 50 ms median.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from bench.common import latency_extra, write_result
+from ml.arima import ArimaForecaster
+
+N_SERIES = 200
+BARS = 90
+HORIZON = 7
+
+
+def series(rng: np.random.Generator) -> np.ndarray:
+    phi = rng.uniform(-0.5, 0.7)
+    e = rng.normal(0, rng.uniform(0.005, 0.04), BARS)
+    r = np.zeros(BARS)
+    for t in range(1, BARS):
+        r[t] = phi * r[t - 1] + e[t]
+    return 100 * np.exp(np.cumsum(r))
+
+
+def main() -> None:
+    from statsmodels.tsa.arima.model import ARIMA
+
+    rng = np.random.default_rng(0)
+    data = [series(rng) for _ in range(N_SERIES)]
+    ArimaForecaster().fit(data[0]).predict(HORIZON)  # warm imports
+    ours: list[float] = []
+    fallbacks = 0
+    for y in data:
+        t0 = time.perf_counter()
+        model = ArimaForecaster().fit(y)
+        model.predict(HORIZON)
+        ours.append((time.perf_counter() - t0) * 1000)
+        fallbacks += model.served_model != "arima"
+    base: list[float] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for y in data:
+            t0 = time.perf_counter()
+            res = ARIMA(np.log(y), order=(1, 1, 1)).fit()
+            res.get_forecast(HORIZON).conf_int(alpha=0.2)
+            base.append((time.perf_counter() - t0) * 1000)
+    value = float(np.median(ours))
+    baseline = float(np.median(base))
+    write_result(
+        "arima_fit",
+        value,
+        "ms",
+        {"name": "statsmodels_arima_111_mle_fit_forecast", "value": baseline, "unit": "ms"},
+        {"series": N_SERIES, "bars": BARS, "horizon": HORIZON, "orders": 5, "threads": 1},
+        extra={**latency_extra(ours), "baseline_p50_ms": baseline, "naive_fallbacks": fallbacks},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""``pricecast backtest``: walk-forward backtest of the served model-selection logic on a CSV.
+
+Columns: ``date`` or ``time`` and ``close`` (others ignored). Prints one JSON object: metrics
+per model (naive, drift, arima, lstm) and for ``served`` (what ``ml.serving.serve_forecast``
+would have answered, fallbacks included, with the count of each model it chose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml.arima import ArimaForecaster
+from ml.base import Forecast
+from ml.evaluation import Fitter, Predictor, predictor_of, walk_forward
+from ml.lstm import LSTMConfig, LSTMForecaster
+from ml.naive import DriftForecaster, NaiveForecaster
+from ml.promotion import decide_promotion, score, train_candidate
+from ml.selection import InsufficientHistory, SelectionPolicy
+from ml.serving import LoadedModel, serve_forecast
+
+BACKTEST_LSTM = LSTMConfig(epochs=25, max_train_seconds=20.0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pricecast backtest", description=__doc__)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--csv", required=True, type=Path, help="CSV with date|time and close")
+    p.add_argument("--symbol", required=True)
+    p.add_argument("--interval", default="1d", choices=["1d", "1h"])
+    p.add_argument("--horizon", type=int, default=1)
+    p.add_argument("--test-size", type=int, default=250)
+    p.add_argument("--refit-every", type=int, default=25)
+    p.add_argument("--min-arima-days", type=int, default=30)
+    p.add_argument("--min-lstm-days", type=int, default=90)
+    p.add_argument("--no-lstm", action="store_true", help="skip LSTM training")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(dates as numpy datetime64[D] per row, closes), oldest first, invalid rows dropped."""
+    df = pd.read_csv(path)
+    cols = {c.lower().strip(): c for c in df.columns}
+    tcol = cols.get("date") or cols.get("time") or cols.get("timestamp")
+    ccol = cols.get("close") or cols.get("adj close")
+    if tcol is None or ccol is None:
+        raise ValueError(f"{path}: need a 'date' (or 'time') and a 'close' column")
+    ts = pd.to_datetime(df[tcol], utc=True, errors="coerce")
+    close = pd.to_numeric(df[ccol], errors="coerce")
+    frame = pd.DataFrame({"ts": ts, "close": close}).dropna()
+    frame = frame[frame["close"] > 0].sort_values("ts").drop_duplicates("ts", keep="last")
+    days = frame["ts"].dt.tz_convert(None).dt.floor("D").to_numpy().astype("datetime64[D]")
+    return days, frame["close"].to_numpy(dtype=np.float64)
+
+
+def days_available(days: np.ndarray) -> np.ndarray:
+    """Distinct calendar days with data up to and including each row."""
+    new_day = np.r_[True, days[1:] != days[:-1]]
+    return np.cumsum(new_day)
+
+
+class _LstmChampion:
+    """Backtest stand-in for the registry: retrain at every refit, promote like the job."""
+
+    def __init__(self, horizon: int, policy: SelectionPolicy, seed: int) -> None:
+        self.horizon = horizon
+        self.policy = policy
+        self.config = LSTMConfig(**{**BACKTEST_LSTM.__dict__, "seed": seed})
+        self.champion: LoadedModel | None = None
+        self.latest: LSTMForecaster | None = None
+        self.cache: dict[int, tuple[LSTMForecaster | None, LoadedModel | None]] = {}
+        self.log: list[dict[str, Any]] = []
+
+    def at(
+        self, history: np.ndarray, days: int
+    ) -> tuple[LSTMForecaster | None, LoadedModel | None]:
+        key = history.size
+        if key in self.cache:
+            return self.cache[key]
+        latest: LSTMForecaster | None = None
+        if days >= self.policy.min_lstm_days:
+            try:
+                latest, holdouts = train_candidate(
+                    {"s": history}, horizon=self.horizon, config=self.config
+                )
+            except ValueError as exc:
+                self.log.append({"at": key, "trained": False, "reason": str(exc)})
+            else:
+                cand = score(latest, {"s": history}, holdouts, self.horizon).mase
+                champ = (
+                    None
+                    if self.champion is None
+                    else score(self.champion.model, {"s": history}, holdouts, self.horizon).mase
+                )
+                decision = decide_promotion(cand, champ)
+                if decision.promote:
+                    self.champion = LoadedModel(latest, f"lstm:backtest:{key}", cand)
+                elif self.champion is not None and champ is not None:
+                    self.champion = LoadedModel(self.champion.model, self.champion.version, champ)
+                self.log.append(
+                    {"at": key, "promoted": decision.promote, "reason": decision.reason}
+                )
+        self.cache[key] = (latest, self.champion)
+        return self.cache[key]
+
+
+def _nan_forecast(h: int) -> Forecast:
+    nan = np.full(h, np.nan)
+    return Forecast(nan, nan.copy(), nan.copy())
+
+
+def run_backtest(
+    days: np.ndarray,
+    closes: np.ndarray,
+    *,
+    horizon: int = 1,
+    test_size: int = 250,
+    refit_every: int = 25,
+    policy: SelectionPolicy | None = None,
+    use_lstm: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    policy = policy or SelectionPolicy()
+    avail = days_available(days)
+    lstm = _LstmChampion(horizon, policy, seed)
+    choices: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+
+    def simple(factory: type[NaiveForecaster] | type[ArimaForecaster]) -> Fitter:
+        return lambda hist: predictor_of(factory().fit(hist))
+
+    def lstm_fitter(hist: np.ndarray) -> Predictor:
+        model, _ = lstm.at(hist, int(avail[hist.size - 1])) if use_lstm else (None, None)
+        if model is None:
+            return lambda hs, h: [_nan_forecast(h) for _ in hs]
+        return predictor_of(model)
+
+    def served_fitter(hist: np.ndarray) -> Predictor:
+        _, champion = lstm.at(hist, int(avail[hist.size - 1])) if use_lstm else (None, None)
+
+        def predict(histories: Sequence[np.ndarray], h: int) -> list[Forecast]:
+            out: list[Forecast] = []
+            for y in histories:
+                try:
+                    s = serve_forecast(y, h, int(avail[y.size - 1]), champion, policy)
+                except InsufficientHistory:
+                    choices["insufficient_history"] += 1
+                    out.append(_nan_forecast(h))
+                    continue
+                choices[s.model] += 1
+                reasons[s.fallback_reason or "none"] += 1
+                out.append(Forecast(np.array(s.mean), np.array(s.lower), np.array(s.upper)))
+            return out
+
+        return predict
+
+    kw: dict[str, Any] = {"horizon": horizon, "test_size": test_size, "refit_every": refit_every}
+    result: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    fitters: dict[str, Fitter] = {
+        "naive": simple(NaiveForecaster),
+        "drift": simple(DriftForecaster),
+        "arima": simple(ArimaForecaster),
+        "lstm": lstm_fitter,
+        "served": served_fitter,
+    }
+    for name, fitter in fitters.items():
+        t0 = time.perf_counter()
+        wf = walk_forward(closes, fitter, min_history=3, **kw)
+        timings[name] = round(time.perf_counter() - t0, 2)
+        result[name] = wf.metrics().to_dict()
+    result["served"]["choices"] = dict(choices)
+    result["served"]["fallback_reasons"] = dict(reasons.most_common(5))
+    result["lstm"]["promotions"] = lstm.log
+    result["seconds"] = timings
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point for an already parsed namespace (``services/cli.py`` wiring)."""
+    started = time.perf_counter()
+    try:
+        days, closes = load_csv(args.csv)
+    except (OSError, ValueError) as exc:
+        print(json.dumps({"error": str(exc)}), file=sys.stderr)
+        return 2
+    if closes.size < args.horizon + 4:
+        print(json.dumps({"error": f"only {closes.size} valid rows"}), file=sys.stderr)
+        return 2
+    policy = SelectionPolicy(min_arima_days=args.min_arima_days, min_lstm_days=args.min_lstm_days)
+    metrics = run_backtest(
+        days,
+        closes,
+        horizon=args.horizon,
+        test_size=args.test_size,
+        refit_every=args.refit_every,
+        policy=policy,
+        use_lstm=not args.no_lstm,
+        seed=args.seed,
+    )
+    out = {
+        "symbol": args.symbol,
+        "interval": args.interval,
+        "horizon": args.horizon,
+        "test_size": args.test_size,
+        "refit_every": args.refit_every,
+        "rows": int(closes.size),
+        "level": 0.8,
+        **metrics,
+        "elapsed_s": round(time.perf_counter() - started, 2),
+    }
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _ml_synthetic import ar_prices, random_walk
+
+from ml.backtest import main
+
+
+def write_csv(path: Path, closes: np.ndarray, column: str = "date") -> Path:
+    dates = pd.date_range("2022-01-01", periods=closes.size, freq="D")
+    pd.DataFrame({column: dates.strftime("%Y-%m-%d"), "close": closes}).to_csv(path, index=False)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_backtest_cli_on_a_random_walk_serves_no_worse_than_naive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = write_csv(tmp_path / "rw.csv", random_walk(420, seed=3), column="time")
+    out = run(
+        capsys,
+        "--csv",
+        str(csv),
+        "--symbol",
+        "RW",
+        "--test-size",
+        "100",
+        "--refit-every",
+        "50",
+        "--horizon",
+        "2",
+    )
+    for name in ("naive", "drift", "arima", "lstm", "served"):
+        assert set(out[name]) >= {"mae", "mape", "mase", "coverage", "count"}
+    assert out["served"]["count"] == 100
+    assert out["naive"]["mase"] == 1.0
+    assert out["served"]["mase"] <= 1.0
+    assert sum(out["served"]["choices"].values()) == 100
+
+
+def test_backtest_cli_on_ar_data_beats_naive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = write_csv(tmp_path / "ar.csv", ar_prices(400, seed=4))
+    out = run(
+        capsys,
+        "--csv",
+        str(csv),
+        "--symbol",
+        "AR",
+        "--test-size",
+        "100",
+        "--refit-every",
+        "50",
+        "--no-lstm",
+    )
+    assert out["served"]["mase"] < 0.95
+    assert out["served"]["choices"] == {"arima": 100}
+    assert 0.6 <= out["served"]["coverage"] <= 0.95
+
+
+def test_backtest_rejects_a_csv_without_close(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("date,price\n2022-01-01,1\n")
+    assert main(["--csv", str(bad), "--symbol", "X"]) == 2
