@@ -184,7 +184,9 @@ async def serve_worker_http(router: APIRouter, port: int, host: str = "0.0.0.0")
 
     app = FastAPI(title="pricecast worker", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(router)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+    )
     server = uvicorn.Server(config)
     # ``_serve`` skips uvicorn's signal capture: the service owning the loop handles SIGTERM.
     try:

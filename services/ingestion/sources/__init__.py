@@ -1,0 +1,1 @@
+"""Price sources behind one interface (:class:`services.ingestion.sources.base.Source`)."""
