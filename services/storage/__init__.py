@@ -1,0 +1,1 @@
+"""Time-series storage: active path, aggregate lag, bar maintenance and tick retention."""

@@ -1,0 +1,65 @@
+"""Storage fixtures: one database per storage path (plain PostgreSQL always, TimescaleDB
+wherever the extension is installed), migrated with ``PRICECAST_STORAGE_PATH`` forced."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from services.common.config import DEFAULT_DATABASE_URL
+from services.common.db import migrate
+
+
+def _timescale_installed(admin: Engine) -> bool:
+    with admin.connect() as conn:
+        available = conn.execute(
+            sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+        ).scalar()
+        preload = str(conn.execute(sa.text("SHOW shared_preload_libraries")).scalar())
+    return bool(available) and "timescaledb" in preload
+
+
+@pytest.fixture(
+    scope="module",
+    params=["postgres", pytest.param("timescaledb", marks=pytest.mark.timescale)],
+)
+def storage_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    path: str = request.param
+    base = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    if path == "timescaledb" and not _timescale_installed(admin):
+        admin.dispose()
+        pytest.skip("TimescaleDB extension not installed on this server")
+    name = f"pricecast_storage_{path[:2]}_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    old = os.environ.get("PRICECAST_STORAGE_PATH")
+    os.environ["PRICECAST_STORAGE_PATH"] = path
+    engine = sa.create_engine(url, pool_size=4)
+    try:
+        migrate(url)
+        yield engine
+    finally:
+        if old is None:
+            os.environ.pop("PRICECAST_STORAGE_PATH", None)
+        else:
+            os.environ["PRICECAST_STORAGE_PATH"] = old
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def storage(storage_engine: Engine) -> Engine:
+    """The path's database with no ticks and no bars."""
+    with storage_engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE price_ticks"))
+        conn.execute(sa.text("SELECT pricecast_reset_bars()"))
+    return storage_engine

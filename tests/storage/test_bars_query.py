@@ -1,0 +1,82 @@
+"""The bar query layer (services.common.bars) on every storage path."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from _storage_helpers import settle, write_batch
+from sqlalchemy.engine import Engine
+
+from services.common.bars import Bar, get_bar_columns, get_bars, history_days, latest_bar, relation
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def hourly(storage: Engine) -> Engine:
+    """BTC-USD: one tick at 00:30 of every hour for 3 days (72 hours); ETH-USD: 2 days."""
+    ticks = [
+        ("BTC-USD", T0 + timedelta(hours=h, minutes=30), 100.0 + h, 1.0 + h, "s") for h in range(72)
+    ]
+    ticks += [("ETH-USD", T0 + timedelta(days=d, hours=3), 10.0, 2.0, "s") for d in range(2)]
+    write_batch(storage, ticks)
+    settle(storage)
+    return storage
+
+
+def test_range_is_ascending_and_half_open(hourly: Engine) -> None:
+    with hourly.connect() as conn:
+        bars = get_bars(conn, "BTC-USD", "1h", T0 + timedelta(hours=5), T0 + timedelta(hours=10))
+    assert [b.bucket for b in bars] == [T0 + timedelta(hours=h) for h in range(5, 10)]
+    first = bars[0]
+    assert first == Bar(T0 + timedelta(hours=5), 105.0, 105.0, 105.0, 105.0, 6.0, 1, 105.0)
+    assert first.bucket.tzinfo is not None
+
+
+def test_limit_without_start_gives_newest_bars_ascending(hourly: Engine) -> None:
+    with hourly.connect() as conn:
+        newest = get_bars(conn, "BTC-USD", "1h", limit=3)
+        before = get_bars(conn, "BTC-USD", "1h", end=T0 + timedelta(hours=10), limit=2)
+        from_start = get_bars(conn, "BTC-USD", "1h", start=T0, limit=2)
+    assert [b.bucket for b in newest] == [T0 + timedelta(hours=h) for h in (69, 70, 71)]
+    assert [b.bucket for b in before] == [T0 + timedelta(hours=h) for h in (8, 9)]
+    assert [b.bucket for b in from_start] == [T0, T0 + timedelta(hours=1)]
+
+
+def test_daily_bars_history_days_and_latest(hourly: Engine) -> None:
+    with hourly.connect() as conn:
+        days = get_bars(conn, "BTC-USD", "1d")
+        assert [b.trade_count for b in days] == [24, 24, 24]
+        assert days[1].open == 124.0 and days[1].close == 147.0
+        assert history_days(conn, "BTC-USD") == 3
+        assert history_days(conn, "ETH-USD") == 2
+        assert history_days(conn, "NOPE-USD") == 0
+        latest = latest_bar(conn, "BTC-USD", "1m")
+        assert latest is not None and latest.bucket == T0 + timedelta(hours=71, minutes=30)
+        assert latest_bar(conn, "NOPE-USD", "1d") is None
+        assert get_bars(conn, "NOPE-USD", "1h") == []
+
+
+def test_rejects_unknown_interval_and_bad_limit(hourly: Engine) -> None:
+    with pytest.raises(ValueError, match="unknown interval"):
+        relation("5m; DROP TABLE price_ticks")
+    with hourly.connect() as conn, pytest.raises(ValueError):
+        get_bars(conn, "BTC-USD", "1h", limit=0)
+
+
+def test_columns_match_rows_and_zero_volume_gives_no_vwap(storage: Engine) -> None:
+    t = datetime(2024, 2, 1, tzinfo=UTC)
+    write_batch(
+        storage, [("Z-USD", t, 5.0, 0.0, "s"), ("Z-USD", t + timedelta(hours=2), 6.0, 2.0, "s")]
+    )
+    settle(storage)
+    with storage.connect() as conn:
+        cols = get_bar_columns(conn, "Z-USD", "1h")
+        bars = get_bars(conn, "Z-USD", "1h")
+    assert len(cols) == 2 and cols.bucket.tolist() == [
+        int(t.timestamp()),
+        int(t.timestamp()) + 7200,
+    ]
+    assert bars[0].vwap is None and bars[1].vwap == 6.0
+    assert cols.to_bars() == bars
