@@ -72,26 +72,38 @@ class Stack:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, *argv: str) -> None:
+        self.jobs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, name: str, argv: tuple[str, ...]) -> subprocess.Popen[bytes]:
         out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.procs[name] = subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *argv],
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=infra._die_with_parent,
         )
-        log.info("started %s (pid %d), log %s", name, self.procs[name].pid, out.name)
+        log.info("started %s (pid %d), log %s", name, proc.pid, out.name)
+        return proc
+
+    def start(self, name: str, *argv: str) -> None:
+        """A long-running service: its exit stops the run."""
+        self.procs[name] = self._spawn(name, argv)
+
+    def job(self, name: str, *argv: str) -> None:
+        """A one-shot job (e.g. the first training run): it may exit."""
+        self.jobs[name] = self._spawn(name, argv)
 
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is not None]
 
     def stop(self) -> None:
-        for proc in self.procs.values():
+        everything = [*self.procs.values(), *self.jobs.values()]
+        for proc in everything:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 20
-        for proc in self.procs.values():
+        for proc in everything:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -122,6 +134,15 @@ def wait_http(url: str, timeout_s: float, stack: Stack) -> None:
             pass
         time.sleep(0.25)
     raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+def wait_history_stored(settings: Settings, stored: threading.Event) -> None:
+    from services.ingestion.backfill import wait_until_stored
+
+    if asyncio.run(wait_until_stored(settings, timeout_s=300)):
+        stored.set()
+    else:
+        log.warning("demo history not stored within 300 s; skipping the first training run")
 
 
 def mint_token(env: dict[str, str]) -> str:
@@ -176,6 +197,7 @@ def main(args: argparse.Namespace) -> int:
         env["PRICECAST_API_PORT"] = str(settings.api_port)
 
         stack = Stack(env, log_dir)
+        history_stored = threading.Event()
         try:
             stack.start("ingestion", "ingest")
             stack.start("prediction", "predict")
@@ -186,6 +208,12 @@ def main(args: argparse.Namespace) -> int:
                 print("loading demo history through the ingestion path ...", flush=True)
                 n = asyncio.run(load_history(settings, DEMO_HISTORY))
                 print(f"published {n} historical ticks", flush=True)
+                # The first retraining run, as the nightly CronJob would do it: once the
+                # history is stored it trains, validates and promotes an LSTM where it beats
+                # naive; the prediction service hot-reloads it from ``model-events``.
+                threading.Thread(
+                    target=wait_history_stored, args=(settings, history_stored), daemon=True
+                ).start()
             base = f"http://127.0.0.1:{settings.api_port}"
             wait_http(f"{base}/health", 90, stack)
             token = mint_token(env)
@@ -195,6 +223,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"TOKEN: {token}", flush=True)
             print("Ctrl-C stops everything.", flush=True)
             while not stop.wait(1.0):
+                if history_stored.is_set() and "train" not in stack.jobs:
+                    # Spawned from the main thread: children die with the thread that
+                    # started them (PR_SET_PDEATHSIG), and this one lives as long as the run.
+                    stack.job("train", "train")
                 if stack.dead():
                     print(f"service exited: {', '.join(stack.dead())}; stopping", flush=True)
                     return 1

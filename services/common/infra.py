@@ -63,6 +63,7 @@ def wait_tcp(
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """SIGTERM this child when the *thread* that spawned it ends: spawn from the main thread."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -5,8 +5,9 @@ Two faces of one model per symbol:
 * :func:`history` — a fast, vectorised generator of ticks on a fixed time grid (multiples of
   ``step`` since :data:`EPOCH`). The value at a grid point depends only on (seed, symbol, step,
   grid index), so running a backfill twice yields the same ticks (stored once).
-  ``log price = log(base) + drift * years + x``, where ``x`` is an AR(1) of Gaussian shocks plus
-  Poisson jumps (mean reversion keeps years of history in a plausible band).
+  ``log price = log(base) + drift * years + x + cycle``, where ``x`` is an AR(1) of Gaussian
+  shocks plus Poisson jumps (mean reversion keeps years of history in a plausible band) and
+  ``cycle`` an optional weekly sine (BTC-USD's demo history has one: learnable structure).
 * :class:`SyntheticSource` — the live feed: one tick per symbol every ``interval_s``, stamped
   now, continuing from the newest stored price when one is known (or from the model's value
   now), with the same volatility and jump parameters; the sequence of moves is seeded.
@@ -38,10 +39,14 @@ class AssetModel:
     jumps_per_day: float
     jump_sd: float  # log size of a jump
     volume: float  # typical trade size
+    # A weekly cycle in the log price (0 = none). BTC-USD has one in the demo so that the
+    # LSTM has structure to learn and can beat naive walk-forward; the others are pure noise.
+    cycle_amp: float = 0.0
+    cycle_days: float = 7.0
 
 
 DEMO_MODELS: dict[str, AssetModel] = {
-    "BTC-USD": AssetModel(60_000.0, 0.15, 0.55, 0.05, 0.03, 0.5),
+    "BTC-USD": AssetModel(60_000.0, 0.15, 0.45, 0.05, 0.03, 0.5, cycle_amp=0.05),
     "ETH-USD": AssetModel(3_000.0, 0.10, 0.70, 0.05, 0.04, 5.0),
     "TBILL-USD": AssetModel(100.0, 0.04, 0.01, 0.0, 0.0, 1_000.0),
     "NEW-USD": AssetModel(10.0, 0.0, 0.9, 0.1, 0.05, 200.0),
@@ -119,7 +124,8 @@ def history(
     x = _path(symbol, seed, step_s, last)[first:]
     idx = np.arange(first, last + 1, dtype=np.float64)
     years = (idx * step_s - (BASE_DATE - EPOCH).total_seconds()) / YEAR_S
-    prices = np.exp(math.log(m.base) + m.drift * years + x)
+    cycle = m.cycle_amp * np.sin(2 * math.pi * idx * step_s / (m.cycle_days * 86400.0))
+    prices = np.exp(math.log(m.base) + m.drift * years + x + cycle)
     rng = np.random.default_rng([seed, _symbol_seed(symbol), step_s, 1])
     sizes = rng.lognormal(0.0, 0.5, last + 1)[first:]  # by grid index, like the prices
     volumes = m.volume * sizes * max(1.0, step_s / 60.0)
