@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
+from services.api.core.keys import ensure_dev_keys
 from services.common import infra
 from services.common.config import Settings, get_settings
 from services.common.db import migrate, wait_for_db
@@ -34,34 +35,6 @@ log = logging.getLogger("pricecast.run")
 
 DEMO_HISTORY = {"BTC-USD": 400, "ETH-USD": 120, "TBILL-USD": 45, "NEW-USD": 10}
 DEMO_SCOPES = "prices:read predictions:read models:read models:write"
-
-
-def ensure_dev_keys(state_dir: Path) -> tuple[Path, Path]:
-    """An RSA key pair for local runs (private key 0600); production mounts Secrets."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    keys = state_dir / "keys"
-    private, public_dir = keys / "private.pem", keys / "public"
-    if private.exists():
-        return private, public_dir
-    public_dir.mkdir(parents=True, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    (public_dir / "dev.pem").write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public_dir
 
 
 class Stack:

@@ -1,0 +1,1 @@
+"""Cross-cutting pieces of the API: keys, tokens, the Redis gate, middleware, errors."""

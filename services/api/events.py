@@ -1,0 +1,76 @@
+"""``model-events`` publisher for retrain requests (producer started on first use)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from services.common.config import Settings
+from services.common.kafka import dumps, make_producer
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 5.0
+
+
+class EventPublisher:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _get(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = make_producer(self.settings, request_timeout_ms=5_000)
+                await asyncio.wait_for(producer.start(), PUBLISH_TIMEOUT_S)
+                self._producer = producer
+            return self._producer
+
+    async def retrain_requested(
+        self, request_id: int, symbol: str | None, interval: str, reason: str, by: str
+    ) -> bool:
+        """Publish; False (logged) when Kafka does not answer: the row stays queued and the
+        retraining job (``pricecast train --pending``) still finds it."""
+        event: dict[str, Any] = {
+            "type": "retrain_requested",
+            "request_id": request_id,
+            "symbol": symbol,
+            "interval": interval,
+            "reason": reason,
+            "requested_by": by,
+            "ts": datetime.now(UTC),
+        }
+        try:
+            producer = await self._get()
+            await asyncio.wait_for(
+                producer.send_and_wait(
+                    self.settings.topic_model_events,
+                    dumps(event),
+                    key=(symbol or "*").encode(),
+                ),
+                PUBLISH_TIMEOUT_S,
+            )
+            return True
+        except Exception as exc:  # noqa: BLE001 - the request is durable; publishing is a hint
+            log.warning(
+                "could not publish retrain_requested %s: %s", request_id, type(exc).__name__
+            )
+            await self._reset()
+            return False
+
+    async def _reset(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception:
+                log.debug("producer stop failed", exc_info=True)
+
+    async def close(self) -> None:
+        await self._reset()

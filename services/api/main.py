@@ -1,0 +1,118 @@
+"""The API application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from services import __version__
+from services.api.core.errors import install_error_handlers
+from services.api.core.middleware import ApiMiddleware
+from services.api.core.security import SCOPES
+from services.api.routes import assets, auth, bars, models, predictions, well_known
+from services.api.state import ApiState
+from services.common.config import Settings, get_settings
+from services.common.health import (
+    Check,
+    CheckResult,
+    check_database,
+    check_kafka,
+    check_redis,
+    health_router,
+)
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    # Built eagerly (connections are opened lazily), so the app also works where the
+    # lifespan does not run; the lifespan only releases them.
+    state = ApiState.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await state.close()
+
+    app = FastAPI(
+        title="Pricecast API",
+        version=__version__,
+        description="Asset price forecasts with provenance. Scopes: "
+        + ", ".join(f"`{k}` ({v})" for k, v in SCOPES.items()),
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.api = state
+    install_error_handlers(app)
+
+    for router in (
+        auth.router,
+        well_known.router,
+        assets.router,
+        bars.router,
+        predictions.router,
+        models.router,
+    ):
+        app.include_router(router)
+    app.include_router(_health(state))
+
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Process-Time", "Retry-After"],
+            max_age=600,
+        )
+    # Added last: outermost, so even CORS and 500 answers carry the request id.
+    app.add_middleware(
+        ApiMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        slow_request_ms=settings.slow_request_ms,
+    )
+    return app
+
+
+def _health(state: ApiState) -> Any:
+    settings = state.settings
+
+    async def database() -> CheckResult:
+        return await check_database(state.engine)
+
+    async def redis() -> CheckResult:
+        return await check_redis(state.redis)
+
+    async def kafka() -> CheckResult:
+        return await check_kafka(settings.kafka_bootstrap_servers)
+
+    checks: dict[str, Check] = {"database": database, "redis": redis}
+    if settings.kafka_configured:
+        checks["kafka"] = kafka
+    return health_router(checks, critical={"database"}, extra=_extra(state))
+
+
+def _extra(state: ApiState) -> Any:
+    async def extra() -> dict[str, Any]:
+        return {
+            "api": {
+                "redis_fallback_active": not state.gate.redis_usable,
+                "signing_kid": state.tokens.keys.signing_kid,
+                "accepted_kids": sorted(state.tokens.keys.verify_keys),
+            }
+        }
+
+    return extra
+
+
+def app_from_env() -> FastAPI:
+    """``uvicorn --factory services.api.main:app_from_env`` (what every worker runs)."""
+    return create_app(get_settings())

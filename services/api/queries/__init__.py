@@ -1,0 +1,1 @@
+"""SQL for the API, one module per resource (sync SQLAlchemy Core on a Connection)."""

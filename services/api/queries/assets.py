@@ -1,0 +1,57 @@
+"""Assets: paginated listing with filters, one asset, existence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+_COLUMNS = "symbol, name, asset_class, currency, active, first_seen"
+
+
+def list_assets(
+    conn: Connection,
+    *,
+    skip: int,
+    limit: int,
+    active: bool | None = None,
+    asset_class: str | None = None,
+    q: str | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    where = ["true"]
+    params: dict[str, Any] = {"skip": skip, "limit": limit}
+    if active is not None:
+        where.append("active = :active")
+        params["active"] = active
+    if asset_class:
+        where.append("asset_class = :asset_class")
+        params["asset_class"] = asset_class
+    if q:
+        where.append("(symbol ILIKE :q OR name ILIKE :q)")
+        params["q"] = "%" + q.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+    clause = " AND ".join(where)
+    total = conn.execute(sa.text(f"SELECT count(*) FROM assets WHERE {clause}"), params).scalar()
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {_COLUMNS} FROM assets WHERE {clause} "
+            "ORDER BY symbol OFFSET :skip LIMIT :limit"
+        ),
+        params,
+    ).mappings()
+    return int(total or 0), [dict(r) for r in rows]
+
+
+def get_asset(conn: Connection, symbol: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(sa.text(f"SELECT {_COLUMNS} FROM assets WHERE symbol = :s"), {"s": symbol})
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row is not None else None
+
+
+def asset_exists(conn: Connection, symbol: str) -> bool:
+    return bool(
+        conn.execute(sa.text("SELECT 1 FROM assets WHERE symbol = :s"), {"s": symbol}).scalar()
+    )

@@ -1,0 +1,174 @@
+"""Predictions: the latest forecast (cache-miss path), its history and accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from services.common.schemas import PredictionRecord, PredictionStatus
+
+RECORD_COLUMNS = (
+    "symbol, interval, horizon, as_of, target_time, predicted_price, lower_bound, "
+    "upper_bound, model, model_version, fallback_reason, generated_at"
+)
+
+# One round trip: is the symbol known, its latest forecast, and why there may be none.
+_LATEST = sa.text(
+    f"""
+    SELECT EXISTS (SELECT 1 FROM assets WHERE symbol = :s) AS known,
+           p.*, st.status AS st_status, st.required_days, st.available_days, st.detail,
+           st.updated_at AS st_updated_at
+    FROM (SELECT 1) one
+    LEFT JOIN LATERAL (
+        SELECT {RECORD_COLUMNS} FROM predictions
+        WHERE symbol = :s AND interval = :i AND horizon = :h
+        ORDER BY as_of DESC LIMIT 1
+    ) p ON true
+    LEFT JOIN prediction_status st ON st.symbol = :s AND st.interval = :i
+    """
+)
+
+
+@dataclass(frozen=True)
+class Latest:
+    known: bool
+    record: PredictionRecord | None
+    status: PredictionStatus | None
+    status_updated_at: datetime | None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
+
+
+def record_from_row(row: Any) -> PredictionRecord:
+    return PredictionRecord(
+        symbol=row["symbol"],
+        interval=row["interval"],
+        horizon=row["horizon"],
+        as_of=_utc(row["as_of"]),
+        target_time=_utc(row["target_time"]),
+        predicted_price=row["predicted_price"],
+        lower_bound=row["lower_bound"],
+        upper_bound=row["upper_bound"],
+        model=row["model"],
+        model_version=row["model_version"],
+        fallback_reason=row["fallback_reason"],
+        generated_at=_utc(row["generated_at"]),
+    )
+
+
+def latest(conn: Connection, symbol: str, interval: str, horizon: int) -> Latest:
+    row = conn.execute(_LATEST, {"s": symbol, "i": interval, "h": horizon}).mappings().one()
+    record = record_from_row(row) if row["as_of"] is not None else None
+    status = None
+    if row["st_status"] is not None:
+        status = PredictionStatus(
+            symbol=symbol,
+            interval=interval,
+            status=row["st_status"],
+            required_days=row["required_days"],
+            available_days=row["available_days"],
+            detail=row["detail"],
+        )
+    return Latest(bool(row["known"]), record, status, _utc(row["st_updated_at"]))
+
+
+def history(
+    conn: Connection,
+    symbol: str,
+    interval: str,
+    horizon: int | None,
+    *,
+    skip: int,
+    limit: int,
+    start: datetime | None,
+    end: datetime | None,
+) -> tuple[int, list[dict[str, Any]]]:
+    where = ["symbol = :s", "interval = :i"]
+    params: dict[str, Any] = {"s": symbol, "i": interval, "skip": skip, "limit": limit}
+    if horizon is not None:
+        where.append("horizon = :h")
+        params["h"] = horizon
+    if start is not None:
+        where.append("as_of >= :start")
+        params["start"] = start
+    if end is not None:
+        where.append("as_of < :end")
+        params["end"] = end
+    clause = " AND ".join(where)
+    total = conn.execute(
+        sa.text(f"SELECT count(*) FROM predictions WHERE {clause}"), params
+    ).scalar()
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {RECORD_COLUMNS}, actual_price, abs_error, naive_abs_error "
+            f"FROM predictions WHERE {clause} "
+            "ORDER BY as_of DESC, horizon OFFSET :skip LIMIT :limit"
+        ),
+        params,
+    ).mappings()
+    items = []
+    for r in rows:
+        item = dict(r)
+        for col in ("as_of", "target_time", "generated_at"):
+            item[col] = _utc(item[col])
+        items.append(item)
+    return int(total or 0), items
+
+
+_ACCURACY = """
+    SELECT {group} AS model,
+           count(*) AS evaluated,
+           avg(abs_error) AS mae,
+           100 * avg(abs_error / nullif(abs(actual_price), 0)) AS mape,
+           avg(abs_error) / nullif(avg(naive_abs_error), 0) AS mase,
+           avg(CASE WHEN actual_price BETWEEN lower_bound AND upper_bound
+                    THEN 1.0 ELSE 0.0 END) AS coverage
+    FROM predictions
+    WHERE {where}
+    {group_by}
+"""
+
+
+def accuracy(
+    conn: Connection, symbol: str, interval: str, horizon: int | None, window_days: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Overall and per-model error of forecasts whose actual price is known."""
+    where = [
+        "symbol = :s",
+        "interval = :i",
+        "actual_price IS NOT NULL",
+        "abs_error IS NOT NULL",
+        "target_time >= now() - make_interval(days => :days)",
+    ]
+    params: dict[str, Any] = {"s": symbol, "i": interval, "days": window_days}
+    if horizon is not None:
+        where.append("horizon = :h")
+        params["h"] = horizon
+    clause = " AND ".join(where)
+    overall = (
+        conn.execute(sa.text(_ACCURACY.format(group="'all'", where=clause, group_by="")), params)
+        .mappings()
+        .one()
+    )
+    per_model = conn.execute(
+        sa.text(
+            _ACCURACY.format(group="model", where=clause, group_by="GROUP BY model ORDER BY model")
+        ),
+        params,
+    ).mappings()
+    return _floats(overall), [_floats(r) for r in per_model]
+
+
+def _floats(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("mae", "mape", "mase", "coverage"):
+        if out.get(key) is not None:
+            out[key] = float(out[key])
+    out["evaluated"] = int(out["evaluated"] or 0)
+    return out

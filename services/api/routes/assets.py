@@ -1,0 +1,48 @@
+"""Assets (paginated, filterable)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from services.api.core.errors import responses
+from services.api.deps import ConnDep, PricesReader
+from services.api.params import Limit, Skip, SymbolPath
+from services.api.queries import assets as queries
+from services.api.schemas import Asset, Page
+from services.common.errors import PricecastError
+
+router = APIRouter(prefix="/api/v1/assets", tags=["assets"])
+_COMMON = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001")
+
+
+@router.get("", summary="List assets", response_model=Page[Asset], responses=responses(*_COMMON))
+def list_assets(
+    conn: ConnDep,
+    principal: PricesReader,
+    skip: Skip = 0,
+    limit: Limit = 100,
+    active: bool | None = None,
+    asset_class: Annotated[str | None, Query(max_length=32)] = None,
+    q: Annotated[str | None, Query(max_length=64, description="symbol or name contains")] = None,
+) -> Page[Asset]:
+    total, rows = queries.list_assets(
+        conn, skip=skip, limit=limit, active=active, asset_class=asset_class, q=q
+    )
+    return Page[Asset](
+        items=[Asset.model_validate(r) for r in rows], total=total, skip=skip, limit=limit
+    )
+
+
+@router.get(
+    "/{symbol}",
+    summary="One asset",
+    response_model=Asset,
+    responses=responses(*_COMMON, "ERR_PRED_002"),
+)
+def get_asset(conn: ConnDep, symbol: SymbolPath, principal: PricesReader) -> Asset:
+    row = queries.get_asset(conn, symbol.upper())
+    if row is None:
+        raise PricecastError("ERR_PRED_002", f"Unknown symbol {symbol.upper()}")
+    return Asset.model_validate(row)

@@ -1,0 +1,124 @@
+"""Model registry (versions, champions; never the artifact bytes) and retrain requests."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from services.api.core.errors import error_schema, responses
+from services.api.deps import ConnDep, ModelsReader, ModelsWriter
+from services.api.params import SYMBOL_PATTERN, Limit, Skip
+from services.api.queries import assets as asset_queries
+from services.api.queries import models as queries
+from services.api.schemas import ModelVersion, Page, RetrainRequestIn, RetrainRequestOut
+from services.api.state import ApiState
+from services.common.errors import PricecastError
+from services.common.metrics import RETRAIN_REQUESTS
+
+router = APIRouter(prefix="/api/v1/models", tags=["models"])
+_COMMON = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001")
+SymbolQuery = Annotated[str | None, Query(pattern=SYMBOL_PATTERN)]
+IntervalFilter = Annotated[Literal["1h", "1d"] | None, Query()]
+
+
+@router.get(
+    "",
+    summary="Model versions, newest first",
+    response_model=Page[ModelVersion],
+    responses=responses(*_COMMON),
+)
+def list_models(
+    conn: ConnDep,
+    principal: ModelsReader,
+    symbol: SymbolQuery = None,
+    model: Annotated[str | None, Query(max_length=32)] = None,
+    status: Annotated[
+        Literal["candidate", "champion", "retired", "rejected"] | None, Query()
+    ] = None,
+    interval: IntervalFilter = None,
+    skip: Skip = 0,
+    limit: Limit = 100,
+) -> Page[ModelVersion]:
+    total, rows = queries.list_versions(
+        conn,
+        skip=skip,
+        limit=limit,
+        symbol=symbol.upper() if symbol else None,
+        model=model,
+        status=status,
+        interval=interval,
+    )
+    return Page[ModelVersion](
+        items=[ModelVersion.model_validate(r) for r in rows], total=total, skip=skip, limit=limit
+    )
+
+
+@router.get(
+    "/champions",
+    summary="Current champion per model, scope and interval",
+    response_model=list[ModelVersion],
+    responses=responses(*_COMMON),
+)
+def list_champions(
+    conn: ConnDep,
+    principal: ModelsReader,
+    symbol: SymbolQuery = None,
+    interval: IntervalFilter = None,
+) -> list[ModelVersion]:
+    rows = queries.champions(conn, symbol.upper() if symbol else None, interval)
+    return [ModelVersion.model_validate(r) for r in rows]
+
+
+@router.get(
+    "/{version_id}",
+    summary="One model version",
+    response_model=ModelVersion,
+    responses={
+        **responses(*_COMMON),
+        404: {**error_schema("ERR_PRED_002"), "description": "no such model version"},
+    },
+)
+def get_model(
+    conn: ConnDep,
+    principal: ModelsReader,
+    version_id: Annotated[int, Path(ge=1, le=2**62)],
+) -> ModelVersion:
+    row = queries.get_version(conn, version_id)
+    if row is None:
+        raise HTTPException(404, "No such model version")
+    return ModelVersion.model_validate(row)
+
+
+def _queue(state: ApiState, body: RetrainRequestIn, by: str) -> tuple[int, str, bool]:
+    symbol = body.symbol.upper() if body.symbol else None
+    with state.engine.connect() as conn:
+        if symbol is not None and not asset_queries.asset_exists(conn, symbol):
+            raise PricecastError("ERR_PRED_002", f"Unknown symbol {symbol}", {"symbol": symbol})
+        result = queries.request_retrain(conn, symbol, body.interval, body.reason, by)
+        conn.commit()
+        return result
+
+
+@router.post(
+    "/retrain",
+    status_code=202,
+    summary="Queue a retrain (one open request per symbol and interval)",
+    response_model=RetrainRequestOut,
+    responses=responses(*_COMMON, "ERR_PRED_002"),
+)
+async def request_retrain(
+    request: Request, body: RetrainRequestIn, principal: ModelsWriter
+) -> RetrainRequestOut:
+    state: ApiState = request.app.state.api
+    request_id, status, created = await run_in_threadpool(_queue, state, body, principal.subject)
+    symbol = body.symbol.upper() if body.symbol else None
+    if created:
+        RETRAIN_REQUESTS.labels("api").inc()
+        await state.events.retrain_requested(
+            request_id, symbol, body.interval, body.reason, principal.subject
+        )
+    return RetrainRequestOut(
+        request_id=request_id, status=status, symbol=symbol, interval=body.interval, created=created
+    )

@@ -1,0 +1,171 @@
+"""Latest prediction (the hot, cached path), prediction history and accuracy.
+
+Cache hit: one Redis round trip (rate limit + deny-list + GET) and the cached bytes go out
+as they are: no database, no JSON parsing. Miss: one SQL round trip, then the record is
+cached (only if absent, so a newer forecast written meanwhile is never overwritten).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from sqlalchemy.engine import Engine
+
+from services.api.core.errors import responses
+from services.api.deps import ConnDep, PredictionsReader, authenticate_header, authorize
+from services.api.params import HorizonQuery, IntervalQuery, Limit, Skip, SymbolPath
+from services.api.queries import assets as asset_queries
+from services.api.queries import predictions as queries
+from services.api.schemas import Accuracy, ModelAccuracy, Page, PredictionHistoryItem
+from services.api.state import ApiState
+from services.common.cache import prediction_key, status_key
+from services.common.errors import PricecastError, insufficient_history
+from services.common.metrics import CACHE_REQUESTS
+from services.common.schemas import PredictionRecord, PredictionStatus
+
+router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"])
+
+NO_STORE = {"Cache-Control": "no-store"}
+_HIT = CACHE_REQUESTS.labels("api", "hit")
+_MISS = CACHE_REQUESTS.labels("api", "miss")
+_COMMON = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001")
+
+
+def _check_horizon(state: ApiState, interval: str, horizon: int) -> None:
+    limit = state.settings.horizons_1h if interval == "1h" else state.settings.horizons_1d
+    if horizon > limit:
+        raise PricecastError(
+            "ERR_VAL_001",
+            f"horizon must be between 1 and {limit} for interval {interval}",
+            {"field": "horizon", "max": limit},
+        )
+
+
+def _refuse_if_insufficient(status: PredictionStatus | None) -> None:
+    if status is not None and status.status == "insufficient_history":
+        raise insufficient_history(status.required_days or 0, status.available_days or 0)
+
+
+def _latest(engine: Engine, symbol: str, interval: str, horizon: int) -> queries.Latest:
+    with engine.connect() as conn:
+        return queries.latest(conn, symbol, interval, horizon)
+
+
+@router.get(
+    "/{symbol}",
+    summary="Latest forecast for a symbol, interval and horizon",
+    response_model=None,
+    responses={
+        200: {"description": "the forecast with its provenance", "model": PredictionRecord},
+        **responses(*_COMMON, "ERR_PRED_001", "ERR_PRED_002", "ERR_PRED_003"),
+    },
+    openapi_extra={
+        "security": [{"HTTPBearer": []}],
+        "x-scope": "predictions:read",
+        "x-cache": "redis prediction:{symbol}:{interval}:{horizon}",
+    },
+)
+async def get_prediction(
+    request: Request,
+    symbol: SymbolPath,
+    interval: IntervalQuery = "1d",
+    horizon: HorizonQuery = 1,
+) -> Response:
+    state: ApiState = request.app.state.api
+    # Inline rather than as dependencies: this is the hot path (see bench/api_cached_prediction).
+    principal = authenticate_header(state, request.headers.get("authorization"))
+    authorize(principal, "predictions:read")
+    symbol = symbol.upper()
+    _check_horizon(state, interval, horizon)
+    key = prediction_key(symbol, interval, horizon)
+    admission = await state.gate.admit(
+        principal.subject,
+        principal.jti,
+        state.settings.rate_limit_per_minute,
+        fetch=(key, status_key(symbol, interval)),
+    )
+    if admission.cached is not None:
+        _HIT.inc()
+        return Response(admission.cached, media_type="application/json", headers=NO_STORE)
+    _MISS.inc()
+    if admission.status is not None:
+        _refuse_if_insufficient(PredictionStatus.model_validate_json(admission.status))
+
+    latest = await run_in_threadpool(_latest, state.engine, symbol, interval, horizon)
+    if not latest.known:
+        raise PricecastError("ERR_PRED_002", f"Unknown symbol {symbol}", {"symbol": symbol})
+    record = latest.record
+    status = latest.status
+    if status is not None and (
+        record is None
+        or (latest.status_updated_at is not None and latest.status_updated_at > record.generated_at)
+    ):
+        _refuse_if_insufficient(status)
+    if record is None:
+        details = {"symbol": symbol, "interval": interval, "horizon": horizon}
+        if status is not None and status.detail:
+            details["reason"] = status.detail
+        raise PricecastError("ERR_PRED_003", details=details, headers={"Retry-After": "60"})
+    body = record.model_dump_json().encode()
+    if admission.redis_ok and state.settings.api_miss_cache_ttl_s > 0:
+        await state.gate.cache_if_absent(key, body, state.settings.api_miss_cache_ttl_s)
+    return Response(body, media_type="application/json", headers=NO_STORE)
+
+
+@router.get(
+    "/{symbol}/history",
+    summary="Past forecasts, newest first, with their outcome once known",
+    response_model=Page[PredictionHistoryItem],
+    responses=responses(*_COMMON, "ERR_PRED_002"),
+)
+def prediction_history(
+    conn: ConnDep,
+    symbol: SymbolPath,
+    principal: PredictionsReader,
+    interval: IntervalQuery = "1d",
+    horizon: Annotated[int | None, Query(ge=1, le=168)] = None,
+    start: Annotated[datetime | None, Query(description="as_of >= start")] = None,
+    end: Annotated[datetime | None, Query(description="as_of < end")] = None,
+    skip: Skip = 0,
+    limit: Limit = 100,
+) -> Page[PredictionHistoryItem]:
+    symbol = symbol.upper()
+    if not asset_queries.asset_exists(conn, symbol):
+        raise PricecastError("ERR_PRED_002", f"Unknown symbol {symbol}", {"symbol": symbol})
+    total, rows = queries.history(
+        conn, symbol, interval, horizon, skip=skip, limit=limit, start=start, end=end
+    )
+    items = [PredictionHistoryItem.model_validate(r) for r in rows]
+    return Page[PredictionHistoryItem](items=items, total=total, skip=skip, limit=limit)
+
+
+@router.get(
+    "/{symbol}/accuracy",
+    summary="Error of served forecasts against actual prices (MAE, MAPE, MASE, coverage)",
+    response_model=Accuracy,
+    responses=responses(*_COMMON, "ERR_PRED_002"),
+)
+def prediction_accuracy(
+    conn: ConnDep,
+    symbol: SymbolPath,
+    principal: PredictionsReader,
+    interval: IntervalQuery = "1d",
+    horizon: Annotated[int | None, Query(ge=1, le=168)] = None,
+    window_days: Annotated[int, Query(ge=1, le=3650)] = 30,
+) -> Accuracy:
+    symbol = symbol.upper()
+    if not asset_queries.asset_exists(conn, symbol):
+        raise PricecastError("ERR_PRED_002", f"Unknown symbol {symbol}", {"symbol": symbol})
+    overall, per_model = queries.accuracy(conn, symbol, interval, horizon, window_days)
+    return Accuracy(
+        symbol=symbol,
+        interval=interval,
+        horizon=horizon,
+        window_days=window_days,
+        overall=ModelAccuracy.model_validate(overall),
+        by_model=[ModelAccuracy.model_validate(r) for r in per_model],
+    )

@@ -1,0 +1,144 @@
+"""Request and response bodies of the API (the prediction record itself is shared:
+``services.common.schemas.PredictionRecord``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+from services.common.schemas import Interval, ModelName
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    skip: int
+    limit: int
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - not a secret
+    expires_in: int
+    scope: str
+    refresh_token: str | None = None
+
+
+class RevokeResponse(BaseModel):
+    revoked: bool = True
+    refresh_family_revoked: bool = False
+
+
+class Jwk(BaseModel):
+    kty: str
+    kid: str
+    alg: str
+    use: str
+    n: str
+    e: str
+
+
+class Jwks(BaseModel):
+    keys: list[Jwk]
+
+
+class Asset(BaseModel):
+    symbol: str
+    name: str
+    asset_class: str
+    currency: str
+    active: bool
+    first_seen: datetime | None = None
+
+
+class Bar(BaseModel):
+    bucket: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trade_count: int | None = None
+    vwap: float | None = None
+
+
+class Bars(BaseModel):
+    symbol: str
+    interval: str
+    bars: list[Bar]
+
+
+class PredictionHistoryItem(BaseModel):
+    symbol: str
+    interval: Interval
+    horizon: int
+    as_of: datetime
+    target_time: datetime
+    predicted_price: float
+    lower_bound: float
+    upper_bound: float
+    confidence_level: float = 0.8
+    model: ModelName
+    model_version: str
+    fallback_reason: str | None = None
+    generated_at: datetime
+    actual_price: float | None = None
+    abs_error: float | None = None
+    naive_abs_error: float | None = None
+
+
+class ModelAccuracy(BaseModel):
+    model: str
+    evaluated: int
+    mae: float | None = None
+    mape: float | None = Field(None, description="mean absolute percentage error, percent")
+    mase: float | None = Field(None, description="MAE divided by the naive forecast's MAE")
+    coverage: float | None = Field(None, description="share of actuals inside the 80% interval")
+
+
+class Accuracy(BaseModel):
+    symbol: str
+    interval: Interval
+    horizon: int | None
+    window_days: int
+    overall: ModelAccuracy
+    by_model: list[ModelAccuracy]
+
+
+class ModelVersion(BaseModel):
+    id: int
+    model: str
+    scope: str
+    interval: str
+    version: int
+    status: str
+    data_start: datetime | None = None
+    data_end: datetime | None = None
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    checksum: str | None = None
+    created_at: datetime
+    promoted_at: datetime | None = None
+    retired_at: datetime | None = None
+
+
+class RetrainRequestIn(BaseModel):
+    symbol: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$",
+        description="omit for every eligible asset",
+    )
+    interval: Interval = "1d"
+    reason: str = Field("api", min_length=1, max_length=200)
+
+
+class RetrainRequestOut(BaseModel):
+    request_id: int
+    status: str
+    symbol: str | None
+    interval: str
+    created: bool = Field(description="false when an open request already existed")

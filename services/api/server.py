@@ -1,0 +1,42 @@
+"""``pricecast api``: uvicorn serving the app factory (uvloop + httptools when installed)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import uvicorn
+
+from services.common.config import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    no_keys = settings.jwt_private_key_file is None and settings.jwt_public_keys_dir is None
+    if no_keys and settings.env != "prod":
+        # One development key pair for every worker process (they read the environment).
+        from services.api.core.keys import ensure_dev_keys
+
+        private, public = ensure_dev_keys(settings.state_dir)
+        os.environ["PRICECAST_JWT_PRIVATE_KEY_FILE"] = str(private.resolve())
+        os.environ["PRICECAST_JWT_PUBLIC_KEYS_DIR"] = str(public.resolve())
+    host = getattr(args, "host", None) or settings.api_host
+    port = getattr(args, "port", None) or settings.api_port
+    workers = getattr(args, "workers", None) or settings.api_workers
+    log.info("API listening on http://%s:%s (%d worker(s))", host, port, workers)
+    uvicorn.run(
+        "services.api.main:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0

@@ -1,0 +1,95 @@
+"""Data helpers for the API tests (rows written straight into the real database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- data helpers ---------------------------------------------------------------------
+
+
+def add_asset(engine: Engine, symbol: str, **cols: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO assets (symbol, name, asset_class, active) "
+                "VALUES (:s, :n, :c, :a) ON CONFLICT DO NOTHING"
+            ),
+            {
+                "s": symbol,
+                "n": cols.get("name", symbol),
+                "c": cols.get("asset_class", "crypto"),
+                "a": cols.get("active", True),
+            },
+        )
+
+
+def add_prediction(
+    engine: Engine,
+    symbol: str,
+    *,
+    interval: str = "1d",
+    horizon: int = 1,
+    as_of: datetime | None = None,
+    price: float = 100.0,
+    model: str = "arima",
+    actual: float | None = None,
+    naive_error: float | None = None,
+    generated_at: datetime | None = None,
+) -> dict[str, Any]:
+    as_of = as_of or datetime(2026, 1, 10, tzinfo=UTC)
+    step = timedelta(hours=1) if interval == "1h" else timedelta(days=1)
+    row = {
+        "symbol": symbol,
+        "interval": interval,
+        "horizon": horizon,
+        "as_of": as_of,
+        "target_time": as_of + step * horizon,
+        "predicted_price": price,
+        "lower_bound": price * 0.9,
+        "upper_bound": price * 1.1,
+        "model": model,
+        "model_version": f"{model}-v1",
+        "fallback_reason": None,
+        "generated_at": generated_at or as_of + timedelta(minutes=1),
+        "actual_price": actual,
+        "abs_error": abs(actual - price) if actual is not None else None,
+        "naive_abs_error": naive_error,
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO predictions (symbol, interval, horizon, as_of, target_time, "
+                "predicted_price, lower_bound, upper_bound, model, model_version, "
+                "fallback_reason, generated_at, actual_price, abs_error, naive_abs_error) "
+                "VALUES (:symbol, :interval, :horizon, :as_of, :target_time, :predicted_price, "
+                ":lower_bound, :upper_bound, :model, :model_version, :fallback_reason, "
+                ":generated_at, :actual_price, :abs_error, :naive_abs_error)"
+            ),
+            row,
+        )
+    return row
+
+
+def set_status(
+    engine: Engine, symbol: str, status: str, required: int | None, available: int | None
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO prediction_status (symbol, interval, status, required_days, "
+                "available_days, detail) VALUES (:s, '1d', :st, :r, :a, 'test') "
+                "ON CONFLICT (symbol, interval) DO UPDATE SET status = EXCLUDED.status, "
+                "required_days = EXCLUDED.required_days, "
+                "available_days = EXCLUDED.available_days, updated_at = now()"
+            ),
+            {"s": symbol, "st": status, "r": required, "a": available},
+        )
