@@ -57,25 +57,25 @@ async def test_bars_by_interval(client: httpx.AsyncClient, mint, clean_db: Engin
                     {"ts": start + timedelta(days=day, hours=hour), "p": 100 + day * 10 + hour},
                 )
     h = bearer(mint("prices:read"))
-    r = await client.get("/api/v1/bars/BTC-USD?interval=1d", headers=h)
+    r = await client.get("/api/v1/assets/BTC-USD/bars?interval=1d", headers=h)
     assert r.status_code == 200, r.text
     bars = r.json()["bars"]
     assert [b["bucket"] for b in bars] == [
         (start + timedelta(days=d)).isoformat().replace("+00:00", "Z") for d in range(5)
     ]
     assert bars[0]["open"] == 101 and bars[0]["close"] == 113 and bars[0]["high"] == 113
-    last2 = (await client.get("/api/v1/bars/BTC-USD?interval=1d&limit=2", headers=h)).json()
+    last2 = (await client.get("/api/v1/assets/BTC-USD/bars?interval=1d&limit=2", headers=h)).json()
     assert [b["close"] for b in last2["bars"]] == [143, 153]
     hourly = await client.get(
-        "/api/v1/bars/BTC-USD?interval=1h&start=2026-01-02T00:00:00Z&end=2026-01-03T00:00:00Z",
+        "/api/v1/assets/BTC-USD/bars?interval=1h&start=2026-01-02T00:00:00Z&end=2026-01-03T00:00:00Z",
         headers=h,
     )
     assert [b["close"] for b in hourly.json()["bars"]] == [111, 123]
     bad = await client.get(
-        "/api/v1/bars/BTC-USD?start=2026-01-03T00:00:00Z&end=2026-01-02T00:00:00Z", headers=h
+        "/api/v1/assets/BTC-USD/bars?start=2026-01-03T00:00:00Z&end=2026-01-02T00:00:00Z", headers=h
     )
     assert bad.status_code == 422
-    assert (await client.get("/api/v1/bars/NOPE", headers=h)).status_code == 404
+    assert (await client.get("/api/v1/assets/NOPE/bars", headers=h)).status_code == 404
 
 
 async def test_prediction_history_and_accuracy(

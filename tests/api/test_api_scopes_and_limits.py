@@ -14,7 +14,7 @@ from services.api.core.security import SCOPES
 PROTECTED: list[tuple[str, str, str, str | None]] = [
     ("GET", "/api/v1/assets", "/api/v1/assets", "prices:read"),
     ("GET", "/api/v1/assets/{symbol}", "/api/v1/assets/BTC-USD", "prices:read"),
-    ("GET", "/api/v1/bars/{symbol}", "/api/v1/bars/BTC-USD", "prices:read"),
+    ("GET", "/api/v1/assets/{symbol}/bars", "/api/v1/assets/BTC-USD/bars", "prices:read"),
     ("GET", "/api/v1/predictions/{symbol}", "/api/v1/predictions/BTC-USD", "predictions:read"),
     (
         "GET",

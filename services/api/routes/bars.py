@@ -15,12 +15,12 @@ from services.api.schemas import Bar, Bars
 from services.common.bars import get_bars as query_bars
 from services.common.errors import PricecastError
 
-router = APIRouter(prefix="/api/v1/bars", tags=["bars"])
+router = APIRouter(prefix="/api/v1/assets", tags=["bars"])
 _COMMON = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001")
 
 
 @router.get(
-    "/{symbol}",
+    "/{symbol}/bars",
     summary="Price bars of a symbol, ascending by bucket",
     response_model=Bars,
     responses=responses(*_COMMON, "ERR_PRED_002"),
