@@ -59,12 +59,14 @@ CACHE_REQUESTS = Counter(
 )
 MODEL_AGE = Gauge("pricecast_model_age_seconds", "Age of the champion model", ["model", "scope"])
 MODEL_MAPE = Gauge(
-    "pricecast_model_rolling_mape", "Rolling MAPE of served forecasts", ["symbol", "model"]
+    "pricecast_model_rolling_mape",
+    "Rolling MAPE of served forecasts",
+    ["symbol", "interval", "model"],
 )
 ACCURACY_DEGRADATION = Gauge(
     "pricecast_model_degradation_ratio",
     "Rolling error divided by validation error",
-    ["symbol", "model"],
+    ["symbol", "interval", "model"],
 )
 RETRAIN_REQUESTS = Counter(
     "pricecast_retrain_requests_total", "Retrain requests queued", ["reason"]

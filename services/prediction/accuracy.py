@@ -1,0 +1,205 @@
+"""Accuracy tracking: score forecasts when their target bar closes, roll the errors up, and
+queue a retrain request when a model degrades.
+
+* Scoring: ``actual_price`` is the close of the target bar, ``abs_error`` the distance of the
+  point forecast to it, ``naive_abs_error`` the distance of the naive forecast (the close of
+  the ``as_of`` bar). Re-scoring is idempotent, so late data simply rescores.
+* Rolling metrics per symbol, interval and model over the newest ``accuracy_window`` scored
+  forecasts: MAPE, MASE (mean error over mean naive error: < 1 beats naive) and the share of
+  actuals inside the 80% interval (coverage).
+* Degradation: rolling MASE over the model's validation MASE (the champion's walk-forward
+  MASE for this asset; 1.0, the naive level, for models fitted at serving time like ARIMA).
+  Beyond ``accuracy_degradation_factor`` with at least ``accuracy_min_samples`` scores, one
+  retrain request is queued: the partial unique index on open requests makes it exactly one,
+  and a cooldown keeps a finished request from being re-queued at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from services.common.bars import get_bars
+from services.prediction.clock import as_utc, step
+
+_SCORE = sa.text(
+    """
+    UPDATE predictions p
+    SET actual_price = s.actual,
+        abs_error = abs(s.actual - p.predicted_price),
+        naive_abs_error = abs(s.actual - s.naive)
+    FROM unnest(CAST(:horizons AS int[]), CAST(:as_ofs AS timestamptz[]),
+                CAST(:actuals AS float8[]), CAST(:naives AS float8[]))
+         AS s(horizon, as_of, actual, naive)
+    WHERE p.symbol = :symbol AND p.interval = :interval
+      AND p.horizon = s.horizon AND p.as_of = s.as_of
+    """
+)
+
+_ROLLING = sa.text(
+    """
+    SELECT model,
+           count(*) AS n,
+           avg(abs_error / NULLIF(actual_price, 0)) AS mape,
+           avg(abs_error) / NULLIF(avg(naive_abs_error), 0) AS mase,
+           avg(CASE WHEN actual_price BETWEEN lower_bound AND upper_bound THEN 1.0 ELSE 0.0 END)
+               AS coverage
+    FROM (
+        SELECT model, abs_error, naive_abs_error, actual_price, lower_bound, upper_bound,
+               row_number() OVER (PARTITION BY model ORDER BY target_time DESC, horizon) AS rn
+        FROM predictions
+        WHERE symbol = :symbol AND interval = :interval AND actual_price IS NOT NULL
+          AND naive_abs_error IS NOT NULL
+    ) scored
+    WHERE rn <= :window
+    GROUP BY model
+    ORDER BY model
+    """
+)
+
+_REQUEST = sa.text(
+    """
+    INSERT INTO retrain_requests (symbol, interval, reason, requested_by, details)
+    SELECT :symbol, :interval, :reason, 'prediction-service', CAST(:details AS jsonb)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM retrain_requests
+        WHERE coalesce(symbol, '*') IN (:symbol, '*') AND interval = :interval
+          AND (status IN ('queued', 'running')
+               OR requested_at > now() - make_interval(secs => :cooldown))
+    )
+    ON CONFLICT DO NOTHING
+    RETURNING id
+    """
+)
+
+
+def score_targets(
+    conn: sa.Connection,
+    symbol: str,
+    interval: str,
+    targets: Iterable[datetime],
+    n_horizons: int,
+) -> int:
+    """Score every stored forecast whose target is one of the closed bars ``targets``."""
+    wanted = sorted({as_utc(t) for t in targets})
+    if not wanted:
+        return 0
+    size = step(interval)
+    bars = get_bars(
+        conn, symbol, interval, start=wanted[0] - n_horizons * size, end=wanted[-1] + size
+    )
+    closes = {as_utc(b.bucket): float(b.close) for b in bars}
+    horizons: list[int] = []
+    as_ofs: list[datetime] = []
+    actuals: list[float] = []
+    naives: list[float | None] = []
+    for t in wanted:
+        actual = closes.get(t)
+        if actual is None:
+            continue
+        for h in range(1, n_horizons + 1):
+            as_of = t - h * size
+            horizons.append(h)
+            as_ofs.append(as_of)
+            actuals.append(actual)
+            naives.append(closes.get(as_of))
+    if not horizons:
+        return 0
+    result = conn.execute(
+        _SCORE,
+        {
+            "symbol": symbol,
+            "interval": interval,
+            "horizons": horizons,
+            "as_ofs": as_ofs,
+            "actuals": actuals,
+            "naives": naives,
+        },
+    )
+    return int(result.rowcount or 0)
+
+
+@dataclass(frozen=True)
+class Rolling:
+    symbol: str
+    interval: str
+    model: str
+    n: int
+    mape: float | None
+    mase: float | None
+    coverage: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "n": self.n,
+            "mape": self.mape,
+            "mase": self.mase,
+            "coverage": self.coverage,
+        }
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def rolling_accuracy(conn: sa.Connection, symbol: str, interval: str, window: int) -> list[Rolling]:
+    rows = conn.execute(
+        _ROLLING, {"symbol": symbol, "interval": interval, "window": window}
+    ).mappings()
+    return [
+        Rolling(
+            symbol=symbol,
+            interval=interval,
+            model=str(r["model"]),
+            n=int(r["n"]),
+            mape=_num(r["mape"]),
+            mase=_num(r["mase"]),
+            coverage=_num(r["coverage"]),
+        )
+        for r in rows
+    ]
+
+
+def degradation_ratio(rolling: Rolling, validation_mase: float | None) -> float | None:
+    """Rolling MASE over the validation MASE (1.0, the naive level, when there is none)."""
+    if rolling.mase is None:
+        return None
+    reference = validation_mase if validation_mase and validation_mase > 0 else 1.0
+    return rolling.mase / reference
+
+
+def is_degraded(rolling: Rolling, ratio: float | None, factor: float, min_samples: int) -> bool:
+    return ratio is not None and rolling.n >= min_samples and ratio > factor
+
+
+def request_retrain(
+    conn: sa.Connection,
+    symbol: str,
+    interval: str,
+    reason: str,
+    details: dict[str, Any],
+    cooldown_s: int,
+) -> int | None:
+    """Queue one retrain request; ``None`` when one is open or was made within the cooldown."""
+    import json
+
+    row = conn.execute(
+        _REQUEST,
+        {
+            "symbol": symbol,
+            "interval": interval,
+            "reason": reason,
+            "details": json.dumps(details),
+            "cooldown": float(cooldown_s),
+        },
+    ).scalar()
+    return None if row is None else int(row)

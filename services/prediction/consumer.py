@@ -1,0 +1,153 @@
+"""The ``prediction-engine`` consumer of ``prices`` and its commit semantics.
+
+Commit semantics (at-least-once, idempotent):
+
+* A batch from ``getmany`` is handled completely by the engine before anything is committed:
+  every forecast it called for is in the database (the durable marker, written last), in
+  Redis and acknowledged on ``predictions``; its scores and retrain requests are stored.
+* Only then are the offsets *of that batch* (last offset + 1 per partition) committed.
+* When handling fails (database, broker), nothing is committed, the keys of the batch lose
+  their in-memory state and the consumer seeks back to the first offset of the batch, so the
+  batch is read again after a backoff. When the process dies, the next owner of the partition
+  starts at the last committed offset; the engine's resume step re-forecasts the newest bar
+  before the first tick it sees unless the database already holds it. Re-doing work is
+  harmless: predictions are upserted on their primary key, scores are recomputed, retrain
+  requests are unique while open.
+* On SIGTERM the current batch is finished and committed (unless it is waiting for the writer,
+  in which case it is abandoned uncommitted) and the consumer leaves its group.
+
+Two replicas in the group split the partitions, hence the symbols (key = symbol). A
+rebalance drops the state of revoked partitions; a commit refused because of a rebalance just
+means the batch is handled again by the new owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+
+from services.common.config import Settings
+from services.common.kafka import consumer_lag, make_consumer, start_with_backoff
+from services.common.metrics import CONSUMER_LAG, FORECAST_ERRORS
+from services.common.schemas import Tick
+from services.prediction.engine import Interrupted, PredictionEngine, TickIn
+
+log = logging.getLogger(__name__)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, engine: PredictionEngine) -> None:
+        self.engine = engine
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.engine.forget_partitions([tp.partition for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("prediction partitions assigned: %s", sorted(tp.partition for tp in assigned))
+
+
+def parse_batch(
+    batch: dict[TopicPartition, list[ConsumerRecord]],
+) -> tuple[list[TickIn], dict[TopicPartition, tuple[int, int]]]:
+    """Ticks in partition order, and (first, last) offset of each partition in the batch."""
+    ticks: list[TickIn] = []
+    spans: dict[TopicPartition, tuple[int, int]] = {}
+    for tp, records in batch.items():
+        if not records:
+            continue
+        spans[tp] = (records[0].offset, records[-1].offset)
+        for record in records:
+            try:
+                tick = Tick.model_validate_json(record.value or b"")
+            except ValidationError:
+                FORECAST_ERRORS.labels("bad_tick").inc()
+                log.warning("skipping malformed tick at %s@%d", tp, record.offset)
+                continue
+            ts = tick.ts if tick.ts.tzinfo else tick.ts.replace(tzinfo=UTC)
+            ticks.append((tick.symbol, ts, tp.partition))
+    return ticks, spans
+
+
+class PricesConsumer:
+    def __init__(self, settings: Settings, engine: PredictionEngine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.consumer: AIOKafkaConsumer | None = None
+        self.batches = 0
+        self.failures = 0
+        self.last_batch_at: datetime | None = None
+
+    async def lag(self) -> int | None:
+        if self.consumer is None:
+            return None
+        lag = await consumer_lag(self.consumer)
+        CONSUMER_LAG.labels(self.settings.consumer_group_prediction).set(lag)
+        return lag
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        consumer = make_consumer(s, group_id=s.consumer_group_prediction, max_poll_records=2000)
+        consumer.subscribe([s.topic_prices], listener=_Rebalance(self.engine))
+        await start_with_backoff(consumer.start, s.startup_wait_s, what="kafka consumer")
+        self.consumer = consumer
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200)
+                if not batch:
+                    continue
+                ticks, spans = parse_batch(batch)
+                started = time.perf_counter()
+                try:
+                    report = await self.engine.handle(ticks, stop)
+                except Interrupted:
+                    log.info("stopping with an uncommitted batch (it will be re-read)")
+                    break
+                except Exception:
+                    self.failures += 1
+                    log.exception("batch failed; re-reading it in %.1fs", backoff)
+                    self.engine.forget_keys(ticks)
+                    for tp, (first, _) in spans.items():
+                        consumer.seek(tp, first)
+                    await _sleep_or_stop(stop, backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                backoff = 0.5
+                await self._commit(consumer, spans)
+                log.debug(
+                    "batch of %d ticks: %d forecasts, %d scored in %.0f ms",
+                    report.ticks,
+                    len(report.outcomes),
+                    report.scored,
+                    (time.perf_counter() - started) * 1000,
+                )
+                self.batches += 1
+                self.last_batch_at = datetime.now(UTC)
+        finally:
+            self.consumer = None
+            await consumer.stop()
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, spans: dict[TopicPartition, tuple[int, int]]
+    ) -> None:
+        offsets = {tp: last + 1 for tp, (_, last) in spans.items()}
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Rebalanced away: the new owner handles the batch again. A broker hiccup: the
+            # next commit (cumulative) covers these offsets. Either way nothing is lost.
+            log.warning("offset commit failed (%s)", exc)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,79 @@
+"""Where a forecast goes besides the database: the Redis cache and the ``predictions`` topic.
+
+The Redis value and the Kafka message are the same bytes: the JSON of
+:class:`services.common.schemas.PredictionRecord`, what the API returns. A forecast's cache
+entry expires when the next bar closes plus ``prediction_ttl_margin_s`` (a newer forecast
+replaces it before that). Redis is a cache: a failure is logged and counted, never fatal.
+Kafka is a contract: a failed send raises, so the batch is retried and not committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+
+from services.common.cache import prediction_key, status_key
+from services.common.config import Settings
+from services.common.metrics import FORECAST_ERRORS
+from services.common.schemas import PredictionRecord, PredictionStatus
+from services.prediction.clock import step, ttl_seconds
+from services.prediction.records import Outcome
+
+log = logging.getLogger(__name__)
+
+
+def encode(record: PredictionRecord | PredictionStatus) -> bytes:
+    return record.model_dump_json().encode()
+
+
+def status_ttl(interval: str, margin_s: int) -> int:
+    return int(2 * step(interval).total_seconds()) + margin_s
+
+
+async def cache_outcomes(
+    client: aioredis.Redis,
+    settings: Settings,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+) -> int:
+    """Write forecasts and statuses to Redis in one pipeline; return the keys written."""
+    margin = settings.prediction_ttl_margin_s
+    written = 0
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for o in outcomes:
+                for r in o.records:
+                    ttl = ttl_seconds(r.as_of, r.interval, margin, now)
+                    if ttl > 0:
+                        pipe.set(prediction_key(r.symbol, r.interval, r.horizon), encode(r), ex=ttl)
+                        written += 1
+                pipe.set(
+                    status_key(o.symbol, o.interval),
+                    encode(o.status),
+                    ex=status_ttl(o.interval, margin),
+                )
+                written += 1
+            await pipe.execute()
+    except (TimeoutError, aioredis.RedisError, OSError) as exc:
+        FORECAST_ERRORS.labels("cache_write").inc()
+        log.warning("redis write failed (forecasts stay in the database): %s", exc)
+        return 0
+    return written
+
+
+async def publish_outcomes(
+    producer: AIOKafkaProducer, topic: str, outcomes: Sequence[Outcome]
+) -> int:
+    """Send every record (key: symbol) and wait until the broker acknowledged all of them."""
+    futures = []
+    for o in outcomes:
+        for r in o.records:
+            futures.append(await producer.send(topic, encode(r), key=r.symbol.encode()))
+    if futures:
+        await asyncio.gather(*futures)
+    return len(futures)

@@ -1,0 +1,219 @@
+"""Database access of the prediction service (sync SQLAlchemy; callers run it in threads)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from services.common.schemas import PredictionRecord, PredictionStatus
+from services.prediction.records import Outcome
+
+_predictions = sa.table(
+    "predictions",
+    sa.column("symbol"),
+    sa.column("interval"),
+    sa.column("horizon"),
+    sa.column("as_of"),
+    sa.column("target_time"),
+    sa.column("predicted_price"),
+    sa.column("lower_bound"),
+    sa.column("upper_bound"),
+    sa.column("model"),
+    sa.column("model_version"),
+    sa.column("fallback_reason"),
+    sa.column("generated_at"),
+    sa.column("actual_price"),
+    sa.column("abs_error"),
+)
+_status = sa.table(
+    "prediction_status",
+    sa.column("symbol"),
+    sa.column("interval"),
+    sa.column("status"),
+    sa.column("required_days"),
+    sa.column("available_days"),
+    sa.column("detail"),
+    sa.column("updated_at"),
+)
+
+
+def _prediction_row(r: PredictionRecord) -> dict[str, object]:
+    return {
+        "symbol": r.symbol,
+        "interval": r.interval,
+        "horizon": r.horizon,
+        "as_of": r.as_of,
+        "target_time": r.target_time,
+        "predicted_price": r.predicted_price,
+        "lower_bound": r.lower_bound,
+        "upper_bound": r.upper_bound,
+        "model": r.model,
+        "model_version": r.model_version,
+        "fallback_reason": r.fallback_reason,
+        "generated_at": r.generated_at,
+    }
+
+
+def upsert_predictions(conn: sa.Connection, records: Sequence[PredictionRecord]) -> None:
+    """Idempotent on the primary key: re-forecasting a bar overwrites it (and rescores it)."""
+    if not records:
+        return
+    stmt = pg_insert(_predictions)
+    ex = stmt.excluded
+    col = _predictions.c
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["symbol", "interval", "horizon", "as_of"],
+        set_={
+            "target_time": ex.target_time,
+            "predicted_price": ex.predicted_price,
+            "lower_bound": ex.lower_bound,
+            "upper_bound": ex.upper_bound,
+            "model": ex.model,
+            "model_version": ex.model_version,
+            "fallback_reason": ex.fallback_reason,
+            "generated_at": ex.generated_at,
+            "abs_error": sa.func.abs(col.actual_price - ex.predicted_price),
+        },
+    )
+    conn.execute(stmt, [_prediction_row(r) for r in records])
+
+
+def upsert_statuses(conn: sa.Connection, statuses: Sequence[PredictionStatus]) -> None:
+    if not statuses:
+        return
+    stmt = pg_insert(_status)
+    ex = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["symbol", "interval"],
+        set_={
+            "status": ex.status,
+            "required_days": ex.required_days,
+            "available_days": ex.available_days,
+            "detail": ex.detail,
+            "updated_at": sa.func.now(),
+        },
+    )
+    rows = [
+        {
+            "symbol": s.symbol,
+            "interval": s.interval,
+            "status": s.status,
+            "required_days": s.required_days,
+            "available_days": s.available_days,
+            "detail": s.detail,
+        }
+        for s in statuses
+    ]
+    conn.execute(stmt, rows)
+
+
+def save_outcomes(conn: sa.Connection, outcomes: Iterable[Outcome]) -> None:
+    """Predictions and statuses of a batch, in the caller's transaction."""
+    outcomes = list(outcomes)
+    upsert_predictions(conn, [r for o in outcomes for r in o.records])
+    # One status per key: the newest bar's outcome wins.
+    latest: dict[tuple[str, str], Outcome] = {}
+    for o in outcomes:
+        k = (o.symbol, o.interval)
+        if k not in latest or o.as_of >= latest[k].as_of:
+            latest[k] = o
+    upsert_statuses(conn, [o.status for o in latest.values()])
+
+
+def forecast_complete(
+    conn: sa.Connection, symbol: str, interval: str, as_of: datetime, n_horizons: int
+) -> bool:
+    """Every horizon of the forecast from ``as_of`` is stored (the durable end of the work)."""
+    count = conn.execute(
+        sa.text(
+            "SELECT count(*) FROM predictions WHERE symbol = :s AND interval = :i "
+            "AND as_of = :a AND horizon BETWEEN 1 AND :n"
+        ),
+        {"s": symbol, "i": interval, "a": as_of, "n": n_horizons},
+    ).scalar_one()
+    return int(count) >= n_horizons
+
+
+def newest_as_of(conn: sa.Connection, symbol: str, interval: str) -> datetime | None:
+    value: datetime | None = conn.execute(
+        sa.text(
+            "SELECT max(as_of) FROM predictions WHERE symbol = :s AND interval = :i AND horizon = 1"
+        ),
+        {"s": symbol, "i": interval},
+    ).scalar()
+    return value
+
+
+def previous_tick_ts(conn: sa.Connection, symbol: str, before: datetime) -> datetime | None:
+    """Timestamp of the newest stored tick of ``symbol`` before ``before``."""
+    value: datetime | None = conn.execute(
+        sa.text("SELECT max(ts) FROM price_ticks WHERE symbol = :s AND ts < :b"),
+        {"s": symbol, "b": before},
+    ).scalar()
+    return value
+
+
+def unstored(conn: sa.Connection, needs: dict[str, datetime]) -> set[str]:
+    """Symbols whose tick at ``needs[symbol]`` (or a later one) the writer has not stored yet.
+
+    The writer stores a partition in order, one transaction per batch, so once the tick that
+    closed a bar is stored, every tick before it on the partition is stored too.
+    """
+    if not needs:
+        return set()
+    symbols = list(needs)
+    rows = conn.execute(
+        sa.text(
+            "SELECT n.symbol FROM unnest(CAST(:symbols AS text[]), CAST(:ts AS timestamptz[])) "
+            "AS n(symbol, ts) WHERE NOT EXISTS (SELECT 1 FROM price_ticks p "
+            "WHERE p.symbol = n.symbol AND p.ts >= n.ts)"
+        ),
+        {"symbols": symbols, "ts": [needs[s] for s in symbols]},
+    ).scalars()
+    return set(rows)
+
+
+def active_symbols(conn: sa.Connection) -> list[str]:
+    """Active assets, plus every symbol that has a prediction status."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT symbol FROM assets WHERE active UNION "
+            "SELECT DISTINCT symbol FROM prediction_status ORDER BY 1"
+        )
+    ).scalars()
+    return list(rows)
+
+
+def latest_forecasts(
+    conn: sa.Connection, symbols: Sequence[str], interval: str
+) -> list[PredictionRecord]:
+    """The newest stored forecast (every horizon) of each symbol for ``interval``."""
+    if not symbols:
+        return []
+    rows = conn.execute(
+        sa.text(
+            "SELECT p.symbol, p.interval, p.horizon, p.as_of, p.target_time, p.predicted_price, "
+            "p.lower_bound, p.upper_bound, p.model, p.model_version, p.fallback_reason, "
+            "p.generated_at FROM predictions p JOIN ("
+            "  SELECT symbol, max(as_of) AS as_of FROM predictions"
+            "  WHERE symbol = ANY(:symbols) AND interval = :i AND horizon = 1 GROUP BY symbol"
+            ") m ON m.symbol = p.symbol AND m.as_of = p.as_of "
+            "WHERE p.interval = :i ORDER BY p.symbol, p.horizon"
+        ),
+        {"symbols": list(symbols), "i": interval},
+    ).mappings()
+    return [PredictionRecord.model_validate(dict(r)) for r in rows]
+
+
+def statuses(conn: sa.Connection, symbols: Sequence[str]) -> list[PredictionStatus]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT symbol, interval, status, required_days, available_days, detail "
+            "FROM prediction_status WHERE symbol = ANY(:symbols)"
+        ),
+        {"symbols": list(symbols)},
+    ).mappings()
+    return [PredictionStatus.model_validate(dict(r)) for r in rows]
