@@ -8,9 +8,12 @@ import argparse
 def backtest_main(args: argparse.Namespace) -> int:
     from ml.backtest import main
 
-    argv = [
-        "--csv", args.csv, "--symbol", args.symbol, "--interval", args.interval,
-        "--horizon", str(args.horizon), "--test-size", str(args.test_size),
-        "--refit-every", str(args.refit_every),
-    ]
-    return int(main(argv))
+    options = {
+        "--csv": args.csv,
+        "--symbol": args.symbol,
+        "--interval": args.interval,
+        "--horizon": args.horizon,
+        "--test-size": args.test_size,
+        "--refit-every": args.refit_every,
+    }
+    return int(main([part for item in options.items() for part in map(str, item)]))
