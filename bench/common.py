@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
@@ -79,9 +80,12 @@ def bench_settings(**overrides: Any) -> Iterator[Settings]:
     try:
         migrate(url)
         redis_base = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL).rsplit("/", 1)[0]
+        redis_url = f"{redis_base}/15"
+        with redis.Redis.from_url(redis_url) as client:
+            client.flushdb()  # db 15 is the benchmarks' own: never read an old run's keys
         yield Settings(
             DATABASE_URL=url,
-            REDIS_URL=f"{redis_base}/15",
+            REDIS_URL=redis_url,
             KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
             env="test",
             **overrides,

@@ -67,6 +67,23 @@ def _insert(engine: sa.Engine, rows: list[tuple[str, datetime, float]]) -> None:
             )
 
 
+def _materialize(engine: sa.Engine) -> None:
+    """On TimescaleDB, refresh the continuous aggregates over the inserted history, as the
+    refresh policies do in steady state (otherwise every bar read aggregates raw ticks in
+    real time: ~30 ms per 840-bar read instead of ~2 ms, measured)."""
+    with engine.connect() as conn:
+        if not conn.execute(
+            sa.text("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+        ).scalar():
+            return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("SET statement_timeout = 0"))
+        for level in ("1m", "1h", "1d"):
+            conn.execute(
+                sa.text(f"CALL refresh_continuous_aggregate('pricecast_cagg_{level}', NULL, NULL)")
+            )
+
+
 def _history(symbols: list[str], first: datetime, last: datetime, every: timedelta) -> list:
     n = int((last - first) / every) + 1
     rows = []
@@ -90,6 +107,7 @@ async def freshness(s: Settings) -> tuple[list[float], list[float]]:
     tag = uuid.uuid4().hex[:6]  # Redis db 15 outlives the run: never read an old run's keys
     symbols = [f"FR{tag}{i:04d}" for i in range(FRESH_SYMBOLS)]
     _insert(db, _history(symbols, h0 - 35 * DAY, bar - HOUR, HOUR))
+    _materialize(db)
     await ensure_topics(s)
     service = PredictionService(s, health_port=0)
     stop = asyncio.Event()
@@ -115,6 +133,15 @@ async def freshness(s: Settings) -> tuple[list[float], list[float]]:
             await _produce(s, producer, closing)
             pending = set(group)
             while pending:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("the prediction service stopped")
+                if time.perf_counter() - sent > 60:
+                    engine = service.engine
+                    raise RuntimeError(
+                        f"no forecast for {sorted(pending)[:3]} after 60 s (round {r // ROUND}; "
+                        f"waiting={sorted(engine.waiting)[:3]}, forecasts={engine.forecasts_total})"
+                    )
                 async with redis.pipeline(transaction=False) as pipe:
                     for sym in sorted(pending):
                         pipe.get(prediction_key(sym, "1h", 1))
@@ -195,6 +222,7 @@ async def throughput(s: Settings) -> dict[str, float]:
     lstm = [f"TL{i:04d}" for i in range(THROUGHPUT_SYMBOLS)]
     _insert(db, _history(arima, as_of - 39 * DAY, as_of, DAY))
     _insert(db, _history(lstm, as_of - 99 * DAY, as_of, DAY))
+    _materialize(db)
     # a small global LSTM champion for 1d
     model = LSTMForecaster(LSTMConfig(epochs=2, max_horizon=7, max_train_seconds=30))
     model.fit_many([_walk(100, k) for k in range(20)])

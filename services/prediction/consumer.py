@@ -13,6 +13,9 @@ Commit semantics (at-least-once, idempotent):
   before the first tick it sees unless the database already holds it. Re-doing work is
   harmless: predictions are upserted on their primary key, scores are recomputed, retrain
   requests are unique while open.
+* Re-forecasts after a model promotion (``PredictionEngine.run_queued``) run between batches
+  on this task, for the symbols of the partitions assigned here. They stand for no offset:
+  a failed run stays queued and is retried before the next batch.
 * On SIGTERM the current batch is finished and committed (unless it is waiting for the writer,
   in which case it is abandoned uncommitted) and the consumer leaves its group.
 
@@ -27,11 +30,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
@@ -102,6 +106,15 @@ class PricesConsumer:
         backoff = 0.5
         try:
             while not stop.is_set():
+                if self.engine.queued and consumer.assignment():
+                    try:
+                        await self.engine.run_queued(self._owner(consumer))
+                    except Exception:
+                        self.failures += 1
+                        log.exception("re-forecast failed; it stays queued")
+                        await _sleep_or_stop(stop, backoff)
+                        backoff = min(backoff * 2, 10.0)
+                        continue
                 batch = await consumer.getmany(timeout_ms=200)
                 if not batch:
                     continue
@@ -135,6 +148,21 @@ class PricesConsumer:
         finally:
             self.consumer = None
             await consumer.stop()
+
+    def _owner(self, consumer: AIOKafkaConsumer) -> Callable[[str], bool]:
+        """Whether a symbol's ticks land on a partition assigned here (key = symbol, the
+        producers' default murmur2 partitioner)."""
+        topic = self.settings.topic_prices
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        mine = {tp.partition for tp in consumer.assignment() if tp.topic == topic}
+        partitioner = DefaultPartitioner()
+
+        def owns(symbol: str) -> bool:
+            if not partitions:
+                return False
+            return partitioner(symbol.encode(), partitions, partitions) in mine
+
+        return owns
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, spans: dict[TopicPartition, tuple[int, int]]

@@ -23,6 +23,16 @@ For each batch (see ``services.prediction.consumer`` for the offsets):
    writes before them have happened.
 6. Accuracy: bars that closed (or changed) score the forecasts that targeted them; rolling
    metrics are updated and degradation queues retrain requests (``model-events``).
+
+Re-forecast on promotion: a champion change (``model_promoted`` or the registry poll, see
+``services.prediction.events``) queues a :class:`Reforecast` with :meth:`queue_reforecast`.
+The consumer runs the queue with :meth:`run_queued` *between* batches, on the same task, so it
+never races a batch: the newest forecast bar of every affected key that this replica owns
+(its partition) is forecast again with the new champion through steps 4-5 above (same
+sinks, same order, the database last). A key whose newest forecast already carries the
+serving version is skipped. The queue is not tied to offsets: when the work fails it stays
+queued and is retried; when the process dies the next forecast of the key uses the new
+champion anyway.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +51,7 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import Engine
 
-from services.common.bars import get_bars, history_days
+from services.common.bars import get_bar_columns
 from services.common.config import Settings
 from services.common.kafka import dumps
 from services.common.metrics import (
@@ -90,6 +100,15 @@ class Job:
     reason: str  # close | late | resume
 
 
+@dataclass(frozen=True)
+class Reforecast:
+    """Re-forecast the newest bar of ``symbols`` (None: every active symbol whose history
+    reaches the LSTM threshold) for ``interval`` with the current champion."""
+
+    interval: str
+    symbols: frozenset[str] | None
+
+
 @dataclass
 class BatchReport:
     ticks: int = 0
@@ -121,6 +140,8 @@ class PredictionEngine:
             max_workers=max(1, settings.prediction_workers), thread_name_prefix="forecast"
         )
         self.waiting: set[str] = set()
+        self._queued: list[Reforecast] = []
+        self.reforecasts_total = 0
         self.last_forecast_at: datetime | None = None
         self.forecasts_total = 0
 
@@ -238,36 +259,101 @@ class PredictionEngine:
                     jobs.append(Job(symbol, interval, as_of, wanted[as_of]))
         return jobs, targets
 
+    # -------------------------------------------------------------------- promotion
+    def queue_reforecast(self, requests: Sequence[Reforecast]) -> None:
+        """Called from the event loop (the model-events watcher) after the champions changed."""
+        self._queued.extend(r for r in requests if r.interval in self.intervals)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
+    async def run_queued(self, owns: Callable[[str], bool] | None = None) -> BatchReport:
+        """Run the queued re-forecasts (between batches); on failure they stay queued."""
+        report = BatchReport()
+        if not self._queued:
+            return report
+        queued, self._queued = self._queued, []
+        try:
+            jobs = await asyncio.to_thread(self._resolve_reforecast, queued, owns)
+            report.jobs = jobs
+            report.outcomes = await self._compute(jobs)
+            await self._persist(report.outcomes)
+        except BaseException:
+            self._queued = queued + self._queued
+            raise
+        self.reforecasts_total += len(report.outcomes)
+        if jobs:
+            log.info("re-forecast %d keys with the new champions", len(jobs))
+        return report
+
+    def _resolve_reforecast(
+        self, requests: Sequence[Reforecast], owns: Callable[[str], bool] | None
+    ) -> list[Job]:
+        wanted: dict[str, set[str] | None] = {}
+        for r in requests:
+            if r.symbols is None or wanted.get(r.interval, set()) is None:
+                wanted[r.interval] = None
+            else:
+                current = wanted.setdefault(r.interval, set())
+                assert current is not None
+                current.update(r.symbols)
+        jobs: list[Job] = []
+        with self.db.connect() as conn:
+            for interval, named in sorted(wanted.items()):
+                symbols = (
+                    store.symbols_with_history(conn, interval, self.settings.min_history_days_lstm)
+                    if named is None
+                    else sorted(named)
+                )
+                symbols = [s for s in symbols if owns is None or owns(s)]
+                stored = store.newest_versions(conn, symbols, interval)
+                for symbol in symbols:
+                    if symbol not in stored:
+                        continue  # never forecast: its first forecast uses the champion
+                    as_of, version = stored[symbol]
+                    champion = self.provider.champion(symbol, interval)
+                    if champion is not None and champion.version.label == version:
+                        continue  # already served by this version
+                    jobs.append(Job(symbol, interval, as_utc(as_of), "promotion"))
+        return jobs
+
     # ----------------------------------------------------------------------- compute
     async def _compute(self, jobs: Sequence[Job]) -> list[Outcome]:
         if not jobs:
             return []
+        days = await asyncio.to_thread(self._history_days, sorted({j.symbol for j in jobs}))
         loop = asyncio.get_running_loop()
-        futures = [loop.run_in_executor(self._pool, self.forecast_one, job) for job in jobs]
+        futures = [
+            loop.run_in_executor(self._pool, self.forecast_one, job, days[job.symbol])
+            for job in jobs
+        ]
         return list(await asyncio.gather(*futures))
 
-    def forecast_one(self, job: Job) -> Outcome:
-        """Forecast every horizon of one job; database errors propagate (batch retried)."""
+    def _history_days(self, symbols: Sequence[str]) -> dict[str, int]:
+        with self.db.connect() as conn:
+            return store.history_days_many(conn, symbols)
+
+    def forecast_one(self, job: Job, available: int) -> Outcome:
+        """Forecast every horizon of one job (one model fit serves every horizon: the model
+        is asked for steps 1..n once); database errors propagate (batch retried)."""
         symbol, interval, as_of = job.symbol, job.interval, as_utc(job.as_of)
         n = horizons(self.settings, interval)
         with self.db.connect() as conn:
-            bars = get_bars(
+            bars = get_bar_columns(  # numpy columns: no per-bar Python objects
                 conn,
                 symbol,
                 interval,
                 end=as_of + step(interval),
                 limit=self.settings.prediction_history_bars,
             )
-            available = history_days(conn, symbol)
-        if not bars or as_utc(bars[-1].bucket) != as_of:
+        if not len(bars) or int(bars.bucket[-1]) != int(as_of.timestamp()):
             FORECAST_ERRORS.labels("ERR_PRED_003").inc()
             detail = f"bar {as_of.isoformat()} of {symbol} {interval} is not in the database"
             log.warning("%s", detail)
             return Outcome(symbol, interval, as_of, (), error_status(symbol, interval, detail))
         try:
-            served = self.provider.forecast(
-                symbol, interval, [float(b.close) for b in bars], n, available
-            )
+            served = self.provider.forecast(symbol, interval, bars.close, n, available)
             records = build_records(symbol, interval, as_of, served, datetime.now(UTC))
         except InsufficientHistory as exc:
             FORECAST_ERRORS.labels("ERR_PRED_001").inc()

@@ -4,6 +4,11 @@ Every replica must see every promotion, so this consumer has no group: it reads 
 partitions from their end (only events after start matter; the champions are loaded from
 the registry at start). A registry fingerprint poll every ``prediction_registry_poll_s``
 catches promotions whose event was missed (broker outage, event published before start).
+
+After a reload the affected keys are handed to ``on_change`` (the engine's re-forecast
+queue): the symbol an event names (``training.py`` publishes one event per asset), every
+symbol when an event names none (scope ``*``), plus every champion that the reload changed
+(a global one affects every symbol) so that a missed event still re-forecasts.
 """
 
 from __future__ import annotations
@@ -11,22 +16,66 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ml.registry import GLOBAL_SCOPE
 from services.common.config import Settings
 from services.common.kafka import loads, start_with_backoff
+from services.prediction.clock import INTERVALS
+from services.prediction.engine import Reforecast
 from services.prediction.models import ModelProvider
 
 log = logging.getLogger(__name__)
 
 PROMOTED = "model_promoted"
+OnChange = Callable[[Sequence[Reforecast]], None]
+
+
+def affected(
+    events: Sequence[dict[str, Any]],
+    before: dict[str, str],
+    after: dict[str, str],
+    intervals: Sequence[str] = INTERVALS,
+) -> list[Reforecast]:
+    """What to re-forecast after a reload: named by the events, and changed in the registry
+    (``before``/``after`` are :meth:`ModelProvider.versions`, keyed ``scope:interval``)."""
+    wanted: dict[str, set[str] | None] = {}
+
+    def add(interval: str, symbol: str | None) -> None:
+        if interval not in intervals:
+            return
+        if symbol is None or symbol == GLOBAL_SCOPE:
+            wanted[interval] = None
+            return
+        current = wanted.setdefault(interval, set())
+        if current is not None:
+            current.add(symbol)
+
+    for event in events:
+        named = event.get("interval")
+        symbol = event.get("symbol")
+        for interval in [named] if isinstance(named, str) else intervals:
+            add(interval, symbol if isinstance(symbol, str) and symbol else None)
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            scope, _, interval = key.rpartition(":")
+            add(interval, scope)
+    return [
+        Reforecast(interval, None if symbols is None else frozenset(symbols))
+        for interval, symbols in sorted(wanted.items())
+    ]
 
 
 class ModelEventsWatcher:
-    def __init__(self, settings: Settings, provider: ModelProvider) -> None:
+    def __init__(
+        self, settings: Settings, provider: ModelProvider, on_change: OnChange | None = None
+    ) -> None:
         self.settings = settings
         self.provider = provider
+        self.on_change = on_change
         self.ready = asyncio.Event()
         self.promotions_seen = 0
 
@@ -45,7 +94,7 @@ class ModelEventsWatcher:
             next_poll = time.monotonic() + s.prediction_registry_poll_s
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=250)
-                promoted = False
+                promoted: list[dict[str, Any]] = []
                 for records in batch.values():
                     for record in records:
                         try:
@@ -56,7 +105,8 @@ class ModelEventsWatcher:
                         if isinstance(event, dict) and event.get("type") == PROMOTED:
                             self.promotions_seen += 1
                             log.info("model promoted: %s", event)
-                            promoted = True
+                            promoted.append(event)
+                before = self.provider.versions()
                 if promoted:
                     await asyncio.to_thread(self.provider.reload)
                 elif time.monotonic() >= next_poll:
@@ -65,6 +115,11 @@ class ModelEventsWatcher:
                         await asyncio.to_thread(self.provider.reload_if_changed)
                     except Exception:
                         log.warning("registry poll failed", exc_info=True)
+                else:
+                    continue
+                requests = affected(promoted, before, self.provider.versions())
+                if requests and self.on_change is not None:
+                    self.on_change(requests)
         finally:
             await consumer.stop()
 

@@ -154,7 +154,12 @@ class ModelProvider:
 
     # ----------------------------------------------------------------------- serving
     def forecast(
-        self, symbol: str, interval: str, closes: Sequence[float], horizon: int, available: int
+        self,
+        symbol: str,
+        interval: str,
+        closes: Sequence[float] | np.ndarray,
+        horizon: int,
+        available: int,
     ) -> Served:
         """The served forecast for steps 1..horizon; raises InsufficientHistory."""
         champion = self.champion(symbol, interval)

@@ -67,7 +67,7 @@ class PredictionService:
             except Exception:
                 log.warning("cache warming failed; continuing cold", exc_info=True)
             self.consumer = PricesConsumer(s, self.engine)
-            self.events = ModelEventsWatcher(s, self.provider)
+            self.events = ModelEventsWatcher(s, self.provider, self.engine.queue_reforecast)
             router = health_router(
                 {
                     "database": lambda: check_database(db),
@@ -127,6 +127,8 @@ class PredictionService:
                 if last is None
                 else round((now - last).total_seconds(), 1),
                 "forecasts_total": 0 if engine is None else engine.forecasts_total,
+                "reforecasts_total": 0 if engine is None else engine.reforecasts_total,
+                "reforecasts_queued": 0 if engine is None else engine.queued,
                 "tracked_keys": 0 if engine is None else len(engine.tracker),
                 "model_versions": {} if provider is None else provider.versions(),
                 "model_ages_s": {} if provider is None else provider.ages(now),

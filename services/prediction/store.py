@@ -11,23 +11,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from services.common.schemas import PredictionRecord, PredictionStatus
 from services.prediction.records import Outcome
 
-_predictions = sa.table(
-    "predictions",
-    sa.column("symbol"),
-    sa.column("interval"),
-    sa.column("horizon"),
-    sa.column("as_of"),
-    sa.column("target_time"),
-    sa.column("predicted_price"),
-    sa.column("lower_bound"),
-    sa.column("upper_bound"),
-    sa.column("model"),
-    sa.column("model_version"),
-    sa.column("fallback_reason"),
-    sa.column("generated_at"),
-    sa.column("actual_price"),
-    sa.column("abs_error"),
-)
 _status = sa.table(
     "prediction_status",
     sa.column("symbol"),
@@ -57,28 +40,40 @@ def _prediction_row(r: PredictionRecord) -> dict[str, object]:
     }
 
 
+_UPSERT_PREDICTIONS = sa.text(
+    """
+    INSERT INTO predictions (symbol, interval, horizon, as_of, target_time, predicted_price,
+        lower_bound, upper_bound, model, model_version, fallback_reason, generated_at)
+    SELECT * FROM unnest(CAST(:symbol AS text[]), CAST(:interval AS text[]),
+        CAST(:horizon AS int[]), CAST(:as_of AS timestamptz[]),
+        CAST(:target_time AS timestamptz[]), CAST(:predicted_price AS float8[]),
+        CAST(:lower_bound AS float8[]), CAST(:upper_bound AS float8[]), CAST(:model AS text[]),
+        CAST(:model_version AS text[]), CAST(:fallback_reason AS text[]),
+        CAST(:generated_at AS timestamptz[]))
+    ON CONFLICT (symbol, interval, horizon, as_of) DO UPDATE SET
+        target_time = excluded.target_time,
+        predicted_price = excluded.predicted_price,
+        lower_bound = excluded.lower_bound,
+        upper_bound = excluded.upper_bound,
+        model = excluded.model,
+        model_version = excluded.model_version,
+        fallback_reason = excluded.fallback_reason,
+        generated_at = excluded.generated_at,
+        abs_error = abs(predictions.actual_price - excluded.predicted_price)
+    """
+)
+
+
 def upsert_predictions(conn: sa.Connection, records: Sequence[PredictionRecord]) -> None:
-    """Idempotent on the primary key: re-forecasting a bar overwrites it (and rescores it)."""
+    """Idempotent on the primary key: re-forecasting a bar overwrites it (and rescores it).
+
+    One statement for the whole batch (arrays through ``unnest``): an executemany of
+    hundreds of rows cost ~10x more.
+    """
     if not records:
         return
-    stmt = pg_insert(_predictions)
-    ex = stmt.excluded
-    col = _predictions.c
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["symbol", "interval", "horizon", "as_of"],
-        set_={
-            "target_time": ex.target_time,
-            "predicted_price": ex.predicted_price,
-            "lower_bound": ex.lower_bound,
-            "upper_bound": ex.upper_bound,
-            "model": ex.model,
-            "model_version": ex.model_version,
-            "fallback_reason": ex.fallback_reason,
-            "generated_at": ex.generated_at,
-            "abs_error": sa.func.abs(col.actual_price - ex.predicted_price),
-        },
-    )
-    conn.execute(stmt, [_prediction_row(r) for r in records])
+    rows = [_prediction_row(r) for r in records]
+    conn.execute(_UPSERT_PREDICTIONS, {col: [row[col] for row in rows] for col in rows[0]})
 
 
 def upsert_statuses(conn: sa.Connection, statuses: Sequence[PredictionStatus]) -> None:
@@ -121,6 +116,21 @@ def save_outcomes(conn: sa.Connection, outcomes: Iterable[Outcome]) -> None:
         if k not in latest or o.as_of >= latest[k].as_of:
             latest[k] = o
     upsert_statuses(conn, [o.status for o in latest.values()])
+
+
+def history_days_many(conn: sa.Connection, symbols: Sequence[str]) -> dict[str, int]:
+    """``services.common.bars.history_days`` (distinct UTC days with a daily bar) for many
+    symbols in one query; a symbol without daily bars has 0."""
+    if not symbols:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            "SELECT symbol, count(*) FROM price_1d WHERE symbol = ANY(:symbols) GROUP BY symbol"
+        ),
+        {"symbols": list(symbols)},
+    ).all()
+    found = {str(r[0]): int(r[1]) for r in rows}
+    return {s: found.get(s, 0) for s in symbols}
 
 
 def forecast_complete(
@@ -185,6 +195,37 @@ def active_symbols(conn: sa.Connection) -> list[str]:
         )
     ).scalars()
     return list(rows)
+
+
+def symbols_with_history(conn: sa.Connection, interval: str, min_days: int) -> list[str]:
+    """Active symbols whose last forecast of ``interval`` saw at least ``min_days`` of history."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT st.symbol FROM prediction_status st LEFT JOIN assets a ON a.symbol = st.symbol "
+            "WHERE st.interval = :i AND st.status = 'ok' AND st.available_days >= :n "
+            "AND coalesce(a.active, true) ORDER BY 1"
+        ),
+        {"i": interval, "n": min_days},
+    ).scalars()
+    return list(rows)
+
+
+def newest_versions(
+    conn: sa.Connection, symbols: Sequence[str], interval: str
+) -> dict[str, tuple[datetime, str]]:
+    """Per symbol: the bar of its newest stored forecast of ``interval`` and its version."""
+    if not symbols:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            "SELECT s.symbol, p.as_of, p.model_version "
+            "FROM unnest(CAST(:symbols AS text[])) AS s(symbol) CROSS JOIN LATERAL ("
+            "  SELECT as_of, model_version FROM predictions WHERE symbol = s.symbol"
+            "  AND interval = :i AND horizon = 1 ORDER BY as_of DESC LIMIT 1) p"
+        ),
+        {"symbols": list(symbols), "i": interval},
+    ).all()
+    return {str(r[0]): (r[1], str(r[2])) for r in rows}
 
 
 def latest_forecasts(

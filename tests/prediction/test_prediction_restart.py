@@ -120,6 +120,7 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
         store_ticks(clean_db, rest)
         await produce_ticks(s, rest)
 
+        second_run = log.stat().st_size
         proc = _spawn(s, port, log)
         await _wait_ready(port, proc)
         deadline = asyncio.get_running_loop().time() + 60
@@ -137,3 +138,5 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
             except subprocess.TimeoutExpired:
                 proc.kill()
     assert proc.returncode == 0, log.read_text()[-3000:]
+    stopped = log.read_bytes()[second_run:].decode(errors="replace")
+    assert "Traceback" not in stopped and "CancelledError" not in stopped, stopped[-3000:]

@@ -1,0 +1,41 @@
+"""Which keys a champion change re-forecasts (pure)."""
+
+from __future__ import annotations
+
+from services.prediction.engine import Reforecast
+from services.prediction.events import affected
+
+
+def test_events_naming_assets_reforecast_those_assets() -> None:
+    events = [
+        {"type": "model_promoted", "symbol": s, "interval": "1d", "version": "lstm:*:1d:v2"}
+        for s in ("BTC-USD", "ETH-USD")
+    ]
+    same = {"*:1d": "lstm:*:1d:v2"}
+    assert affected(events, same, same) == [Reforecast("1d", frozenset({"BTC-USD", "ETH-USD"}))]
+
+
+def test_a_changed_global_champion_reforecasts_every_symbol() -> None:
+    events = [{"type": "model_promoted", "symbol": "BTC-USD", "interval": "1d"}]
+    before = {"*:1h": "lstm:*:1h:v1"}
+    after = {"*:1h": "lstm:*:1h:v1", "*:1d": "lstm:*:1d:v1"}
+    assert affected(events, before, after) == [Reforecast("1d", None)]
+
+
+def test_scope_star_event_and_unknown_intervals() -> None:
+    assert affected([{"type": "model_promoted", "scope": "*", "interval": "1h"}], {}, {}) == [
+        Reforecast("1h", None)
+    ]
+    assert affected([{"type": "model_promoted", "symbol": "X", "interval": "1m"}], {}, {}) == []
+    # no interval named: every interval the service forecasts
+    assert affected([{"type": "model_promoted", "symbol": "X"}], {}, {}) == [
+        Reforecast("1d", frozenset({"X"})),
+        Reforecast("1h", frozenset({"X"})),
+    ]
+
+
+def test_a_per_symbol_champion_change_found_by_the_poll() -> None:
+    before = {"SOL-USD:1h": "lstm:SOL-USD:1h:v1"}
+    after = {"SOL-USD:1h": "lstm:SOL-USD:1h:v2"}
+    assert affected([], before, after) == [Reforecast("1h", frozenset({"SOL-USD"}))]
+    assert affected([], after, after) == []
