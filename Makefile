@@ -39,6 +39,15 @@ test: lint tools
 bench: install
 	$(PY) -m bench $(BENCH)
 
+# Every fault under load (PostgreSQL cut 60 s, ...); writes bench/results/faults.json.
+test-faults: install
+	PRICECAST_FAULTS=full $(VENV)/bin/pytest -q -s tests/faults $(PYTEST_ARGS)
+
+# 30 minutes of steady load (not in CI): RSS, lag, error rate -> bench/results/soak.json.
+SOAK_MINUTES ?= 30
+soak: install
+	$(PY) tests/faults/soak.py --minutes $(SOAK_MINUTES)
+
 doctor: install
 	$(VENV)/bin/pricecast doctor
 
