@@ -42,11 +42,15 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     await start_with_backoff(admin.start, timeout_s, what="kafka admin")
     try:
         existing = set(await admin.list_topics())
+        replicas = settings.kafka_replication_factor
+        # Replicated clusters: an acks=all write survives the loss of one broker.
+        configs = {"min.insync.replicas": str(min(2, replicas - 1))} if replicas >= 3 else {}
         wanted = [
             NewTopic(
                 name=t,
                 num_partitions=settings.kafka_partitions,
-                replication_factor=settings.kafka_replication_factor,
+                replication_factor=replicas,
+                topic_configs=configs,
             )
             for t in all_topics(settings)
             if t not in existing
