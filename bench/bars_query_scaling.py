@@ -9,7 +9,8 @@ Also measured: ingest ticks/s with bar maintenance on vs off, in the writer's pa
 (COPY into a temp table, INSERT .. ON CONFLICT DO NOTHING, commit; 5,000-tick batches).
 
 Environment: BENCH_TICKS (default 10_000_000), BENCH_SYMBOLS (100), BENCH_QUERIES (300),
-BENCH_INGEST_TICKS (200_000).
+BENCH_INGEST_TICKS (200_000). The plain-PostgreSQL path is measured unless
+PRICECAST_STORAGE_PATH says otherwise (the server may have TimescaleDB installed).
 """
 
 from __future__ import annotations
@@ -207,6 +208,7 @@ def _load_average() -> list[float]:
 
 
 def main() -> None:
+    os.environ.setdefault("PRICECAST_STORAGE_PATH", "postgres")
     total = int(os.environ.get("BENCH_TICKS", "10000000"))
     n_symbols = int(os.environ.get("BENCH_SYMBOLS", "100"))
     n_queries = int(os.environ.get("BENCH_QUERIES", "300"))

@@ -4,28 +4,33 @@ Prediction and the API read bars only through this module, never raw ticks. The 
 have the same columns and results on both storage paths (TimescaleDB continuous aggregates or
 the plain-PostgreSQL incrementally maintained tables), so nothing here depends on the path.
 
-A year of hourly bars is ~8,800 rows: they travel as one binary array per column (see
-``get_bar_columns``), not as 70,000 text values for psycopg2 to parse one by one.
+A year of hourly bars is ~8,800 rows: they travel as one binary COPY (fixed-width rows that
+numpy reads in one call, see ``get_bar_columns``), not as 70,000 text values for psycopg2 to
+parse one by one, and not through server-side array_agg (which cost more than the scan).
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from datetime import UTC, datetime
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import sqlalchemy as sa
 
 RELATIONS: Final[dict[str, str]] = {"1m": "price_1m", "1h": "price_1h", "1d": "price_1d"}
 INTERVALS: Final[tuple[str, ...]] = tuple(RELATIONS)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# Bucket datetimes are immutable and repeat across queries (every symbol has the same
+# hourly buckets): cache them instead of building ~9k objects per call.
+_BUCKET_CACHE: dict[int, datetime] = {}
+_BUCKET_CACHE_MAX: Final = 100_000
 
 
-@dataclass(frozen=True, slots=True)
-class Bar:
+class Bar(NamedTuple):
     """One OHLCV bar. ``bucket`` is the UTC start of the interval; ``vwap`` is None when the
-    bar's volume is zero."""
+    bar's volume is zero. (A named tuple: immutable, and built ~2x faster than a frozen
+    dataclass, which matters for a year of hourly bars.)"""
 
     bucket: datetime
     open: float
@@ -54,20 +59,44 @@ def _fetch(conn: sa.Connection, sql: str, params: dict[str, Any]) -> list[tuple[
         cursor.close()
 
 
-# The server packs each column into one binary array (array_send): psycopg2 only speaks the
-# text protocol, and parsing ~70k floats and timestamps as text costs several times the query.
-# Decoding the binary arrays is one numpy call per column.
-_PACKED_COLUMNS: Final = (
-    ("bucket", "extract(epoch FROM bucket)::int8", ">i8"),
+# Bars are fetched with COPY (...) TO STDOUT (FORMAT binary): every column is 8 bytes wide and
+# never NULL (vwap -> NaN), so each row is a fixed 98-byte record (int16 field count, then
+# int32 length + value per field) that numpy reads in one call. psycopg2 only speaks the text
+# protocol for queries; parsing ~70k floats and timestamps as text costs several times the
+# scan, and packing them server-side with array_agg/array_send costs more than the scan too.
+_COLUMNS: Final = (
+    ("bucket", "bucket", ">i8"),  # timestamptz: microseconds since 2000-01-01 UTC
     ("open", "open", ">f8"),
     ("high", "high", ">f8"),
     ("low", "low", ">f8"),
     ("close", "close", ">f8"),
     ("volume", "volume", ">f8"),
-    ("trade_count", "trade_count", ">i8"),
-    ("vwap", "coalesce(vwap, 'NaN')", ">f8"),
+    ("trade_count", "trade_count::int8", ">i8"),
+    ("vwap", "coalesce(vwap, 'NaN'::float8)", ">f8"),
 )
-_ARRAY_HEADER_BYTES: Final = 20  # ndim, flags, element oid, length, lower bound
+_COPY_SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00"
+_ROW: Final = np.dtype(
+    [("nfields", ">i2")]
+    + [f for name, _, dt in _COLUMNS for f in ((f"{name}_len", ">i4"), (name, dt))]
+)
+_PG_EPOCH_S: Final = 946_684_800  # 2000-01-01 in Unix seconds
+
+
+def _parse_copy(raw: bytes) -> np.ndarray:
+    """Rows of a binary COPY of the ``_COLUMNS`` select as a structured array."""
+    if not raw.startswith(_COPY_SIGNATURE):
+        raise ValueError("not a binary COPY stream")
+    ext = int.from_bytes(raw[15:19], "big")
+    body = memoryview(raw)[19 + ext : len(raw) - 2]  # header + extension ... int16 -1 trailer
+    if len(body) % _ROW.itemsize:
+        raise ValueError("unexpected row layout in binary COPY")
+    rows = np.frombuffer(body, dtype=_ROW)
+    if rows.shape[0] and not (
+        (rows["nfields"] == len(_COLUMNS)).all()
+        and all((rows[f"{name}_len"] == 8).all() for name, _, _ in _COLUMNS)
+    ):
+        raise ValueError("unexpected field widths in binary COPY")
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,29 +117,31 @@ class BarColumns:
         return int(self.bucket.shape[0])
 
     def to_bars(self) -> list[Bar]:
-        buckets = [_EPOCH + timedelta(seconds=s) for s in self.bucket.tolist()]
+        keys = self.bucket.tolist()
+        buckets = list(map(_BUCKET_CACHE.get, keys))
+        if None in buckets:
+            if len(_BUCKET_CACHE) + len(keys) > _BUCKET_CACHE_MAX:
+                _BUCKET_CACHE.clear()
+            for i, key in enumerate(keys):
+                if buckets[i] is None:
+                    buckets[i] = _BUCKET_CACHE[key] = datetime.fromtimestamp(key, UTC)
         vwap = [None if v != v else v for v in self.vwap.tolist()]  # NaN -> None
         return list(
             map(
-                Bar,
-                buckets,
-                self.open.tolist(),
-                self.high.tolist(),
-                self.low.tolist(),
-                self.close.tolist(),
-                self.volume.tolist(),
-                self.trade_count.tolist(),
-                vwap,
+                Bar._make,
+                zip(
+                    buckets,
+                    self.open.tolist(),
+                    self.high.tolist(),
+                    self.low.tolist(),
+                    self.close.tolist(),
+                    self.volume.tolist(),
+                    self.trade_count.tolist(),
+                    vwap,
+                    strict=True,
+                ),
             )
         )
-
-
-def _decode(raw: bytes | memoryview | None, dtype: str) -> np.ndarray:
-    if raw is None or len(raw) <= _ARRAY_HEADER_BYTES:
-        return np.empty(0, dtype=dtype[1:])
-    element = np.dtype([("len", ">i4"), ("v", dtype)])
-    values = np.frombuffer(raw, dtype=element, offset=_ARRAY_HEADER_BYTES)["v"]
-    return values.astype(dtype[1:])  # native byte order
 
 
 def get_bar_columns(
@@ -133,19 +164,29 @@ def get_bar_columns(
     if end is not None:
         where.append("bucket < %(end)s")
         params["end"] = end
-    order = "DESC" if limit is not None and start is None else "ASC"
-    inner = f"SELECT * FROM {rel} WHERE {' AND '.join(where)} ORDER BY bucket {order}"
+    newest_first = limit is not None and start is None
+    select = ", ".join(expr for _, expr, _ in _COLUMNS)
+    sql = (
+        f"SELECT {select} FROM {rel} WHERE {' AND '.join(where)} "
+        f"ORDER BY bucket {'DESC' if newest_first else 'ASC'}"
+    )
     if limit is not None:
-        inner += " LIMIT %(limit)s"
+        sql += " LIMIT %(limit)s"
         params["limit"] = int(limit)
-    packed = ", ".join(f"array_send(array_agg({expr}))" for _, expr, _ in _PACKED_COLUMNS)
-    row = _fetch(conn, f"SELECT {packed} FROM ({inner}) b", params)[0]
-    cols = {name: _decode(raw, dt) for (name, _, dt), raw in zip(_PACKED_COLUMNS, row, strict=True)}
-    # Aggregation order follows the subquery in practice but SQL does not promise it:
-    # sort here (stable, near-free on sorted input).
-    order_idx = np.argsort(cols["bucket"], kind="stable")
-    if not np.array_equal(order_idx, np.arange(order_idx.shape[0])):
-        cols = {name: col[order_idx] for name, col in cols.items()}
+    buf = io.BytesIO()
+    cursor = conn.connection.cursor()
+    try:
+        # COPY takes no bind parameters: mogrify quotes them (the relation is whitelisted).
+        query = cursor.mogrify(sql, params)
+        cursor.copy_expert(b"COPY (" + query + b") TO STDOUT (FORMAT binary)", buf)
+    finally:
+        cursor.close()
+    rows = _parse_copy(buf.getvalue())
+    if newest_first:
+        rows = rows[::-1]
+    cols = {name: rows[name].astype(dt[1:]) for name, _, dt in _COLUMNS}
+    # timestamptz microseconds since 2000 -> Unix seconds (buckets are whole seconds)
+    cols["bucket"] = cols["bucket"] // 1_000_000 + _PG_EPOCH_S
     return BarColumns(**cols)
 
 

@@ -24,6 +24,20 @@ def _timescale_installed(admin: Engine) -> bool:
     return bool(available) and "timescaledb" in preload
 
 
+def _pause_tick_policies(engine: Engine) -> None:
+    """Tests write ticks of 2024: the retention (90 days) and compression (7 days) jobs would
+    drop or compress their chunks whenever a background worker gets to them. Refresh
+    policies stay scheduled (they only cover recent data); tests materialise explicitly."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT alter_job(job_id, scheduled => false) "
+                "FROM timescaledb_information.jobs "
+                "WHERE proc_name IN ('policy_retention', 'policy_compression')"
+            )
+        )
+
+
 @pytest.fixture(
     scope="module",
     params=["postgres", pytest.param("timescaledb", marks=pytest.mark.timescale)],
@@ -44,6 +58,8 @@ def storage_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     engine = sa.create_engine(url, pool_size=4)
     try:
         migrate(url)
+        if path == "timescaledb":
+            _pause_tick_policies(engine)
         yield engine
     finally:
         if old is None:

@@ -84,6 +84,39 @@ def test_random_late_and_duplicate_ticks_match_brute_force(storage: Engine, seed
     check_all_levels(storage)
 
 
+def test_many_days_read_in_real_time_and_after_materialisation(storage: Engine) -> None:
+    """Ticks over 30 days (30 chunks on TimescaleDB, so reads and refreshes aggregate chunk
+    by chunk and combine partial first/last states): open/close equal brute force when
+    read in real time from the ticks, after the aggregates are materialised, and after
+    late ticks behind the materialisation watermark are refreshed."""
+    rng = random.Random(11)
+    ticks: list[Tick] = []
+    for day in range(30):
+        for _ in range(150):
+            ts = T0 + timedelta(days=day, seconds=rng.randrange(0, 86_400))
+            if ticks and rng.random() < 0.1:
+                ts = ticks[-1][1]  # tie at the same instant
+            ticks.append(
+                (
+                    rng.choice(["BTC-USD", "ETH-USD"]),
+                    ts,
+                    round(rng.uniform(10.0, 20.0), 4),
+                    round(rng.uniform(0.0, 3.0), 3),
+                    rng.choice(["b", "a", "ab", "B", "é", "a\\x"]),
+                )
+            )
+    late = ticks[1::9]
+    live = [t for i, t in enumerate(ticks) if i % 9 != 1]
+    for j in range(0, len(live), 1000):
+        write_batch(storage, live[j : j + 1000])
+    check_all_levels(storage)  # real time: every level computed from the ticks
+    settle(storage)
+    check_all_levels(storage)  # materialised
+    write_batch(storage, late)  # behind the watermark: visible once refreshed
+    settle(storage)
+    check_all_levels(storage)
+
+
 def test_late_tick_corrects_closed_bars_at_every_level(storage: Engine) -> None:
     base = [
         ("BTC-USD", T0 + timedelta(minutes=1, seconds=10), 100.0, 1.0, "a"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from _storage_helpers import settle, write_batch
 from sqlalchemy.engine import Engine
 
@@ -80,3 +81,23 @@ def test_columns_match_rows_and_zero_volume_gives_no_vwap(storage: Engine) -> No
     ]
     assert bars[0].vwap is None and bars[1].vwap == 6.0
     assert cols.to_bars() == bars
+
+
+def test_symbol_is_quoted_not_interpolated(storage: Engine) -> None:
+    """get_bar_columns inlines parameters into COPY (it takes no bind parameters): a quote
+    in the symbol is data, and the bars read equal a plain SELECT of the relation."""
+    odd = "Q'X); DROP TABLE price_ticks; --"
+    write_batch(storage, [(odd, T0 + timedelta(minutes=m), 1.0 + m, 1.0, "s") for m in range(3)])
+    settle(storage)
+    with storage.connect() as conn:
+        bars = get_bars(conn, odd, "1m")
+        rows = conn.execute(
+            sa.text(
+                "SELECT bucket, open, high, low, close, volume, trade_count, vwap "
+                "FROM price_1m WHERE symbol = :s ORDER BY bucket"
+            ),
+            {"s": odd},
+        ).all()
+        assert conn.execute(sa.text("SELECT count(*) FROM price_ticks")).scalar() == 3
+    assert [tuple(b) for b in bars] == [tuple(r) for r in rows]
+    assert len(bars) == 3

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
+from _storage_helpers import is_timescale
 from sqlalchemy.engine import Engine
 
 from services.common.db import alembic_config, migrate
@@ -47,3 +49,40 @@ def test_downgrade_and_upgrade_again(storage: Engine) -> None:
         )
     migrate(url)
     assert [c for c, _ in columns(storage, "price_1h")] == PUBLIC
+
+
+def test_tick_key_orders_like_ts_then_source_bytewise(storage: Engine) -> None:
+    """TimescaleDB: first()/last() order by pricecast_tick_key(ts, source); its bytewise
+    order must be (ts, source COLLATE "C"), the plain path's order."""
+    if not is_timescale(storage):
+        pytest.skip("pricecast_tick_key exists on the TimescaleDB path only")
+    values = [
+        ("1969-12-31 23:59:59.999999+00", "a"),
+        ("1999-12-31 23:59:59.999999+00", "b"),
+        ("2000-01-01 00:00:00+00", "a"),
+        ("2024-03-09 22:00:00.000001+00", ""),
+        ("2024-03-09 22:00:00.000001+00", "B"),
+        ("2024-03-09 22:00:00.000001+00", "a"),
+        ("2024-03-09 22:00:00.000001+00", "a\\x41"),
+        ("2024-03-09 22:00:00.000001+00", "ab"),
+        ("2024-03-09 22:00:00.000001+00", "b"),
+        ("2024-03-09 22:00:00.000001+00", "é"),
+        ("2024-03-09 22:00:00.000002+00", "\\"),
+        ("2250-01-01 00:00:00+00", "a"),
+    ]
+    rows = ", ".join(f"('{ts}'::timestamptz, '{src}')" for ts, src in reversed(values))
+    with storage.connect() as conn:
+        by_key = conn.execute(
+            sa.text(
+                f"SELECT ts, source FROM (VALUES {rows}) v(ts, source) "
+                "ORDER BY pricecast_tick_key(ts, source)"
+            )
+        ).all()
+        by_columns = conn.execute(
+            sa.text(
+                f"SELECT ts, source FROM (VALUES {rows}) v(ts, source) "
+                'ORDER BY ts, source COLLATE "C"'
+            )
+        ).all()
+    assert [r[1] for r in by_key] == [v[1] for v in values]
+    assert by_key == by_columns
