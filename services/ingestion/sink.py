@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -106,14 +107,21 @@ class TickSink:
         if not ticks:
             return 0
         unique = dedupe(ticks)
-        new_assets = self._new_assets(unique)
+        with self._transaction(unique) as cur:
+            return self._copy_or_merge(cur, unique)
+
+    @contextmanager
+    def _transaction(self, ticks: Sequence[Tick]) -> Iterator[Any]:
+        """One transaction on a raw connection; first registers the batch's new assets.
+        Commits when the block succeeds, rolls back on anything else."""
+        new_assets = self._new_assets(ticks)
         raw = self.engine.raw_connection()
         try:
             cur: Any = raw.cursor()
             try:
                 if new_assets:
                     cur.execute(UPSERT_ASSETS, (list(new_assets), list(new_assets.values())))
-                inserted = self._copy_or_merge(cur, unique)
+                yield cur
                 raw.commit()
             except BaseException:
                 raw.rollback()
@@ -123,7 +131,6 @@ class TickSink:
         finally:
             raw.close()
         self.known_assets.update(new_assets)
-        return inserted
 
     def _copy_or_merge(self, cur: Any, ticks: Sequence[Tick]) -> int:
         if self._merge_batches_left > 0:
@@ -147,29 +154,14 @@ class TickSink:
         stored and the (index, error) of each tick the database refused."""
         refused: list[tuple[int, str]] = []
         inserted = 0
-        new_assets = self._new_assets(ticks)
-        raw = self.engine.raw_connection()
-        try:
-            cur: Any = raw.cursor()
-            try:
-                if new_assets:
-                    cur.execute(UPSERT_ASSETS, (list(new_assets), list(new_assets.values())))
-                for i, t in enumerate(ticks):
-                    cur.execute("SAVEPOINT one_tick")
-                    try:
-                        cur.execute(INSERT_ONE, (t.symbol, t.ts, t.price, t.volume, t.source))
-                        inserted += int(cur.rowcount)
-                        cur.execute("RELEASE SAVEPOINT one_tick")
-                    except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-                        cur.execute("ROLLBACK TO SAVEPOINT one_tick")
-                        refused.append((i, str(exc).strip().splitlines()[0][:200]))
-                raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
-            finally:
-                cur.close()
-        finally:
-            raw.close()
-        self.known_assets.update(new_assets)
+        with self._transaction(ticks) as cur:
+            for i, t in enumerate(ticks):
+                cur.execute("SAVEPOINT one_tick")
+                try:
+                    cur.execute(INSERT_ONE, (t.symbol, t.ts, t.price, t.volume, t.source))
+                    inserted += int(cur.rowcount)
+                    cur.execute("RELEASE SAVEPOINT one_tick")
+                except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+                    cur.execute("ROLLBACK TO SAVEPOINT one_tick")
+                    refused.append((i, str(exc).strip().splitlines()[0][:200]))
         return inserted, refused
