@@ -1,4 +1,7 @@
-"""``model-events`` publisher for retrain requests (producer started on first use)."""
+"""``model-events`` publisher for retrain requests (producer started on first use).
+
+Every await on Kafka (start, send, stop) is bounded with ``bounded``: a broker that does not
+answer delays one retrain request or the shutdown by a few seconds, never forever."""
 
 from __future__ import annotations
 
@@ -9,12 +12,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from services.api.core.bounded import bounded
 from services.common.config import Settings
 from services.common.kafka import dumps, make_producer
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 3.0
 
 
 class EventPublisher:
@@ -27,7 +32,11 @@ class EventPublisher:
         async with self._lock:
             if self._producer is None:
                 producer = make_producer(self.settings, request_timeout_ms=5_000)
-                await asyncio.wait_for(producer.start(), PUBLISH_TIMEOUT_S)
+                try:
+                    await bounded(producer.start(), PUBLISH_TIMEOUT_S, "kafka producer start")
+                except BaseException:
+                    await _stop(producer)
+                    raise
                 self._producer = producer
             return self._producer
 
@@ -47,13 +56,14 @@ class EventPublisher:
         }
         try:
             producer = await self._get()
-            await asyncio.wait_for(
+            await bounded(
                 producer.send_and_wait(
                     self.settings.topic_model_events,
                     dumps(event),
                     key=(symbol or "*").encode(),
                 ),
                 PUBLISH_TIMEOUT_S,
+                "retrain_requested publish",
             )
             return True
         except Exception as exc:  # noqa: BLE001 - the request is durable; publishing is a hint
@@ -67,10 +77,14 @@ class EventPublisher:
         async with self._lock:
             producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                await producer.stop()
-            except Exception:
-                log.debug("producer stop failed", exc_info=True)
+            await _stop(producer)
 
     async def close(self) -> None:
         await self._reset()
+
+
+async def _stop(producer: AIOKafkaProducer) -> None:
+    try:
+        await bounded(producer.stop(), STOP_TIMEOUT_S, "kafka producer stop")
+    except Exception:
+        log.debug("producer stop failed", exc_info=True)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from sqlalchemy.engine import Engine
 
-from services.api.core.gate import RedisGate
+from services.api.core.bounded import bounded
+from services.api.core.gate import CLOSE_TIMEOUT_S, RedisGate
 from services.api.core.keys import load_keyset
 from services.api.core.security import TokenService
 from services.api.events import EventPublisher
 from services.common.cache import make_async_redis
 from services.common.config import Settings
 from services.common.db import make_engine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,7 +47,11 @@ class ApiState:
         )
 
     async def close(self) -> None:
+        """Release everything; bounded (gate and publisher bound their own stops)."""
         await self.gate.close()
         await self.events.close()
-        await self.redis.aclose()  # type: ignore[attr-defined]
+        try:
+            await bounded(self.redis.aclose(), CLOSE_TIMEOUT_S, "redis close")  # type: ignore[attr-defined]
+        except Exception:
+            log.debug("redis close failed", exc_info=True)
         self.engine.dispose()

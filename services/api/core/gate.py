@@ -13,12 +13,13 @@
 
 When Redis fails the gate keeps serving on local state (local counts, the last deny-list) and
 retries Redis after ``api_redis_retry_s``, so nothing needs a restart when Redis returns.
+Every Redis round trip is bounded by ``REDIS_BUDGET_S`` (redis-py's own retries included), and
+``close`` by ``CLOSE_TIMEOUT_S`` even when redis-py loses the cancellation (see ``bounded``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from services.api.core.bounded import stop_task
 from services.common.errors import PricecastError
 from services.common.metrics import RATE_LIMITED
 
@@ -41,6 +43,8 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
 RedisFailure = (RedisError, OSError, TimeoutError)
+REDIS_BUDGET_S = 2.0
+CLOSE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ class RedisGate:
         self._deny_version: bytes | None = None
         self._l1: dict[str, tuple[float, bytes | None, bytes | None]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     # --- Redis availability ------------------------------------------------------------
     @property
@@ -123,7 +128,8 @@ class RedisGate:
         if not self.redis_usable:
             return Admission(redis_ok=False)
         try:
-            cached, status = await self.client.mget(key, status_key)
+            async with asyncio.timeout(REDIS_BUDGET_S):
+                cached, status = await self.client.mget(key, status_key)
         except RedisFailure as exc:
             self.mark_down(exc)
             return Admission(redis_ok=False)
@@ -135,12 +141,17 @@ class RedisGate:
 
     # --- synchronisation with Redis ------------------------------------------------------------
     async def _start(self) -> None:
+        if self._closing:
+            return
         self._task = asyncio.create_task(self._sync_loop(), name="api-gate-sync")
         await self.sync()  # the deny-list is loaded before the first request is admitted
 
     async def _sync_loop(self) -> None:
-        while True:
+        # The flag, not only the cancel, ends the loop: redis-py can swallow a cancel.
+        while not self._closing:
             await asyncio.sleep(self.sync_interval_s)
+            if self._closing:
+                break
             try:
                 await self.sync()
             except Exception:  # never let the loop die
@@ -160,12 +171,14 @@ class RedisGate:
                 pipe.incrby(key, pending[subject])
                 pipe.expire(key, WINDOW_S + 1)
             pipe.get(DENIED_VERSION)
-            replies = await pipe.execute()
+            async with asyncio.timeout(REDIS_BUDGET_S):
+                replies = await pipe.execute()
             version = replies[-1]
             if version != self._deny_version:
-                entries = await self.client.zrangebyscore(
-                    DENIED_SET, time.time(), "+inf", withscores=True
-                )
+                async with asyncio.timeout(REDIS_BUDGET_S):
+                    entries = await self.client.zrangebyscore(
+                        DENIED_SET, time.time(), "+inf", withscores=True
+                    )
                 now = time.time()
                 local = {j: e for j, e in self._denied.items() if e > now}
                 self._denied = local | {m.decode(): float(s) for m, s in entries}
@@ -181,18 +194,19 @@ class RedisGate:
                 self._global[subject] = int(replies[2 * i])
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        """Stop the sync task; never waits more than ``CLOSE_TIMEOUT_S``."""
+        self._closing = True
+        task, self._task = self._task, None
+        if task is not None:
+            await stop_task(task, CLOSE_TIMEOUT_S, "api gate sync")
 
     # --- token endpoint limit (not the hot path: a direct Redis count) -------------------------
     async def count(self, key: str, limit: int) -> None:
         window = int(time.time()) // WINDOW_S
         if self.redis_usable:
             try:
-                n = await self._count(keys=[f"rl:{key}:{window}"], args=[WINDOW_S + 1])
+                async with asyncio.timeout(REDIS_BUDGET_S):
+                    n = await self._count(keys=[f"rl:{key}:{window}"], args=[WINDOW_S + 1])
             except RedisFailure as exc:
                 self.mark_down(exc)
             else:
@@ -218,7 +232,8 @@ class RedisGate:
             pipe.zadd(DENIED_SET, {jti: expires_at})
             pipe.zremrangebyscore(DENIED_SET, "-inf", now)
             pipe.incr(DENIED_VERSION)
-            await pipe.execute()
+            async with asyncio.timeout(REDIS_BUDGET_S):
+                await pipe.execute()
         except RedisFailure as exc:
             self.mark_down(exc)
             return False
@@ -229,7 +244,8 @@ class RedisGate:
         if not self.redis_usable:
             return
         try:
-            await self.client.set(key, value, ex=ttl_s, nx=True)
+            async with asyncio.timeout(REDIS_BUDGET_S):
+                await self.client.set(key, value, ex=ttl_s, nx=True)
         except RedisFailure as exc:
             self.mark_down(exc)
 
