@@ -1,11 +1,21 @@
-"""Redis access and the prediction cache key format."""
+"""Redis access and the prediction cache key format.
+
+Clients retry a failed command once after a short backoff (redis-py's default is 10 retries
+with up to 10 s between them): a Redis outage must degrade a request quickly, never stall it.
+"""
 
 from __future__ import annotations
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from services.common.config import Settings
+
+_RETRIES = 1
+_BACKOFF = ExponentialBackoff(cap=0.2, base=0.05)
 
 
 def prediction_key(symbol: str, interval: str, horizon: int) -> str:
@@ -20,11 +30,19 @@ def status_key(symbol: str, interval: str) -> str:
 
 def make_redis(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(
-        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=15
+        settings.redis_url,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        health_check_interval=15,
+        retry=Retry(_BACKOFF, _RETRIES),
     )
 
 
 def make_async_redis(settings: Settings) -> aioredis.Redis:
     return aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=15
+        settings.redis_url,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        health_check_interval=15,
+        retry=AsyncRetry(_BACKOFF, _RETRIES),
     )

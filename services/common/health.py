@@ -52,7 +52,8 @@ async def check_database(engine: Engine) -> CheckResult:
             conn.execute(sa.text("SELECT 1"))
 
     try:
-        await asyncio.wait_for(asyncio.to_thread(ping), CHECK_TIMEOUT_S)
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            await asyncio.to_thread(ping)
         return CheckResult("healthy", _ms(start), "SELECT 1 ok")
     except Exception as exc:  # noqa: BLE001 - any failure is reported, never raised
         return CheckResult("unhealthy", _ms(start), _describe(exc))
@@ -61,7 +62,8 @@ async def check_database(engine: Engine) -> CheckResult:
 async def check_redis(client: aioredis.Redis) -> CheckResult:
     start = time.perf_counter()
     try:
-        await asyncio.wait_for(client.ping(), CHECK_TIMEOUT_S)
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            await client.ping()
         return CheckResult("healthy", _ms(start), "PING ok")
     except Exception as exc:  # noqa: BLE001
         return CheckResult("unhealthy", _ms(start), _describe(exc))
@@ -74,9 +76,8 @@ async def check_kafka(bootstrap: str) -> CheckResult:
     for server in bootstrap.split(","):
         host, _, port = server.strip().rpartition(":")
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(host.strip("[]"), int(port)), CHECK_TIMEOUT_S
-            )
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
             writer.close()
             return CheckResult("healthy", _ms(start), f"{server.strip()} reachable")
         except Exception as exc:  # noqa: BLE001
@@ -95,7 +96,8 @@ async def run_checks(checks: dict[str, Check]) -> dict[str, CheckResult]:
     async def guarded(name: str) -> CheckResult:
         start = time.perf_counter()
         try:
-            return await asyncio.wait_for(checks[name](), CHECK_TIMEOUT_S + 0.5)
+            async with asyncio.timeout(CHECK_TIMEOUT_S + 0.5):
+                return await checks[name]()
         except Exception as exc:  # noqa: BLE001
             return CheckResult("unhealthy", _ms(start), _describe(exc))
 
@@ -165,7 +167,8 @@ def health_router(
         }
         if extra is not None:
             try:
-                body.update(await asyncio.wait_for(extra(), CHECK_TIMEOUT_S + 1))
+                async with asyncio.timeout(CHECK_TIMEOUT_S + 1):
+                    body.update(await extra())
             except Exception as exc:  # noqa: BLE001
                 body["extra_error"] = _describe(exc)
         return body
