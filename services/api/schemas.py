@@ -8,7 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from services.common.schemas import Interval, ModelName
+from services.common.schemas import Interval, PredictionRecord
 
 T = TypeVar("T")
 
@@ -72,20 +72,9 @@ class Bars(BaseModel):
     bars: list[Bar]
 
 
-class PredictionHistoryItem(BaseModel):
-    symbol: str
-    interval: Interval
-    horizon: int
-    as_of: datetime
-    target_time: datetime
-    predicted_price: float
-    lower_bound: float
-    upper_bound: float
-    confidence_level: float = 0.8
-    model: ModelName
-    model_version: str
-    fallback_reason: str | None = None
-    generated_at: datetime
+class PredictionHistoryItem(PredictionRecord):
+    """A stored forecast with its outcome once the target bar has closed."""
+
     actual_price: float | None = None
     abs_error: float | None = None
     naive_abs_error: float | None = None
