@@ -12,6 +12,7 @@ parse one by one, and not through server-side array_agg (which cost more than th
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
@@ -214,7 +215,17 @@ def latest_bar(conn: sa.Connection, symbol: str, interval: str) -> Bar | None:
 
 def history_days(conn: sa.Connection, symbol: str) -> int:
     """Days of history of ``symbol``: the number of distinct UTC days with a daily bar."""
+    return history_days_many(conn, [symbol])[symbol]
+
+
+def history_days_many(conn: sa.Connection, symbols: Sequence[str]) -> dict[str, int]:
+    """:func:`history_days` for many symbols in one query; a symbol without daily bars has 0."""
+    if not symbols:
+        return {}
     rows = _fetch(
-        conn, "SELECT count(*) FROM price_1d WHERE symbol = %(symbol)s", {"symbol": symbol}
+        conn,
+        "SELECT symbol, count(*) FROM price_1d WHERE symbol = ANY(%(symbols)s) GROUP BY symbol",
+        {"symbols": list(symbols)},
     )
-    return int(rows[0][0])
+    found = {str(r[0]): int(r[1]) for r in rows}
+    return {s: found.get(s, 0) for s in symbols}

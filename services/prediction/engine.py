@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import Engine
 
-from services.common.bars import get_bar_columns
+from services.common.bars import get_bar_columns, history_days_many
 from services.common.config import Settings
 from services.common.kafka import dumps
 from services.common.metrics import (
@@ -332,7 +332,7 @@ class PredictionEngine:
 
     def _history_days(self, symbols: Sequence[str]) -> dict[str, int]:
         with self.db.connect() as conn:
-            return store.history_days_many(conn, symbols)
+            return history_days_many(conn, symbols)
 
     def forecast_one(self, job: Job, available: int) -> Outcome:
         """Forecast every horizon of one job (one model fit serves every horizon: the model

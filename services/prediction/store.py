@@ -118,21 +118,6 @@ def save_outcomes(conn: sa.Connection, outcomes: Iterable[Outcome]) -> None:
     upsert_statuses(conn, [o.status for o in latest.values()])
 
 
-def history_days_many(conn: sa.Connection, symbols: Sequence[str]) -> dict[str, int]:
-    """``services.common.bars.history_days`` (distinct UTC days with a daily bar) for many
-    symbols in one query; a symbol without daily bars has 0."""
-    if not symbols:
-        return {}
-    rows = conn.execute(
-        sa.text(
-            "SELECT symbol, count(*) FROM price_1d WHERE symbol = ANY(:symbols) GROUP BY symbol"
-        ),
-        {"symbols": list(symbols)},
-    ).all()
-    found = {str(r[0]): int(r[1]) for r in rows}
-    return {s: found.get(s, 0) for s in symbols}
-
-
 def forecast_complete(
     conn: sa.Connection, symbol: str, interval: str, as_of: datetime, n_horizons: int
 ) -> bool:
