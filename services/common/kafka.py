@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
 
 from services.common.config import Settings
 
@@ -113,16 +113,17 @@ def make_consumer(
 
 
 async def consumer_lag(consumer: AIOKafkaConsumer) -> int:
-    """Sum over assigned partitions of (end offset - committed/position)."""
-    assignment = consumer.assignment()
-    if not assignment:
-        return 0
-    ends = await consumer.end_offsets(list(assignment))
+    """Records behind on the assigned partitions: the high watermark of the last fetch (true
+    on every broker; Tansu's ListOffsets(latest) can under-read) minus the position; the
+    broker's end offsets until a fetch was seen."""
     lag = 0
-    for tp in assignment:
+    for tp in consumer.assignment():
         try:
-            pos = await consumer.position(tp)
-        except Exception:  # noqa: BLE001, S112 - position is unknown during a rebalance
+            position = await consumer.position(tp)
+        except IllegalStateError:  # unassigned during a rebalance
             continue
-        lag += max(0, ends.get(tp, 0) - pos)
+        hw = consumer.highwater(tp)
+        if hw is None:
+            hw = (await consumer.end_offsets([tp])).get(tp, position)
+        lag += max(0, hw - position)
     return lag

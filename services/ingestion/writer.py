@@ -47,7 +47,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from services.common.config import Settings
-from services.common.kafka import make_consumer, start_with_backoff
+from services.common.kafka import consumer_lag, make_consumer, start_with_backoff
 from services.common.metrics import CONSUMER_LAG, TICKS_WRITTEN, WRITER_BATCH_SECONDS
 from services.ingestion.dlq import Origin
 from services.ingestion.producer import TickPublisher
@@ -113,22 +113,6 @@ class _Revocations(ConsumerRebalanceListener):
         log.info("assigned %d partitions", len(assigned))
 
 
-async def own_lag(consumer: AIOKafkaConsumer) -> int:
-    """Records behind on the assigned partitions: the high watermark of the last fetch (true
-    on every broker) minus the position; the broker's end offsets until a fetch was seen."""
-    lag = 0
-    for tp in consumer.assignment():
-        try:
-            position = await consumer.position(tp)
-        except IllegalStateError:  # unassigned during a rebalance
-            continue
-        hw = consumer.highwater(tp)
-        if hw is None:
-            hw = (await consumer.end_offsets([tp])).get(tp, position)
-        lag += max(0, hw - position)
-    return lag
-
-
 def decode_record(record: ConsumerRecord, limit: datetime) -> Tick | Rejection:
     try:
         return check_fields(decode(record.value), limit=limit)
@@ -160,7 +144,7 @@ class TickWriter:
     async def lag(self) -> int:
         if self._consumer is None:
             return 0
-        lag = await own_lag(self._consumer)
+        lag = await consumer_lag(self._consumer)
         self.stats.lag = lag
         CONSUMER_LAG.labels(self.settings.consumer_group_writer).set(lag)
         return lag
