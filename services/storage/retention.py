@@ -1,15 +1,24 @@
 """Retention of raw ticks: ticks older than ``tick_retention_days`` go, bars stay.
 
-TimescaleDB: the retention policy created by migration 0002 drops whole chunks; the
-continuous aggregates keep their bars. Plain PostgreSQL: :func:`drop_old_ticks` deletes in
-bounded batches per symbol (index range on (symbol, ts)), one short transaction per batch so
-it never holds long locks against the writer. Bars are maintained on INSERT only, so deleting
-ticks leaves them untouched.
+TimescaleDB: :func:`drop_old_chunks` (and the daily ``pricecast_storage_job`` of migration
+0003, which replaced 0002's retention policy) drops whole chunks older than the cutoff, but
+never past the oldest day whose ticks are not yet materialised into the bars (see
+:mod:`services.storage.materialize`); the continuous aggregates keep their bars. Plain
+PostgreSQL: :func:`drop_old_ticks` deletes in bounded batches per symbol (index range on
+(symbol, ts)), one short transaction per batch so it never holds long locks against the
+writer. Bars are maintained on INSERT only, so deleting ticks leaves them untouched.
+
+Both paths record how far ticks were deleted in ``pricecast_meta.ticks_dropped_before``
+(the horizon; it only moves forward). Ticks older than the horizon that arrive later (a
+Kafka re-delivery, a backfill run again) never change the bars and are not kept: their
+originals may have been merged already, and ``ON CONFLICT`` cannot see deleted rows
+(migrations 0003 and 0004; plain path: counted in ``pricecast_meta.late_ticks_ignored``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -19,7 +28,9 @@ from services.storage.path import storage_path
 
 log = logging.getLogger(__name__)
 
-_SYMBOLS = """
+# Symbols having ticks older than :cutoff: loose index scan over the symbols, then one
+# probe of the (symbol, ts) index each.
+_SYMBOLS_WITH_OLD_TICKS = """
 WITH RECURSIVE syms(symbol) AS (
     (SELECT symbol FROM price_ticks ORDER BY symbol LIMIT 1)
     UNION ALL
@@ -27,13 +38,24 @@ WITH RECURSIVE syms(symbol) AS (
             ORDER BY p.symbol LIMIT 1)
     FROM syms s WHERE s.symbol IS NOT NULL
 )
-SELECT symbol FROM syms WHERE symbol IS NOT NULL
+SELECT symbol FROM syms
+WHERE symbol IS NOT NULL
+  AND EXISTS (SELECT 1 FROM price_ticks p WHERE p.symbol = syms.symbol AND p.ts < :cutoff)
 """
 
 _DELETE_BATCH = """
 DELETE FROM price_ticks WHERE ctid = ANY (ARRAY(
     SELECT ctid FROM price_ticks WHERE symbol = :symbol AND ts < :cutoff LIMIT :n
 ))
+"""
+
+# Same upsert as pricecast_drop_old_ticks (0003): the horizon never moves back.
+_RECORD_HORIZON = """
+INSERT INTO pricecast_meta AS m (key, value)
+VALUES ('ticks_dropped_before', CAST(:cutoff AS timestamptz)::text)
+ON CONFLICT (key) DO UPDATE
+   SET value = GREATEST(m.value::timestamptz, EXCLUDED.value::timestamptz)::text,
+       updated_at = now()
 """
 
 
@@ -49,19 +71,35 @@ def drop_old_ticks(
     *,
     now: datetime | None = None,
     batch_size: int = 20_000,
+    should_stop: Callable[[], bool] | None = None,
 ) -> int:
     """Delete ticks older than the retention window on the plain path; returns how many.
 
-    On TimescaleDB this does nothing and returns 0: the retention policy job drops chunks.
+    When there is anything to delete, the cutoff is first committed as the horizon
+    ``pricecast_meta.ticks_dropped_before`` (kept if already later), and only then are the
+    ticks deleted: every insert that can still meet a deleted tick's key runs after that
+    commit, so its bar trigger (0004) sees the horizon and ignores the tick instead of
+    merging it a second time. Nothing to delete: the horizon is left alone, so history older
+    than the window can still be loaded into a database where retention never deleted
+    anything. ``should_stop`` is checked between batches (a stopping service does not wait
+    for a long sweep; the rest goes next round).
+
+    On TimescaleDB this does nothing and returns 0: see :func:`drop_old_chunks`.
     """
     cutoff = retention_cutoff(retention_days, now)
     with engine.connect() as conn:
         if storage_path(conn) == "timescaledb":
             return 0
-        symbols = [row[0] for row in conn.execute(sa.text(_SYMBOLS))]
+        symbols = [
+            row[0] for row in conn.execute(sa.text(_SYMBOLS_WITH_OLD_TICKS), {"cutoff": cutoff})
+        ]
+    if not symbols:
+        return 0
+    with engine.begin() as conn:
+        conn.execute(sa.text(_RECORD_HORIZON), {"cutoff": cutoff})
     deleted = 0
     for symbol in symbols:
-        while True:
+        while not (should_stop is not None and should_stop()):
             with engine.begin() as conn:
                 n = conn.execute(
                     sa.text(_DELETE_BATCH), {"symbol": symbol, "cutoff": cutoff, "n": batch_size}
@@ -72,3 +110,25 @@ def drop_old_ticks(
     if deleted:
         log.info("retention: deleted %d ticks older than %s", deleted, cutoff.isoformat())
     return deleted
+
+
+def drop_old_chunks(engine: Engine, retention_days: int, *, now: datetime | None = None) -> int:
+    """TimescaleDB: drop the tick chunks older than the retention window; returns how many.
+
+    ``pricecast_drop_old_ticks`` (migration 0003) keeps every chunk reaching into a day
+    still waiting for materialisation, so the bars of backfilled history are never lost,
+    and records how far ticks were dropped (``pricecast_meta.ticks_dropped_before``).
+    Returns 0 on the plain path (see :func:`drop_old_ticks`).
+    """
+    cutoff = retention_cutoff(retention_days, now)
+    with engine.begin() as conn:
+        if storage_path(conn) != "timescaledb":
+            return 0
+        n = int(
+            conn.execute(
+                sa.text("SELECT pricecast_drop_old_ticks(:cutoff)"), {"cutoff": cutoff}
+            ).scalar_one()
+        )
+    if n:
+        log.info("retention: dropped %d tick chunk(s) older than %s", n, cutoff.isoformat())
+    return n

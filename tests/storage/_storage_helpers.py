@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -20,9 +21,11 @@ def is_timescale(engine: Engine) -> bool:
         )
 
 
-def settle(engine: Engine) -> None:
-    """TimescaleDB: materialise every level (what the refresh policies do within their
-    schedule), so late ticks behind the watermark show. Plain path: bars are already exact."""
+def settle(engine: Engine, since: datetime | None = None) -> None:
+    """TimescaleDB: materialise every level from ``since`` on (all of it by default), what the
+    refresh policies do within their schedule, so late ticks behind the watermark show. (After
+    retention, pass ``since``: a refresh reaching the dropped range would recompute it from
+    ticks that are gone.) Plain path: bars are already exact."""
     if not is_timescale(engine):
         return
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -30,10 +33,24 @@ def settle(engine: Engine) -> None:
             conn.execute(
                 # one atomic pass: the default batches of 10 buckets cost ~5 ms each
                 sa.text(
-                    f"CALL refresh_continuous_aggregate('pricecast_cagg_{level}', NULL, NULL, "
+                    f"CALL refresh_continuous_aggregate('pricecast_cagg_{level}', "
+                    "CAST(:s AS timestamptz), NULL, "
                     """options => '{"buckets_per_batch": 0}')"""
-                )
+                ),
+                {"s": since},
             )
+
+
+def read_bars(engine: Engine, interval: str) -> dict[tuple[str, datetime], tuple[Any, ...]]:
+    """Every bar of ``interval`` keyed by (symbol, bucket)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT symbol, bucket, open, high, low, close, volume, trade_count, vwap "
+                f"FROM price_{interval}"
+            )
+        )
+        return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
 
 def write_batch(engine: Engine, ticks: Iterable[tuple[str, datetime, float, float, str]]) -> int:

@@ -25,15 +25,18 @@ def _timescale_installed(admin: Engine) -> bool:
 
 
 def _pause_tick_policies(engine: Engine) -> None:
-    """Tests write ticks of 2024: the retention (90 days) and compression (7 days) jobs would
-    drop or compress their chunks whenever a background worker gets to them. Refresh
-    policies stay scheduled (they only cover recent data); tests materialise explicitly."""
+    """Tests write ticks of 2024: the retention (90 days, ``pricecast_storage_job`` since
+    0003) and compression (7 days) jobs would drop or compress their chunks, and the
+    backfill materialisation job would refresh them, whenever a background worker gets to
+    them. Refresh policies stay scheduled (they only cover recent data); tests materialise
+    and apply retention explicitly."""
     with engine.begin() as conn:
         conn.execute(
             sa.text(
                 "SELECT alter_job(job_id, scheduled => false) "
                 "FROM timescaledb_information.jobs "
-                "WHERE proc_name IN ('policy_retention', 'policy_compression')"
+                "WHERE proc_name IN "
+                "('policy_retention', 'policy_compression', 'pricecast_storage_job')"
             )
         )
 
@@ -72,10 +75,30 @@ def storage_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
         admin.dispose()
 
 
+def _reset(conn: sa.Connection) -> None:
+    conn.execute(sa.text("TRUNCATE price_ticks"))
+    conn.execute(sa.text("SELECT pricecast_reset_bars()"))
+    if conn.execute(sa.text("SELECT to_regclass('pricecast_unmaterialized_days')")).scalar():
+        conn.execute(sa.text("TRUNCATE pricecast_unmaterialized_days"))
+    conn.execute(
+        sa.text(
+            "DELETE FROM pricecast_meta WHERE key IN ('ticks_dropped_before', 'late_ticks_ignored')"
+        )
+    )
+
+
 @pytest.fixture
 def storage(storage_engine: Engine) -> Engine:
-    """The path's database with no ticks and no bars."""
-    with storage_engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE price_ticks"))
-        conn.execute(sa.text("SELECT pricecast_reset_bars()"))
+    """The path's database with no ticks, no bars and no retention or backfill state.
+
+    TimescaleDB: a refresh policy job running at that moment can deadlock with the TRUNCATE
+    of the aggregates (the server picks one victim); the reset is then simply retried."""
+    for attempt in range(5):
+        try:
+            with storage_engine.begin() as conn:
+                _reset(conn)
+            break
+        except sa.exc.OperationalError as exc:
+            if "deadlock detected" not in str(exc) or attempt == 4:
+                raise
     return storage_engine

@@ -40,7 +40,7 @@ def random_ticks(rng: random.Random, n: int) -> list[Tick]:
 def stored_ticks(engine: Engine) -> list[Tick]:
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT symbol, ts, price, volume, source FROM price_ticks"))
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
 
 def read_bars(engine: Engine, interval: str) -> dict[tuple[str, datetime], tuple]:
