@@ -36,11 +36,15 @@ from services.ingestion.sources.http import HttpSource
 from services.ingestion.sources.registry import build_sources
 from services.ingestion.staleness import StalenessTracker
 from services.ingestion.writer import TickWriter
+from services.storage.maintenance import maintenance_loop
 
 log = logging.getLogger(__name__)
 
 ROLES = ("all", "sources", "writer")
 STALENESS_REFRESH_S = 30.0
+# First storage maintenance round after min(interval, this): a starting (or restarting)
+# replica does not sweep right away, yet a replica that lives for minutes does.
+MAINTENANCE_FIRST_ROUND_MAX_DELAY_S = 600.0
 
 LATEST_PRICE = sa.text("SELECT price FROM price_ticks WHERE symbol = :s ORDER BY ts DESC LIMIT 1")
 
@@ -71,6 +75,7 @@ class IngestionService:
             self.writer = TickWriter(
                 settings, TickSink(self.engine), self.publisher, self.staleness
             )
+        self.maintenance: dict[str, Any] = {"rounds": 0, "failures": 0, "last": None}
 
     # --- health --------------------------------------------------------------------------
     async def _check_pipeline(self) -> CheckResult:
@@ -97,6 +102,7 @@ class IngestionService:
                 "duplicates_ignored": st.duplicates,
                 "dead_lettered": st.dead_lettered,
             }
+            extra["storage_maintenance"] = self.maintenance
         extra["sources"] = {s.name: _source_state(s) for s in self.sources}
         return extra
 
@@ -109,6 +115,33 @@ class IngestionService:
         return health_router(checks, critical={"database", "kafka", "pipeline"}, extra=self._extra)
 
     # --- running -------------------------------------------------------------------------
+    def _maintenance_round(
+        self, result: dict[str, Any] | None, error: BaseException | None
+    ) -> None:
+        """Outcome of a storage maintenance round, shown under ``storage_maintenance`` in
+        ``/health/detailed`` (informational: a failing round never changes the status)."""
+        self.maintenance["rounds"] += 1
+        if error is not None:
+            self.maintenance["failures"] += 1
+            self.maintenance["last_error"] = f"{type(error).__name__}: {error}"[:300]
+        elif result is not None:
+            self.maintenance["last"] = result
+
+    def _maintenance_task(self, stop: asyncio.Event) -> asyncio.Task[None]:
+        """Writer role: tick retention / backfill materialisation (see
+        :mod:`services.storage.maintenance`) every ``storage_maintenance_interval_s``."""
+        interval = self.settings.storage_maintenance_interval_s
+        return asyncio.create_task(
+            maintenance_loop(
+                self.engine,
+                self.settings,
+                stop,
+                initial_delay_s=min(interval, MAINTENANCE_FIRST_ROUND_MAX_DELAY_S),
+                on_round=self._maintenance_round,
+            ),
+            name="storage-maintenance",
+        )
+
     async def _refresh_staleness(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -143,6 +176,7 @@ class IngestionService:
             tasks.append(asyncio.create_task(self._refresh_staleness(stop), name="staleness"))
             if self.writer is not None:
                 tasks.append(asyncio.create_task(self.writer.run(stop), name="writer"))
+                tasks.append(self._maintenance_task(stop))
             if self.role in ("all", "sources"):
                 self.sources = build_sources(self.settings, await self._start_prices())
                 for source in self.sources:
