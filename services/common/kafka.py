@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
 
 from services.common.config import Settings
+from services.common.metrics import CONSUMER_OFFSET_RESETS
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +131,137 @@ async def consumer_lag(consumer: AIOKafkaConsumer) -> int:
             hw = (await consumer.end_offsets([tp])).get(tp, position)
         lag += max(0, hw - position)
     return lag
+
+
+@dataclass
+class _Sighting:
+    position: int
+    since: float  # monotonic seconds when first seen beyond the log end
+    polled_ms: int  # the partition's last fetch response (ms) when first seen
+
+
+class LogEndWatchdog:
+    """Moves a consumer back into the log when its position lies beyond the log's end.
+
+    Why: a consumer position is only meaningful for the log it was taken from. When a broker
+    loses its log (the in-memory Tansu broker restarted, an unclean leader election), a
+    position or committed offset of the old log can lie beyond the end of the new one. Apache
+    Kafka answers such a fetch with ``OFFSET_OUT_OF_RANGE`` and the client resets by
+    ``auto_offset_reset``; Tansu answers it with no records and no error, so the consumer
+    waits silently until the new log grows past the old position, then skips everything
+    before it (and its lag reads 0 meanwhile: ``max(0, high watermark - position)``).
+
+    Rule (checked by :meth:`check`, at most every ``interval_s``): a partition whose
+    position is greater than the high watermark that a fetch *at that position* reported,
+    still so after ``grace_s`` with the same position and confirmed by a newer fetch response,
+    is reset: to the group's committed offset when that lies inside the log (``<=`` the high
+    watermark), else to the beginning of the log (what ``auto_offset_reset=earliest`` does on
+    ``OFFSET_OUT_OF_RANGE``). Each reset logs a warning and increments
+    ``pricecast_consumer_offset_resets_total{group}``. Nothing is skipped: every record of
+    the current log at or after the new position is delivered; records the consumer had
+    already handled are re-read (consumers are idempotent).
+
+    Only the fetcher's own figures are used (``highwater``, ``last_poll_timestamp``): they
+    are updated only by a fetch response whose offset is the current position, so a high
+    watermark below the position is the broker's word on this very position.
+    """
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        group: str,
+        *,
+        grace_s: float = 5.0,
+        interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.consumer = consumer
+        self.group = group
+        self.grace_s = grace_s
+        self.interval_s = interval_s
+        self.clock = clock
+        self.resets = 0
+        self._seen: dict[TopicPartition, _Sighting] = {}
+        self._next_check = 0.0
+
+    async def check(self) -> dict[TopicPartition, int]:
+        """Reset the partitions stuck beyond the log end; return them with their new position
+        (-1 when the reset to the beginning has not resolved it yet).
+
+        Cheap when nothing is wrong (no network request); meant to be awaited on every
+        iteration of a consume loop, between ``getmany`` calls.
+        """
+        now = self.clock()
+        if now < self._next_check:
+            return {}
+        self._next_check = now + self.interval_s
+        assigned = self.consumer.assignment()
+        for tp in list(self._seen):
+            if tp not in assigned:
+                del self._seen[tp]
+        reset: dict[TopicPartition, int] = {}
+        for tp in sorted(assigned):
+            beyond = await self._beyond_end(tp)
+            if beyond is None:
+                self._seen.pop(tp, None)
+                continue
+            position, highwater, polled_ms = beyond
+            seen = self._seen.get(tp)
+            if seen is None or seen.position != position:
+                self._seen[tp] = _Sighting(position, now, polled_ms)
+                continue
+            if now - seen.since < self.grace_s or polled_ms <= seen.polled_ms:
+                continue
+            offset = await self._reset(tp, position, highwater)
+            if offset is not None:
+                reset[tp] = offset
+            self._seen.pop(tp, None)
+        return reset
+
+    async def _beyond_end(self, tp: TopicPartition) -> tuple[int, int, int] | None:
+        """(position, high watermark, last fetch ms) when the position is past the log end."""
+        highwater = self.consumer.highwater(tp)
+        polled_ms = self.consumer.last_poll_timestamp(tp)
+        if highwater is None or polled_ms is None:
+            return None
+        try:
+            # A valid position is returned at once; an invalid one (being reset) is not ours.
+            position = await asyncio.wait_for(self.consumer.position(tp), 0.05)
+        except (TimeoutError, IllegalStateError):
+            return None
+        if position <= highwater:
+            return None
+        return position, highwater, polled_ms
+
+    async def _reset(self, tp: TopicPartition, position: int, highwater: int) -> int | None:
+        """Seek ``tp`` back into the log; its new position (-1: not known yet), or None when
+        the partition was revoked meanwhile."""
+        committed: int | None = None
+        target = -1
+        with contextlib.suppress(KafkaError, TimeoutError):
+            committed = await asyncio.wait_for(self.consumer.committed(tp), 5.0)
+        try:
+            if committed is not None and 0 <= committed <= highwater:
+                self.consumer.seek(tp, committed)
+                target = committed
+                where = f"the committed offset {committed}"
+            else:
+                await self.consumer.seek_to_beginning(tp)
+                with contextlib.suppress(TimeoutError, KafkaError):
+                    target = await asyncio.wait_for(self.consumer.position(tp), 5.0)
+                where = f"the beginning of the log ({target})"
+        except IllegalStateError:  # revoked meanwhile: the next owner starts from the commit
+            return None
+        self.resets += 1
+        CONSUMER_OFFSET_RESETS.labels(self.group).inc()
+        log.warning(
+            "consumer group %s: position %d of %s lies beyond the log end %d for %.0fs "
+            "(the broker lost its log?); reset to %s",
+            self.group,
+            position,
+            tp,
+            highwater,
+            self.grace_s,
+            where,
+        )
+        return target

@@ -28,6 +28,11 @@ WRITER_BATCH_SECONDS = Histogram(
 )
 TICK_AGE = Gauge("pricecast_tick_age_seconds", "Age of the newest tick", ["symbol"])
 CONSUMER_LAG = Gauge("pricecast_consumer_lag", "Kafka consumer lag (messages)", ["group"])
+CONSUMER_OFFSET_RESETS = Counter(
+    "pricecast_consumer_offset_resets_total",
+    "Partitions whose consumer position lay beyond the broker's log end and were reset",
+    ["group"],
+)
 UPSTREAM_ERRORS = Counter(
     "pricecast_upstream_errors_total", "Price source errors (ERR_EXT_*)", ["source", "code"]
 )
@@ -94,6 +99,7 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     WRITER_BATCH_SECONDS,
     TICK_AGE,
     CONSUMER_LAG,
+    CONSUMER_OFFSET_RESETS,
     UPSTREAM_ERRORS,
     CIRCUIT_OPEN,
     BAR_AGE,

@@ -5,14 +5,15 @@ Commit semantics (at-least-once, idempotent):
 * A batch from ``getmany`` is handled completely by the engine before anything is committed:
   every forecast it called for is in the database (the durable marker, written last), in
   Redis and acknowledged on ``predictions``; its scores and retrain requests are stored.
-* Only then are the offsets *of that batch* (last offset + 1 per partition) committed.
+* Only then are the offsets *of that batch* (last offset + 1 per partition) committed, if
+  no rebalance came in between (below).
 * When handling fails (database, broker), nothing is committed, the keys of the batch lose
-  their in-memory state and the consumer seeks back to the first offset of the batch, so the
-  batch is read again after a backoff. When the process dies, the next owner of the partition
-  starts at the last committed offset; the engine's resume step re-forecasts the newest bar
-  before the first tick it sees unless the database already holds it. Re-doing work is
-  harmless: predictions are upserted on their primary key, scores are recomputed, retrain
-  requests are unique while open.
+  their in-memory state and the consumer seeks back to the first offset of the batch (if no
+  rebalance came in between), so the batch is read again after a backoff. When the process
+  dies, the next owner of the partition starts at the last committed offset; the engine's
+  resume step re-forecasts the newest bar before the first tick it sees unless the database
+  already holds it. Re-doing work is harmless: predictions are upserted on their primary
+  key, scores are recomputed, retrain requests are unique while open.
 * Re-forecasts after a model promotion (``PredictionEngine.run_queued``) run between batches
   on this task, for the symbols of the partitions assigned here. They stand for no offset:
   a failed run stays queued and is retried before the next batch.
@@ -22,6 +23,17 @@ Commit semantics (at-least-once, idempotent):
 Two replicas in the group split the partitions, hence the symbols (key = symbol). A
 rebalance drops the state of revoked partitions; a commit refused because of a rebalance just
 means the batch is handled again by the new owner.
+
+Offsets belong to the assignment they were read under. Every rebalance (revocation or
+assignment) bumps ``PricesConsumer.generation``; a batch remembers the generation it was
+fetched in, and after a rebalance in between its offsets are neither committed nor sought
+back to: the new assignment already starts from the group's committed offset, which lies
+before the batch (it was not committed), so the batch is read again. This matters when the
+broker lost its log (the in-memory broker restarted: the group re-joins a new, empty log):
+an offset of the old log is beyond the end of the new one, and a broker that does not answer
+``OFFSET_OUT_OF_RANGE`` (Tansu) would leave the consumer waiting there, and then skip every
+tick before it. :class:`~services.common.kafka.LogEndWatchdog` is the second line: a
+partition whose position stays beyond the log end is moved back into the log.
 """
 
 from __future__ import annotations
@@ -40,7 +52,12 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from services.common.config import Settings
-from services.common.kafka import consumer_lag, make_consumer, start_with_backoff
+from services.common.kafka import (
+    LogEndWatchdog,
+    consumer_lag,
+    make_consumer,
+    start_with_backoff,
+)
 from services.common.metrics import CONSUMER_LAG, FORECAST_ERRORS
 from services.common.schemas import Tick
 from services.prediction.engine import Interrupted, PredictionEngine, TickIn
@@ -49,13 +66,15 @@ log = logging.getLogger(__name__)
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, engine: PredictionEngine) -> None:
-        self.engine = engine
+    def __init__(self, owner: PricesConsumer) -> None:
+        self.owner = owner
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self.engine.forget_partitions([tp.partition for tp in revoked])
+        self.owner.generation += 1
+        self.owner.engine.forget_partitions([tp.partition for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.owner.generation += 1
         log.info("prediction partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
 
@@ -89,6 +108,11 @@ class PricesConsumer:
         self.batches = 0
         self.failures = 0
         self.last_batch_at: datetime | None = None
+        # Bumped by every revocation and assignment: offsets of a batch fetched under an
+        # older generation are neither committed nor sought back to (module docstring).
+        self.generation = 0
+        self.stale_batches = 0
+        self.watchdog: LogEndWatchdog | None = None
 
     async def lag(self) -> int | None:
         if self.consumer is None:
@@ -100,12 +124,14 @@ class PricesConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         consumer = make_consumer(s, group_id=s.consumer_group_prediction, max_poll_records=2000)
-        consumer.subscribe([s.topic_prices], listener=_Rebalance(self.engine))
+        consumer.subscribe([s.topic_prices], listener=_Rebalance(self))
         await start_with_backoff(consumer.start, s.startup_wait_s, what="kafka consumer")
         self.consumer = consumer
+        self.watchdog = watchdog = LogEndWatchdog(consumer, s.consumer_group_prediction)
         backoff = 0.5
         try:
             while not stop.is_set():
+                await watchdog.check()
                 if self.engine.queued and consumer.assignment():
                     try:
                         await self.engine.run_queued(self._owner(consumer))
@@ -118,6 +144,7 @@ class PricesConsumer:
                 batch = await consumer.getmany(timeout_ms=200)
                 if not batch:
                     continue
+                generation = self.generation
                 ticks, spans = parse_batch(batch)
                 started = time.perf_counter()
                 try:
@@ -129,13 +156,12 @@ class PricesConsumer:
                     self.failures += 1
                     log.exception("batch failed; re-reading it in %.1fs", backoff)
                     self.engine.forget_keys(ticks)
-                    for tp, (first, _) in spans.items():
-                        consumer.seek(tp, first)
+                    self._seek_back(consumer, spans, generation)
                     await _sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
                 backoff = 0.5
-                await self._commit(consumer, spans)
+                await self._commit(consumer, spans, generation)
                 log.debug(
                     "batch of %d ticks: %d forecasts, %d scored in %.0f ms",
                     report.ticks,
@@ -164,9 +190,34 @@ class PricesConsumer:
 
         return owns
 
-    async def _commit(
-        self, consumer: AIOKafkaConsumer, spans: dict[TopicPartition, tuple[int, int]]
+    def _seek_back(
+        self,
+        consumer: AIOKafkaConsumer,
+        spans: dict[TopicPartition, tuple[int, int]],
+        generation: int,
     ) -> None:
+        """Re-read a failed batch: back to its first offsets, unless a rebalance came in
+        between (the new assignment starts from the committed offset, before the batch, and
+        the batch's offsets may be those of a log the broker no longer has)."""
+        if generation != self.generation:
+            self.stale_batches += 1
+            log.info("rebalanced during the failed batch: re-read from the committed offsets")
+            return
+        for tp, (first, _) in spans.items():
+            consumer.seek(tp, first)
+
+    async def _commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        spans: dict[TopicPartition, tuple[int, int]],
+        generation: int,
+    ) -> None:
+        """Commit the batch's offsets, unless a rebalance came in between (see
+        :meth:`_seek_back`): then the batch is read again from the committed offsets."""
+        if generation != self.generation:
+            self.stale_batches += 1
+            log.info("rebalanced during the batch: not committing its offsets (re-read)")
+            return
         offsets = {tp: last + 1 for tp, (_, last) in spans.items()}
         try:
             await consumer.commit(offsets)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from faultkit.report import write_faults_result
@@ -12,7 +14,10 @@ from faultkit.suite import FULL, fault_config
 
 @pytest.fixture(scope="session")
 def fault_stack() -> Iterator[FaultStack]:
-    with FaultStack(fault_config()) as stack:
+    # PRICECAST_FAULTS_WORK_DIR keeps the run's service and broker logs (diagnosis).
+    keep = os.environ.get("PRICECAST_FAULTS_WORK_DIR")
+    work_dir = Path(keep) if keep else None
+    with FaultStack(fault_config(), work_dir=work_dir) as stack:
         yield stack
         if stack.reports:
             totals = stack.totals()

@@ -51,3 +51,48 @@ async def _read_all(
 
 def log_keys(bootstrap: str, topic: str) -> set[tuple[str, datetime]]:
     return asyncio.run(_read_all(bootstrap, topic))
+
+
+async def _committed_beyond_end(
+    bootstrap: str, group: str, topic: str, timeout_s: float = 15.0
+) -> dict[int, tuple[int, int]]:
+    """Partitions where ``group``'s committed offset lies beyond the log's end, with
+    (committed, high watermark). An offset of a log the broker lost (a commit of the old
+    instance's offsets after the group re-joined the new one) shows up here; a consumer of
+    the live log never commits beyond what it read. The end is the high watermark a fetch
+    reports (Tansu's ListOffsets(latest) can under-read); it is read after the commits, and
+    it only grows."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            # Tansu drops the connection on an OffsetFetch for "all partitions": name them.
+            committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+        finally:
+            await admin.close()
+        mine = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+        if not mine:
+            return {}
+        consumer.assign(list(mine))
+        for tp in mine:
+            consumer.seek(tp, 0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while any(consumer.highwater(tp) is None for tp in mine):
+            if loop.time() > deadline:
+                raise TimeoutError(f"no fetch answer for {topic} within {timeout_s}s")
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        ends = {tp: consumer.highwater(tp) or 0 for tp in mine}
+    finally:
+        await consumer.stop()
+    return {tp.partition: (offset, ends[tp]) for tp, offset in mine.items() if offset > ends[tp]}
+
+
+def committed_beyond_end(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, int]]:
+    return asyncio.run(_committed_beyond_end(bootstrap, group, topic))

@@ -51,6 +51,7 @@ def write_faults_result(stack: FaultStack, totals: dict[str, Any]) -> Path:
                 "pool_hold_s": cfg.pool_hold_s,
                 "role_connection_limit": cfg.role_limit,
                 "faults": list(cfg.faults),
+                "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
             },
             "extra": {
                 "lost_acknowledged_total": totals["lost_acknowledged"],

@@ -109,6 +109,11 @@ class FaultReport:
     shutdown_s: float | None = None
     notes: list[str] = field(default_factory=list)
     lost_examples: list[str] = field(default_factory=list)
+    # group -> {partition: (committed, log end)}: offsets of a lost log (broker_restart)
+    committed_beyond_end: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
+    # service -> pricecast_consumer_offset_resets_total (the log-end watchdog acted)
+    offset_resets: dict[str, float] = field(default_factory=dict)
+    load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)  # os.getloadavg() at the end
 
     def ok(self) -> bool:
         return (
@@ -417,6 +422,42 @@ class FaultStack:
                 out[name] = (body.get("prediction") or {}).get("consumer_lag")
         return out
 
+    def committed_beyond_end(self) -> dict[str, dict[int, tuple[int, int]]]:
+        """Per consumer group, the partitions whose committed offset lies beyond the end of
+        the live broker's ``prices`` log (see ``kafka_log.committed_beyond_end``)."""
+        out: dict[str, dict[int, tuple[int, int]]] = {}
+        for group in (self.settings.consumer_group_writer, self.settings.consumer_group_prediction):
+            for attempt in range(3):
+                try:
+                    found = kafka_log.committed_beyond_end(
+                        self.broker.bootstrap, group, self.settings.topic_prices
+                    )
+                    break
+                except Exception as exc:  # noqa: BLE001 - retried; then reported as unread
+                    error = f"{type(exc).__name__}: {exc}"
+                    time.sleep(1.0 + attempt)
+            else:
+                # Partition -1: the offsets could not be read (the error is in the log).
+                logging.getLogger(__name__).warning("committed offsets of %s: %s", group, error)
+                found = {-1: (-1, -1)}
+            if found:
+                out[group] = found
+        return out
+
+    def offset_resets(self) -> dict[str, float]:
+        """``pricecast_consumer_offset_resets_total`` of each worker (its ``/metrics``)."""
+        out: dict[str, float] = {}
+        for name in ("ingestion", "prediction"):
+            r = self.services[name].get("/metrics")
+            if r is None or r.status_code != 200:
+                continue
+            out[name] = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in r.text.splitlines()
+                if line.startswith("pricecast_consumer_offset_resets_total{")
+            )
+        return out
+
     def _drained(self, phase: str | None) -> bool:
         """Every tick of ``phase`` (None: of the run) acknowledged by a live broker is stored,
         or is known to be absent from that broker's log."""
@@ -530,6 +571,9 @@ class FaultStack:
         )
         missing = self._forecasts_done(end_sim)
         t_end = time.monotonic()
+        beyond: dict[str, dict[int, tuple[int, int]]] = {}
+        if fault == "broker_restart":
+            beyond = self.committed_beyond_end()
 
         stored = accounting.stored_keys(self.engine, self.symbols)
         acct = accounting.account(
@@ -577,6 +621,9 @@ class FaultStack:
             shutdown_s=shutdown_s,
             notes=notes,
             lost_examples=acct.lost_examples,
+            committed_beyond_end=beyond,
+            offset_resets=self.offset_resets(),
+            load_avg=os.getloadavg(),
         )
         self.reports.append(report)
         return report
@@ -618,7 +665,8 @@ def report_dict(r: FaultReport) -> dict[str, Any]:
 def format_table(reports: list[FaultReport]) -> str:
     head = (
         f"{'fault':22} {'produced':>8} {'acked':>7} {'stored':>7} {'dup':>4} {'lost':>5}"
-        f" {'lostMB':>6} {'notkept':>7} {'ready_s':>7} {'drain_s':>7}  api answers during fault"
+        f" {'lostMB':>6} {'notkept':>7} {'ready_s':>7} {'drain_s':>7} {'load1':>5}"
+        "  api answers during fault"
     )
     lines = [head]
     for r in reports:
@@ -626,6 +674,7 @@ def format_table(reports: list[FaultReport]) -> str:
             f"{r.fault:22} {r.ticks_produced:8d} {r.ticks_acknowledged:7d} {r.ticks_stored:7d}"
             f" {r.duplicates:4d} {r.lost_acknowledged:5d} {r.lost_by_in_memory_broker:6d}"
             f" {r.acked_not_kept_by_broker:7d}"
-            f" {r.recovery_to_ready_s!s:>7} {r.drained_s!s:>7}  {r.api_answers_during_fault}"
+            f" {r.recovery_to_ready_s!s:>7} {r.drained_s!s:>7} {r.load_avg[0]:5.2f}"
+            f"  {r.api_answers_during_fault}"
         )
     return "\n".join(lines)
