@@ -29,6 +29,7 @@ from services.ingestion.validation import Rejection, Tick, Validator, future_lim
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+PARTITION_CACHE_MAX = 100_000
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -44,6 +45,8 @@ class TickPublisher:
         self.ready = False
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
+        # partition count -> key -> partition: murmur2 is pure Python and keys (symbols) repeat
+        self._partition_of: dict[int, dict[bytes, int]] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self, stop: asyncio.Event | None = None) -> bool:
@@ -93,12 +96,17 @@ class TickPublisher:
         acks: list[Awaitable[Any]] = []
         rr = 0
         count = 0
+        cache = self._partition_of.setdefault(partitions, {})
+        if len(cache) > PARTITION_CACHE_MAX:
+            cache.clear()
         for key, value in items:
             if key is None:
                 part = rr % partitions
                 rr += 1
             else:
-                part = partition_for(key, partitions)
+                part = cache.get(key, -1)
+                if part < 0:
+                    part = cache[key] = partition_for(key, partitions)
             builder = builders.get(part)
             if builder is None:
                 builder = builders[part] = producer.create_batch()

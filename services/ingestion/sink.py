@@ -1,18 +1,27 @@
 """Storing ticks in ``price_ticks``: one transaction per batch, idempotent on the natural key.
 
-A batch is COPYed straight into ``price_ticks`` when none of it is stored yet (the common
-case); otherwise it is COPYed into a session temp table and ``INSERT .. SELECT .. ON CONFLICT
-DO NOTHING`` moves it (natural key ``(symbol, ts, source)``): a tick delivered twice, in one
-batch or in two, is stored once. New symbols are upserted into ``assets`` in the same
+The sink takes a batch as COPY text lines (:func:`services.ingestion.validation.copy_line`, or
+the writer's :func:`~services.ingestion.validation.decode_batch`). A batch is COPYed straight
+into ``price_ticks`` when none of it is stored yet (the common case); otherwise it is COPYed
+into a session temp table and ``INSERT .. SELECT .. ON CONFLICT DO NOTHING`` moves it (natural
+key ``(symbol, ts, source)``): a tick delivered twice, in one batch or in two, is stored once
+(the first of a batch's copies wins). New symbols are upserted into ``assets`` in the same
 transaction. Bars are the storage layer's business (its trigger or continuous aggregates).
+
+Connection: the sink keeps one connection (taken from the engine's pool, in autocommit mode)
+for all its batches and is used by one thread at a time. A batch without new symbols is then
+a single ``COPY`` statement, which is its own transaction: one round trip, committed (durably:
+``synchronous_commit`` is untouched) when the statement completes, or not at all. Anything
+needing more statements runs them between an explicit ``BEGIN`` and ``COMMIT``. A connection
+that fails (server gone, network cut) is discarded; the next batch takes a fresh one.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +30,7 @@ import psycopg2.errors
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from services.ingestion.validation import Tick
+from services.ingestion.validation import Tick, copy_line
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +49,32 @@ UPSERT_ASSETS = (
     " ON CONFLICT (symbol) DO UPDATE SET first_seen = LEAST(assets.first_seen, EXCLUDED.first_seen)"
 )
 COPY_DIRECT = "COPY price_ticks (symbol, ts, price, volume, source) FROM STDIN"
+COPY_TEMP = f"COPY {TEMP_TABLE} (symbol, ts, price, volume, source) FROM STDIN"
 MERGE_AFTER_CONFLICT = 5
 INSERT_ONE = (
     "INSERT INTO price_ticks (symbol, ts, price, volume, source) VALUES (%s, %s, %s, %s, %s)"
     " ON CONFLICT DO NOTHING"
 )
+# Errors after which the connection is not trusted again.
+CONNECTION_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
-def copy_rows(ticks: Sequence[Tick]) -> io.StringIO:
-    """COPY text format; symbol and source passed validation, so they need no escaping."""
-    buf = io.StringIO()
-    buf.write(
-        "".join(
-            f"{t.symbol}\t{t.ts.isoformat()}\t{t.price!r}\t{t.volume!r}\t{t.source}\n"
-            for t in ticks
-        )
-    )
-    buf.seek(0)
-    return buf
+def copy_rows(ticks: Sequence[Tick]) -> list[str]:
+    """The COPY text lines of ``ticks``."""
+    return [copy_line(t) for t in ticks]
 
 
-def dedupe(ticks: Sequence[Tick]) -> Sequence[Tick]:
-    """The ticks with each natural key once (first wins, as ON CONFLICT DO NOTHING would)."""
-    seen: set[tuple[str, object, str]] = set()
-    out: list[Tick] = []
-    for t in ticks:
-        key = (t.symbol, t.ts, t.source)
-        if key not in seen:
-            seen.add(key)
-            out.append(t)
-    return out if len(out) != len(ticks) else ticks
+def first_seen(rows: Sequence[str], symbols: set[str]) -> dict[str, datetime]:
+    """The oldest timestamp of each of ``symbols`` among the COPY lines ``rows``."""
+    out: dict[str, datetime] = {}
+    for row in rows:
+        symbol, _, rest = row.partition("\t")
+        if symbol in symbols:
+            ts = datetime.fromisoformat(rest[: rest.index("\t")])
+            first = out.get(symbol)
+            if first is None or ts < first:
+                out[symbol] = ts
+    return out
 
 
 class TickSink:
@@ -79,82 +84,139 @@ class TickSink:
         self.engine = engine
         self.known_assets: set[str] = set()
         self._merge_batches_left = 0
+        self._raw: Any = None  # the pooled connection proxy the sink holds
 
     def load_known_assets(self) -> None:
         with self.engine.connect() as conn:
             self.known_assets.update(conn.execute(sa.text("SELECT symbol FROM assets")).scalars())
 
-    def _new_assets(self, ticks: Sequence[Tick]) -> dict[str, datetime]:
-        new: dict[str, datetime] = {}
-        known = self.known_assets
-        for t in ticks:
-            if t.symbol not in known:
-                first = new.get(t.symbol)
-                if first is None or t.ts < first:
-                    new[t.symbol] = t.ts
-        return new
+    # --- the connection ----------------------------------------------------------------
+    def _connection(self) -> Any:
+        if self._raw is None:
+            raw: Any = self.engine.raw_connection()
+            try:
+                raw.driver_connection.autocommit = True
+            except BaseException:
+                raw.invalidate()
+                raise
+            self._raw = raw
+        return self._raw.driver_connection
 
-    def write(self, ticks: Sequence[Tick]) -> int:
-        """Store ``ticks`` in one transaction; returns how many were new. Raises on failure
-        (nothing is stored then).
+    def _discard(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.invalidate()  # closes it; the pool opens a fresh one when asked
 
-        Fast path: the batch (deduplicated in memory) is COPYed straight into ``price_ticks``
-        inside a savepoint. If any tick is already stored (a redelivery), the COPY fails with
-        a unique violation, is rolled back to the savepoint, and the batch takes the conflict
-        path: COPY into a temp table, ``INSERT .. ON CONFLICT DO NOTHING``. After a conflict
-        the next few batches take the conflict path directly (redeliveries come in runs).
-        """
-        if not ticks:
-            return 0
-        unique = dedupe(ticks)
-        with self._transaction(unique) as cur:
-            return self._copy_or_merge(cur, unique)
+    def close(self) -> None:
+        """Give the connection back to the pool (as the pool lent it: not autocommit)."""
+        raw, self._raw = self._raw, None
+        if raw is None:
+            return
+        try:
+            raw.driver_connection.autocommit = False
+            raw.close()
+        except CONNECTION_LOST:
+            raw.invalidate()
 
     @contextmanager
-    def _transaction(self, ticks: Sequence[Tick]) -> Iterator[Any]:
-        """One transaction on a raw connection; first registers the batch's new assets.
-        Commits when the block succeeds, rolls back on anything else."""
-        new_assets = self._new_assets(ticks)
-        raw = self.engine.raw_connection()
+    def _cursor(self) -> Iterator[Any]:
+        """A cursor on the sink's connection; the connection is dropped if it fails."""
+        conn = self._connection()
         try:
-            cur: Any = raw.cursor()
-            try:
-                if new_assets:
-                    cur.execute(UPSERT_ASSETS, (list(new_assets), list(new_assets.values())))
+            with conn.cursor() as cur:
                 yield cur
-                raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
-            finally:
-                cur.close()
-        finally:
-            raw.close()
-        self.known_assets.update(new_assets)
+        except CONNECTION_LOST:
+            self._discard()
+            raise
 
-    def _copy_or_merge(self, cur: Any, ticks: Sequence[Tick]) -> int:
-        if self._merge_batches_left > 0:
-            self._merge_batches_left -= 1
-        else:
-            cur.execute("SAVEPOINT direct_copy")
-            try:
-                cur.copy_expert(COPY_DIRECT, copy_rows(ticks))
-                cur.execute("RELEASE SAVEPOINT direct_copy")
-                return len(ticks)
-            except psycopg2.errors.UniqueViolation:
-                cur.execute("ROLLBACK TO SAVEPOINT direct_copy")
-                self._merge_batches_left = MERGE_AFTER_CONFLICT
-        cur.execute(CREATE_TEMP)
-        cur.copy_expert(f"COPY {TEMP_TABLE} FROM STDIN", copy_rows(ticks))
-        cur.execute(MOVE)
-        return int(cur.rowcount)
+    @contextmanager
+    def _transaction(self, cur: Any) -> Iterator[None]:
+        """``BEGIN`` .. ``COMMIT``; ``ROLLBACK`` on anything else (unless the connection is
+        gone, which ends the transaction as well)."""
+        cur.execute("BEGIN")
+        try:
+            yield
+            cur.execute("COMMIT")
+        except BaseException:
+            if not cur.connection.closed:
+                with suppress(*CONNECTION_LOST):
+                    cur.execute("ROLLBACK")
+            raise
+
+    # --- writing -----------------------------------------------------------------------
+    def write(self, ticks: Sequence[Tick]) -> int:
+        """Store ``ticks`` (see :meth:`write_rows`)."""
+        return self.write_rows(copy_rows(ticks))
+
+    def write_rows(self, rows: Sequence[str], symbols: Iterable[str] | None = None) -> int:
+        """Store a batch of COPY lines in one transaction; returns how many were new. Raises
+        on failure (nothing is stored then). ``symbols``: the batch's symbols, if known.
+
+        Fast path: the batch is COPYed straight into ``price_ticks`` (with the upsert of its
+        new symbols in the same transaction, if any). If any tick is already stored (a
+        redelivery) or appears twice in the batch, the COPY fails with a unique violation,
+        nothing of it stays, and the batch takes the conflict path: COPY into a temp table,
+        ``INSERT .. ON CONFLICT DO NOTHING``. After a conflict the next few batches take the
+        conflict path directly (redeliveries come in runs).
+        """
+        if not rows:
+            return 0
+        data = "".join(rows)
+        if symbols is None:
+            symbols = {r[: r.index("\t")] for r in rows}
+        new_symbols = set(symbols).difference(self.known_assets)
+        new_assets = first_seen(rows, new_symbols) if new_symbols else {}
+        with self._cursor() as cur:
+            stored = None
+            if self._merge_batches_left > 0:
+                self._merge_batches_left -= 1
+            else:
+                try:
+                    stored = self._copy_direct(cur, rows, data, new_assets)
+                except psycopg2.errors.UniqueViolation:
+                    self._merge_batches_left = MERGE_AFTER_CONFLICT
+            if stored is None:
+                with self._transaction(cur):
+                    self._upsert_assets(cur, new_assets)
+                    cur.execute(CREATE_TEMP)
+                    cur.copy_expert(COPY_TEMP, io.StringIO(data), size=len(data) + 1)
+                    cur.execute(MOVE)
+                    stored = int(cur.rowcount)
+        self.known_assets.update(new_assets)
+        return stored
+
+    def _copy_direct(
+        self, cur: Any, rows: Sequence[str], data: str, new_assets: dict[str, datetime]
+    ) -> int:
+        # One read of the whole buffer: the thread takes the GIL back as rarely as possible.
+        buf = io.StringIO(data)
+        if not new_assets:
+            cur.copy_expert(COPY_DIRECT, buf, size=len(data) + 1)  # one statement: atomic
+            return len(rows)
+        with self._transaction(cur):
+            self._upsert_assets(cur, new_assets)
+            cur.copy_expert(COPY_DIRECT, buf, size=len(data) + 1)
+            return len(rows)
+
+    @staticmethod
+    def _upsert_assets(cur: Any, new_assets: dict[str, datetime]) -> None:
+        if new_assets:
+            cur.execute(UPSERT_ASSETS, (list(new_assets), list(new_assets.values())))
 
     def write_each(self, ticks: Sequence[Tick]) -> tuple[int, list[tuple[int, str]]]:
-        """Slow path after a batch failed on data: one savepoint per tick. Returns the count
-        stored and the (index, error) of each tick the database refused."""
+        """Slow path after a batch failed on data: one savepoint per tick, one transaction.
+        Returns the count stored and the (index, error) of each tick the database refused."""
         refused: list[tuple[int, str]] = []
         inserted = 0
-        with self._transaction(ticks) as cur:
+        new_symbols = {t.symbol for t in ticks}.difference(self.known_assets)
+        new_assets: dict[str, datetime] = {}
+        for t in ticks:
+            if t.symbol in new_symbols and (
+                t.symbol not in new_assets or t.ts < new_assets[t.symbol]
+            ):
+                new_assets[t.symbol] = t.ts
+        with self._cursor() as cur, self._transaction(cur):
+            self._upsert_assets(cur, new_assets)
             for i, t in enumerate(ticks):
                 cur.execute("SAVEPOINT one_tick")
                 try:
@@ -164,4 +226,5 @@ class TickSink:
                 except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
                     cur.execute("ROLLBACK TO SAVEPOINT one_tick")
                     refused.append((i, str(exc).strip().splitlines()[0][:200]))
+        self.known_assets.update(new_assets)
         return inserted, refused

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -31,6 +31,9 @@ import orjson
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,16}(?:-[A-Z0-9]{1,16})?$")
 SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+# The wire form of ``ts`` (``services.common.kafka.dumps``: orjson, UTC, "Z"),
+# "YYYY-MM-DDTHH:MM:SSZ" or "YYYY-MM-DDTHH:MM:SS.ffffffZ": the writer passes a timestamp of
+# this form through to COPY as it came (see :func:`is_wire_ts`).
 REQUIRED = ("symbol", "ts", "price", "volume", "source")
 KNOWN_FIELDS = frozenset((*REQUIRED, "kind"))
 JUMP_CONFIRMATIONS = 3
@@ -244,6 +247,106 @@ def decode(raw: bytes | None) -> Any:
         raise ValidationFailed("invalid_json", str(exc)[:200]) from exc
 
 
+def is_wire_ts(ts: str) -> bool:
+    """``ts`` has the wire form's separators where they belong (positions 4, 7, 10, 13, 16,
+    19 and the final "Z"). If ``datetime.fromisoformat`` also accepts it, the rest are ASCII
+    digits and PostgreSQL reads the same instant from the text."""
+    n = len(ts)
+    seps = ts[4:20:3]
+    return (n == 20 and seps == "--T::Z") or (n == 27 and seps == "--T::." and ts[26] == "Z")
+
+
+def copy_line(tick: Tick) -> str:
+    """One ``price_ticks`` row in COPY text format (symbol, ts, price, volume, source).
+
+    Symbol and source passed their format checks (no tab, newline or backslash), so nothing
+    needs escaping; ``repr`` of a float is its shortest exact text."""
+    return f"{tick.symbol}\t{tick.ts.isoformat()}\t{tick.price!r}\t{tick.volume!r}\t{tick.source}\n"
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """A consumed batch after the writer's validation, ready for COPY.
+
+    ``rows[k]`` is the COPY text line of the record at index ``good[k]`` of the batch (record
+    order kept); ``rejects`` are (index, why) of the poison records; ``newest`` is the newest
+    timestamp per symbol among the good ticks (what the staleness tracker needs).
+    """
+
+    rows: list[str] = field(default_factory=list)
+    good: list[int] = field(default_factory=list)
+    rejects: list[tuple[int, Rejection]] = field(default_factory=list)
+    newest: dict[str, datetime] = field(default_factory=dict)
+
+
+def decode_batch(values: Sequence[bytes | None], limit: datetime) -> DecodedBatch:
+    """Decode and validate consumed ``prices`` messages (the writer's per-record work).
+
+    Exactly the checks of :func:`check_fields` after :func:`decode`. The common message (the
+    wire form :class:`Tick` is published in: the five fields, float price and volume, a
+    known-good symbol and source, ``ts`` in wire form (:func:`is_wire_ts`) and not beyond
+    ``limit``)
+    becomes its COPY line directly, its ``ts`` text passed through (it names the instant that
+    ``datetime.fromisoformat`` parsed, and PostgreSQL reads it the same way); every other
+    message, valid or not, takes the full check and its line is formatted from the
+    normalised :class:`Tick`.
+    """
+    out = DecodedBatch()
+    rows, good, newest = out.rows, out.good, out.newest
+    loads, fromiso = orjson.loads, datetime.fromisoformat
+    ok_symbols, ok_sources, inf = _OK_SYMBOLS, _OK_SOURCES, math.inf
+    for i, raw in enumerate(values):
+        if type(raw) is bytes:
+            try:
+                d = loads(raw)
+            except orjson.JSONDecodeError:
+                d = None
+            if type(d) is dict and len(d) == 5:
+                symbol = d.get("symbol")
+                ts = d.get("ts")
+                price = d.get("price")
+                volume = d.get("volume")
+                source = d.get("source")
+                if (
+                    type(symbol) is str
+                    and type(source) is str
+                    and type(price) is float
+                    and type(volume) is float
+                    and type(ts) is str
+                    and 0.0 < price < inf
+                    and 0.0 < volume < inf
+                    and symbol in ok_symbols
+                    and source in ok_sources
+                    and (  # is_wire_ts, inlined
+                        ((n := len(ts)) == 20 and ts[4:20:3] == "--T::Z")
+                        or (n == 27 and ts[4:20:3] == "--T::." and ts[26] == "Z")
+                    )
+                ):
+                    dt: datetime | None
+                    try:
+                        dt = fromiso(ts)  # aware UTC ("Z"); may still be no real date
+                    except ValueError:
+                        dt = None  # the full check says why
+                    if dt is not None and dt <= limit:
+                        rows.append(f"{symbol}\t{ts}\t{price!r}\t{volume!r}\t{source}\n")
+                        good.append(i)
+                        last = newest.get(symbol)
+                        if last is None or dt > last:
+                            newest[symbol] = dt
+                        continue
+        try:
+            tick = check_fields(decode(raw), limit=limit)
+        except ValidationFailed as exc:
+            out.rejects.append((i, Rejection(exc.reason, exc.detail, raw, exc.symbol)))
+            continue
+        rows.append(copy_line(tick))
+        good.append(i)
+        last = newest.get(tick.symbol)
+        if last is None or tick.ts > last:
+            newest[tick.symbol] = tick.ts
+    return out
+
+
 @dataclass
 class JumpGuard:
     """Quarantines moves beyond ``pct`` percent from the last good price of a symbol."""
@@ -259,9 +362,10 @@ class JumpGuard:
         if self.pct <= 0:
             return
         last = self.last_good.get(tick.symbol)
-        if last is None or self._within(tick.price, last):
+        if last is None or abs(tick.price - last) / last * 100.0 <= self.pct:  # _within
             self.last_good[tick.symbol] = tick.price
-            self._pending.pop(tick.symbol, None)
+            if self._pending:
+                self._pending.pop(tick.symbol, None)
             return
         pending = self._pending.setdefault(tick.symbol, [])
         if pending and not self._within(tick.price, pending[-1]):
@@ -292,7 +396,12 @@ class Validator:
     def validate(self, payload: Any, limit: datetime | None = None) -> Tick | Rejection:
         """One payload; pass ``limit`` (:func:`future_limit`) when validating a batch."""
         try:
-            data = decode(bytes(payload)) if isinstance(payload, bytes | bytearray) else payload
+            if type(payload) is dict:
+                data = payload
+            elif isinstance(payload, bytes | bytearray):
+                data = decode(bytes(payload))
+            else:
+                data = payload
             tick = check_fields(data, self.max_clock_skew_s, limit=limit)
             self.guard.check(tick)
             return tick
