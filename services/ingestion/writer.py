@@ -3,27 +3,44 @@
 Commit semantics (at-least-once delivery, exactly-once effect):
 
 1. Records are collected into a pending batch until ``writer_batch_size`` records or
-   ``writer_batch_timeout_ms`` have passed.
-2. Each record is re-validated (stateless checks). Poison records (bad JSON, unknown shape, a
-   missing field, a bad value, ...) are sent to ``prices.dlq`` with the reason, the original
-   payload and their topic/partition/offset; the DLQ send is acknowledged before step 4.
-3. The good ticks are written in ONE database transaction (COPY into a temp table, then
-   ``INSERT .. ON CONFLICT DO NOTHING`` on ``(symbol, ts, source)``) and committed.
+   ``writer_batch_timeout_ms`` have passed, and the previous batch is done with step 4. While
+   it is not, the pending batch keeps growing, up to ``BATCH_GROWTH`` times
+   ``writer_batch_size``: when the database is the bottleneck, it gets fewer, larger
+   statements (its per-statement work, such as the bar trigger, is then shared by more rows).
+2. Each record is re-validated as it arrives (stateless checks, :func:`~services.ingestion.
+   validation.decode_batch`). Poison records (bad JSON, unknown shape, a missing field, a bad
+   value, ...) are sent to ``prices.dlq`` with the reason, the original payload and their
+   topic/partition/offset; the DLQ send is acknowledged before step 4.
+3. The good ticks are written in ONE database transaction (normally one ``COPY`` straight into
+   ``price_ticks``; after a conflict, COPY into a temp table then ``INSERT .. ON CONFLICT DO
+   NOTHING`` on ``(symbol, ts, source)``) and committed.
 4. Only then are the offsets (last offset + 1 per partition of the batch) committed to Kafka.
+
+Pipelining: steps 3-4 of batch N run in a task (the database work in a thread, where psycopg2
+releases the GIL) while the main loop fetches and validates (steps 1-2) the records of batch
+N+1. At most one batch is in steps 3-4 at a time, and batch N+1 enters step 3 only after batch
+N finished step 4, so batches are stored and their offsets committed strictly in consumption
+order: an offset committed for a partition still means every earlier record of it is stored
+or dead-lettered.
 
 A crash anywhere before 4 redelivers the batch to whoever owns the partitions next; the
 natural-key conflict clause makes the second write a no-op, so nothing is lost and nothing is
 stored twice. (A crash between 2 and 4 may put a poison record on the DLQ twice: the DLQ is
 at-least-once.)
 
-Rebalance: when partitions are revoked, the pending batch that has not started its database
-write is discarded, not flushed; the partitions' next owner (or this writer, after the
-rebalance, since every new assignment restarts from the committed offsets) reads those records
-again. A batch whose database write is in flight finishes it; its offset commit may then be
-refused for revoked partitions, which is logged and harmless for the same reason. The database
-being unreachable is not poison: the batch is retried with bounded backoff and nothing is
-committed until it is stored. SIGTERM (``stop`` set) finishes the pending batch, commits, and
-returns.
+Rebalance: when partitions are revoked, every record whose batch has not started its database
+write (the pending batch, and records being validated) is discarded, not flushed; the partitions'
+next owner (or this writer, after the rebalance, since every new assignment restarts from the
+committed offsets) reads those records again. A batch whose database write is in flight
+finishes it; its offset commit is then skipped (every revocation and assignment bumps the
+writer's generation, and a batch read in an older generation commits nothing: after a broker
+restart its offsets would belong to the lost log and could lie beyond the new log's end), or
+refused by the group, which is logged and harmless for the same reason. A position left
+beyond the log end anyway is moved back by :class:`~services.common.kafka.LogEndWatchdog`.
+The database being unreachable is not poison: the batch is retried with bounded backoff and
+nothing is committed until it is stored. SIGTERM (``stop`` set) finishes the batch in flight
+and the pending one, commits, and returns; if the database is down then, the batch is left
+uncommitted (for redelivery) and nothing after it is written.
 
 For fault-injection tests only, ``PRICECAST_WRITER_CRASH_AT=<point>:<n>`` SIGKILLs the process
 at the n-th batch reaching ``before_db_commit``, ``after_db_commit`` or ``after_offset_commit``.
@@ -47,18 +64,24 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from services.common.config import Settings
-from services.common.kafka import consumer_lag, make_consumer, start_with_backoff
+from services.common.kafka import (
+    LogEndWatchdog,
+    consumer_lag,
+    make_consumer,
+    start_with_backoff,
+)
 from services.common.metrics import CONSUMER_LAG, TICKS_WRITTEN, WRITER_BATCH_SECONDS
 from services.ingestion.dlq import Origin
 from services.ingestion.producer import TickPublisher
 from services.ingestion.sink import TickSink
 from services.ingestion.staleness import StalenessTracker
 from services.ingestion.validation import (
+    DecodedBatch,
     Rejection,
     Tick,
-    ValidationFailed,
     check_fields,
     decode,
+    decode_batch,
     future_limit,
 )
 
@@ -66,6 +89,9 @@ log = logging.getLogger(__name__)
 
 CRASH_ENV = "PRICECAST_WRITER_CRASH_AT"
 MAX_DB_BACKOFF_S = 5.0
+BATCH_GROWTH = 4  # a pending batch may grow to this many times writer_batch_size (see step 1)
+BUSY_POLL_MS = 5  # how often a due batch checks whether the database stage is free
+DB_UNAVAILABLE = (sa.exc.OperationalError, psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
 @dataclass
@@ -78,6 +104,29 @@ class WriterStats:
     last_batch_at: float | None = None
     lag: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Chunk:
+    """Records of one fetch after step 2, with the future limit they were validated with."""
+
+    records: list[ConsumerRecord]
+    decoded: DecodedBatch
+    limit: datetime
+
+
+@dataclass
+class _Batch:
+    """A batch ready for steps 3-4: its chunks, their COPY lines, offsets and generation."""
+
+    chunks: list[_Chunk]
+    rows: list[str]
+    newest: dict[str, datetime]  # newest tick per symbol
+    offsets: dict[TopicPartition, int]  # last offset per partition
+    consumed: int
+    rejected: int
+    generation: int
+    started: float
 
 
 class _CrashHook:
@@ -104,23 +153,29 @@ class _Revocations(ConsumerRebalanceListener):
         self.writer = writer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.writer.generation += 1  # a batch read before this is not written any more
         dropped = len(self.writer.pending)
         self.writer.pending = []
+        self.writer.pending_offsets = {}
+        self.writer.pending_chunks = []
         if dropped:
             log.info("rebalance: discarded %d uncommitted records (redelivered)", dropped)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.writer.generation += 1  # offsets read before a re-join may be of another log
         log.info("assigned %d partitions", len(assigned))
 
 
-def decode_record(record: ConsumerRecord, limit: datetime) -> Tick | Rejection:
-    try:
-        return check_fields(decode(record.value), limit=limit)
-    except ValidationFailed as exc:
-        symbol = exc.symbol
-        if symbol is None and record.key:
-            symbol = record.key.decode("utf-8", errors="replace")
-        return Rejection(exc.reason, exc.detail, record.value, symbol)
+def decode_records(records: Sequence[ConsumerRecord], limit: datetime) -> DecodedBatch:
+    """Step 2 for ``records``: COPY lines of the good ones, rejections of the poison ones (a
+    rejection without a symbol of its own takes the record key's)."""
+    decoded = decode_batch([r.value for r in records], limit)
+    for k, (i, rej) in enumerate(decoded.rejects):
+        key = records[i].key
+        if rej.symbol is None and key:
+            symbol = key.decode("utf-8", errors="replace")
+            decoded.rejects[k] = (i, Rejection(rej.reason, rej.detail, rej.payload, symbol))
+    return decoded
 
 
 class TickWriter:
@@ -136,10 +191,14 @@ class TickWriter:
         self.publisher = publisher
         self.staleness = staleness
         self.pending: list[ConsumerRecord] = []
+        self.pending_offsets: dict[TopicPartition, int] = {}  # last offset per partition
+        self.pending_chunks: list[_Chunk] = []  # the pending records, validated
+        self.generation = 0  # bumped by every revocation
         self.stats = WriterStats()
         self.ready = False
         self._consumer: AIOKafkaConsumer | None = None
         self._crash = _CrashHook(os.environ.get(CRASH_ENV))
+        self._halted = False  # a batch was left unstored at stop: write nothing after it
 
     async def lag(self) -> int:
         if self._consumer is None:
@@ -150,7 +209,8 @@ class TickWriter:
         return lag
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set, then flush the pending batch and leave the group."""
+        """Consume until ``stop`` is set, then finish the batch in flight and the pending one,
+        and leave the group."""
         s = self.settings
         consumer = make_consumer(
             s,
@@ -169,86 +229,173 @@ class TickWriter:
             log.warning("could not load known assets (%s)", exc)
         self.ready = True
         timeout_s = s.writer_batch_timeout_ms / 1000.0
+        size = s.writer_batch_size
         started = time.monotonic()
+        inflight: asyncio.Task[bool] | None = None
+        watchdog = LogEndWatchdog(consumer, s.consumer_group_writer)
         try:
-            while not stop.is_set():
-                room = s.writer_batch_size - len(self.pending)
-                data = await consumer.getmany(
-                    timeout_ms=max(1, int(timeout_s * 1000)), max_records=max(1, room)
+            while not stop.is_set() and not self._halted:
+                await watchdog.check()
+                busy = inflight is not None and not inflight.done()
+                due = bool(self.pending) and (
+                    len(self.pending) >= size or time.monotonic() - started >= timeout_s
                 )
-                if data and not self.pending:
-                    started = time.monotonic()
-                for records in data.values():
-                    self.pending.extend(records)
-                full = len(self.pending) >= s.writer_batch_size
-                if self.pending and (full or time.monotonic() - started >= timeout_s):
-                    await self.flush(stop)
-            if self.pending:  # SIGTERM: finish the batch (unless the database is down)
+                if due and not busy:
+                    inflight = await self._hand_over(self._take(), inflight, stop)
+                    continue
+                room = (size * BATCH_GROWTH if busy else size) - len(self.pending)
+                if room <= 0 and inflight is not None:  # busy, grown as far as allowed: wait
+                    await asyncio.wait([inflight])
+                    continue
+                if due:  # waiting for the database stage: look again soon
+                    wait_s = BUSY_POLL_MS / 1000.0
+                elif self.pending:
+                    wait_s = timeout_s - (time.monotonic() - started)
+                else:
+                    wait_s = timeout_s
+                data = await consumer.getmany(
+                    timeout_ms=max(1, int(wait_s * 1000)), max_records=max(1, room)
+                )
+                if data:
+                    if not self.pending:
+                        started = time.monotonic()
+                    await self._accept(data)
+            if inflight is not None:  # SIGTERM: finish the batch in flight ...
+                task, inflight = inflight, None
+                await task
+            if self.pending and not self._halted:  # ... and the pending one
                 await self.flush(stop)
         finally:
             self.ready = False
+            abandoned = inflight is not None and not inflight.done()
+            if inflight is not None and abandoned:
+                # Its offsets are not committed; a write that still lands is re-read later
+                # and is a no-op then. Its thread may still use the sink's connection.
+                inflight.cancel()
+                await asyncio.gather(inflight, return_exceptions=True)
             self._consumer = None
+            if not abandoned:
+                await asyncio.to_thread(self.sink.close)
             await consumer.stop()
 
     async def flush(self, stop: asyncio.Event | None) -> None:
-        batch, self.pending = self.pending, []
-        if not batch:
-            return
-        started = time.perf_counter()
-        ticks: list[Tick] = []
-        rejects: list[Rejection] = []
-        origins: list[Origin | None] = []
+        """Steps 3-4 for the pending records, now (no batch may be in flight)."""
+        if self.pending:
+            await self._complete(self._take(), stop)
+
+    async def _accept(self, data: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Step 2 for a fetch: validate, dead-letter the poison, add to the pending batch."""
+        generation = self.generation
+        records: list[ConsumerRecord] = []
+        for part in data.values():
+            records.extend(part)
         limit = future_limit(self.settings.max_clock_skew_s)
-        for record in batch:
-            result = decode_record(record, limit)
-            if isinstance(result, Rejection):
-                rejects.append(result)
-                origins.append(Origin(record.topic, record.partition, record.offset))
-            else:
-                ticks.append(result)
-        if rejects:
-            await self.publisher.dead_letter(rejects, "writer", origins)
-        stored = await self._store(ticks, batch, stop)
+        decoded = decode_records(records, limit)
+        if decoded.rejects:
+            await self.publisher.dead_letter(
+                [rej for _, rej in decoded.rejects],
+                "writer",
+                [
+                    Origin(records[i].topic, records[i].partition, records[i].offset)
+                    for i, _ in decoded.rejects
+                ],
+            )
+            if generation != self.generation:  # revoked meanwhile: they will be read again
+                log.info("rebalance: discarded %d records being validated", len(records))
+                return
+        self.pending.extend(records)
+        for tp, part in data.items():
+            self.pending_offsets[tp] = part[-1].offset
+        self.pending_chunks.append(_Chunk(records, decoded, limit))
+
+    def _take(self) -> _Batch:
+        """The pending batch, ready for steps 3-4; pending is empty again."""
+        chunks, self.pending_chunks = self.pending_chunks, []
+        offsets, self.pending_offsets = self.pending_offsets, {}
+        consumed, self.pending = len(self.pending), []
+        if len(chunks) == 1:
+            rows, newest = chunks[0].decoded.rows, chunks[0].decoded.newest
+        else:
+            rows, newest = [], {}
+            for chunk in chunks:
+                rows.extend(chunk.decoded.rows)
+                for symbol, ts in chunk.decoded.newest.items():
+                    if symbol not in newest or ts > newest[symbol]:
+                        newest[symbol] = ts
+        rejected = sum(len(c.decoded.rejects) for c in chunks)
+        return _Batch(
+            chunks, rows, newest, offsets, consumed, rejected, self.generation, time.perf_counter()
+        )
+
+    async def _hand_over(
+        self, batch: _Batch, inflight: asyncio.Task[bool] | None, stop: asyncio.Event
+    ) -> asyncio.Task[bool] | None:
+        """Start steps 3-4 of ``batch`` once the batch in flight is done (in order)."""
+        if inflight is not None and not await inflight:
+            self._halted = True  # the previous batch is not stored: neither is this one
+            return None
+        if batch.generation != self.generation:
+            log.info(
+                "rebalance: discarded a validated batch of %d records (redelivered)",
+                batch.consumed,
+            )
+            return None
+        return asyncio.create_task(self._complete(batch, stop), name="writer-batch")
+
+    async def _complete(self, batch: _Batch, stop: asyncio.Event | None) -> bool:
+        """Steps 3-4; False if the batch was left unstored (stopping while the database is
+        down), True once it is stored and its offsets were offered for commit."""
+        stored = await self._store(batch, stop)
         if stored is None:  # stopping while the database is down: leave it to redelivery
-            return
+            self._halted = True
+            return False
         self._crash("after_db_commit")
-        await self._commit(batch)
+        if batch.generation == self.generation:
+            await self._commit(batch.offsets)
+        else:  # read before a rebalance: its offsets may belong to a log the broker lost
+            log.info("rebalance during a write: batch stored, offsets not committed (re-read)")
         self._crash("after_offset_commit")
-        WRITER_BATCH_SECONDS.observe(time.perf_counter() - started)
+        WRITER_BATCH_SECONDS.observe(time.perf_counter() - batch.started)
         TICKS_WRITTEN.inc(stored)
         st = self.stats
         st.batches += 1
-        st.consumed += len(batch)
+        st.consumed += batch.consumed
         st.stored += stored
-        st.duplicates += len(ticks) - stored
-        st.dead_lettered += len(rejects)
+        st.duplicates += len(batch.rows) - stored
+        st.dead_lettered += batch.rejected
         st.last_batch_at = time.time()
         if self.staleness is not None:
-            for t in ticks:
-                self.staleness.observe(t.symbol, t.ts)
+            for symbol, ts in batch.newest.items():
+                self.staleness.observe(symbol, ts)
+        return True
 
-    async def _store(
-        self, ticks: list[Tick], batch: Sequence[ConsumerRecord], stop: asyncio.Event | None
-    ) -> int | None:
+    async def _store(self, batch: _Batch, stop: asyncio.Event | None) -> int | None:
         delay = 0.2
+        rows, symbols = batch.rows, list(batch.newest)
         while True:
             try:
-                return await asyncio.to_thread(self._write, ticks)
-            except (sa.exc.OperationalError, psycopg2.OperationalError) as exc:
+                return await asyncio.to_thread(self._write, rows, symbols)
+            except DB_UNAVAILABLE as exc:
                 log.error("database unavailable (%s); retrying batch in %.1fs", exc, delay)
             except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
                 log.error("batch refused by the database (%s); storing tick by tick", exc)
-                return await self._store_each(ticks, batch)
+                return await self._store_each(batch)
             if stop is not None and stop.is_set():
                 return None
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_DB_BACKOFF_S)
 
-    def _write(self, ticks: list[Tick]) -> int:
+    def _write(self, rows: list[str], symbols: list[str]) -> int:
         self._crash("before_db_commit")
-        return self.sink.write(ticks)
+        return self.sink.write_rows(rows, symbols)
 
-    async def _store_each(self, ticks: list[Tick], batch: Sequence[ConsumerRecord]) -> int:
+    async def _store_each(self, batch: _Batch) -> int:
+        """The batch's good ticks one by one (a rare path: they are validated again)."""
+        ticks: list[Tick] = [
+            check_fields(decode(chunk.records[i].value), limit=chunk.limit)
+            for chunk in batch.chunks
+            for i in chunk.decoded.good
+        ]
         inserted, refused = await asyncio.to_thread(self.sink.write_each, ticks)
         if refused:
             rejects = [
@@ -258,15 +405,12 @@ class TickWriter:
             await self.publisher.dead_letter(rejects, "writer")
         return inserted
 
-    async def _commit(self, batch: Sequence[ConsumerRecord]) -> None:
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` (the batch's last offset per partition) + 1, for the partitions
+        still assigned."""
         consumer = self._consumer
         if consumer is None:
             return
-        offsets: dict[TopicPartition, int] = {}
-        for r in batch:
-            tp = TopicPartition(r.topic, r.partition)
-            if r.offset >= offsets.get(tp, -1):
-                offsets[tp] = r.offset
         assigned = consumer.assignment()
         to_commit = {
             tp: OffsetAndMetadata(o + 1, "") for tp, o in offsets.items() if tp in assigned
