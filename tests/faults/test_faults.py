@@ -63,12 +63,14 @@ def test_fault_heals_without_losing_or_doubling_ticks(fault_stack: FaultStack, f
         assert "503" in report.ready_during_fault[name], f"{name} never said not ready\n{context}"
 
     if fault == "broker_restart":
-        # The broker lost its log: the prediction group keeps no offset of the old log (its
-        # next owner would start beyond the new log's end; docs/faults.md, "Consumers after a
-        # broker restart"). The writer group's figure is reported, not asserted, until the
-        # writer drops offsets of an older assignment too (same section).
-        prediction_group = fault_stack.settings.consumer_group_prediction
-        assert prediction_group not in report.committed_beyond_end, context
+        # The broker lost its log: neither group keeps an offset of the old log (its next
+        # owner would start beyond the new log's end; docs/faults.md, "Consumers after a
+        # broker restart").
+        for group in (
+            fault_stack.settings.consumer_group_prediction,
+            fault_stack.settings.consumer_group_writer,
+        ):
+            assert group not in report.committed_beyond_end, context
 
     if fault == "redis_restart":
         # Redis is not critical: the API stays ready and keeps answering predictions.
