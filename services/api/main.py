@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,7 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Everything built so far lives as long as the process: keep it out of the cyclic
+        # GC's scans, so full collections stay short on the request path (p99).
+        gc.freeze()
         yield
+        gc.unfreeze()
         await state.close()
 
     app = FastAPI(

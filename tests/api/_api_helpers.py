@@ -1,4 +1,4 @@
-"""Data helpers for the API tests (rows written straight into the real database)."""
+"""The route inventory and data helpers for the API tests (rows written straight into the DB)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,38 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+# --- the route inventory -------------------------------------------------------------
+
+# (method, path template, example path, required scope; None = any valid token)
+PROTECTED: list[tuple[str, str, str, str | None]] = [
+    ("GET", "/api/v1/assets", "/api/v1/assets", "prices:read"),
+    ("GET", "/api/v1/assets/{symbol}", "/api/v1/assets/BTC-USD", "prices:read"),
+    ("GET", "/api/v1/assets/{symbol}/bars", "/api/v1/assets/BTC-USD/bars", "prices:read"),
+    ("GET", "/api/v1/predictions/{symbol}", "/api/v1/predictions/BTC-USD", "predictions:read"),
+    (
+        "GET",
+        "/api/v1/predictions/{symbol}/history",
+        "/api/v1/predictions/BTC-USD/history",
+        "predictions:read",
+    ),
+    (
+        "GET",
+        "/api/v1/predictions/{symbol}/accuracy",
+        "/api/v1/predictions/BTC-USD/accuracy",
+        "predictions:read",
+    ),
+    ("GET", "/api/v1/models", "/api/v1/models", "models:read"),
+    ("GET", "/api/v1/models/champions", "/api/v1/models/champions", "models:read"),
+    ("GET", "/api/v1/models/{version_id}", "/api/v1/models/1", "models:read"),
+    ("POST", "/api/v1/models/retrain", "/api/v1/models/retrain", "models:write"),
+    ("POST", "/api/v1/auth/revoke", "/api/v1/auth/revoke", None),
+]
+PUBLIC = {
+    ("POST", "/api/v1/auth/token"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("GET", "/.well-known/jwks.json"),
+}
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -9,7 +9,8 @@
   version counter; the sync task reloads the set when the version moves, so a revocation
   reaches every replica within one sync interval (and the revoking one at once).
 * Prediction cache reads: Redis ``MGET`` of the forecast and the symbol's status, kept in
-  process for ``api_local_cache_ms`` (the staleness bound; 0 turns it off).
+  process for ``api_local_cache_ms`` (the staleness bound; 0 turns it off), refreshed in the
+  background during the second half of that bound; concurrent reads share one ``MGET``.
 
 When Redis fails the gate keeps serving on local state (local counts, the last deny-list) and
 retries Redis after ``api_redis_retry_s``, so nothing needs a restart when Redis returns.
@@ -76,6 +77,7 @@ class RedisGate:
         self._denied: dict[str, float] = {}  # jti -> exp
         self._deny_version: bytes | None = None
         self._l1: dict[str, tuple[float, bytes | None, bytes | None]] = {}
+        self._inflight: dict[str, asyncio.Future[Admission]] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -99,10 +101,8 @@ class RedisGate:
         subject: str,
         jti: str,
         limit: int,
-        fetch: tuple[str, str] | None = None,
-    ) -> Admission:
-        """Refuse a revoked token (ERR_AUTH_001) or an exhausted subject (ERR_RATE_001);
-        with ``fetch`` = (prediction key, status key), also read the cache."""
+    ) -> None:
+        """Refuse a revoked token (ERR_AUTH_001) or an exhausted subject (ERR_RATE_001)."""
         if self._task is None:
             await self._start()
         if jti in self._denied:
@@ -116,28 +116,44 @@ class RedisGate:
         self._pending[subject] = n
         if n + self._global.get(subject, 0) > limit:
             _refuse_rate(window)
-        if fetch is None:
-            return Admission(redis_ok=self.redis_usable)
-        return await self._read(*fetch)
 
-    async def _read(self, key: str, status_key: str) -> Admission:
+    async def read(self, key: str, status_key: str) -> Admission:
+        """The cached forecast and status: the in-process copy while it is younger than
+        ``local_cache_s`` (refreshed in the background during its second half, so steady
+        traffic never waits on Redis), else one Redis MGET shared by every request for the
+        key that arrives while it is in flight."""
+        if self.local_cache_s <= 0:
+            return await self._fetch(key, status_key)
         now = time.monotonic()
         hit = self._l1.get(key)
         if hit is not None and hit[0] > now:
+            if hit[0] - now < self.local_cache_s / 2 and key not in self._inflight:
+                self._inflight[key] = asyncio.ensure_future(self._fetch(key, status_key))
             return Admission(hit[1], hit[2], True)
-        if not self.redis_usable:
-            return Admission(redis_ok=False)
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = self._inflight[key] = asyncio.ensure_future(self._fetch(key, status_key))
+        return await asyncio.shield(pending)
+
+    async def _fetch(self, key: str, status_key: str) -> Admission:
+        started = time.monotonic()
         try:
-            async with asyncio.timeout(REDIS_BUDGET_S):
-                cached, status = await self.client.mget(key, status_key)
-        except RedisFailure as exc:
-            self.mark_down(exc)
-            return Admission(redis_ok=False)
-        if self.local_cache_s > 0:
-            if len(self._l1) >= _L1_MAX:
-                self._l1.clear()
-            self._l1[key] = (now + self.local_cache_s, cached, status)
-        return Admission(cached, status, True)
+            if not self.redis_usable:
+                return Admission(redis_ok=False)
+            try:
+                async with asyncio.timeout(REDIS_BUDGET_S):
+                    cached, status = await self.client.mget(key, status_key)
+            except RedisFailure as exc:
+                self.mark_down(exc)
+                return Admission(redis_ok=False)
+            if self.local_cache_s > 0:
+                if len(self._l1) >= _L1_MAX:
+                    self._l1.clear()
+                # Counted from before the read: the copy is never older than the bound.
+                self._l1[key] = (started + self.local_cache_s, cached, status)
+            return Admission(cached, status, True)
+        finally:
+            self._inflight.pop(key, None)
 
     # --- synchronisation with Redis ------------------------------------------------------------
     async def _start(self) -> None:
@@ -197,6 +213,8 @@ class RedisGate:
         """Stop the sync task; never waits more than ``CLOSE_TIMEOUT_S``."""
         self._closing = True
         task, self._task = self._task, None
+        for pending in list(self._inflight.values()):
+            pending.cancel()
         if task is not None:
             await stop_task(task, CLOSE_TIMEOUT_S, "api gate sync")
 

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from fastapi import HTTPException
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.core.errors import error_body
@@ -22,6 +23,7 @@ from services.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 log = logging.getLogger("services.api.access")
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+_MAX_SERIES = 1024  # labelled children kept at hand (route templates x methods x statuses)
 
 
 class _BodyTooLarge(HTTPException):
@@ -36,6 +38,8 @@ class ApiMiddleware:
         self.app = app
         self.max_body = max_body_bytes
         self.slow_ms = slow_request_ms
+        # ``labels()`` takes a lock and builds a tuple per call: keep the children instead.
+        self._series: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,8 +100,9 @@ class ApiMiddleware:
             elapsed_s = time.perf_counter() - start
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_LATENCY.labels(template, scope["method"]).observe(elapsed_s)
-            HTTP_REQUESTS.labels(template, scope["method"], str(state["status"])).inc()
+            latency, requests = self._metrics(template, scope["method"], state["status"])
+            latency.observe(elapsed_s)
+            requests.inc()
             if elapsed_s * 1000 > self.slow_ms:
                 log.warning(
                     "slow request %s %s -> %s in %.1f ms (request id %s)",
@@ -107,6 +112,18 @@ class ApiMiddleware:
                     elapsed_s * 1000,
                     request_id.decode(),
                 )
+
+    def _metrics(self, template: str, method: str, status: int) -> tuple[Histogram, Counter]:
+        key = (template, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                HTTP_LATENCY.labels(template, method),
+                HTTP_REQUESTS.labels(template, method, str(status)),
+            )
+            if len(self._series) < _MAX_SERIES:
+                self._series[key] = series
+        return series
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0

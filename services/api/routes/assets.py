@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from services.api.core.errors import responses
-from services.api.deps import ConnDep, PricesReader
+from services.api.deps import ConnDep, GuardedRoute, PricesReader
 from services.api.params import Limit, Skip, SymbolPath
 from services.api.queries import assets as queries
 from services.api.schemas import Asset, Page
 from services.common.errors import PricecastError
 
-router = APIRouter(prefix="/api/v1/assets", tags=["assets"])
+router = APIRouter(prefix="/api/v1/assets", tags=["assets"], route_class=GuardedRoute)
 _COMMON = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001")
 
 

@@ -19,13 +19,13 @@ from services.api.core.security import (
     unknown_scopes,
     verify_secret,
 )
-from services.api.deps import CurrentPrincipal, client_address
+from services.api.deps import CurrentPrincipal, GuardedRoute, client_address
 from services.api.queries import auth as queries
 from services.api.schemas import RevokeResponse, TokenResponse
 from services.api.state import ApiState
 from services.common.errors import PricecastError
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"], route_class=GuardedRoute)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

@@ -8,14 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from services.api.core.errors import responses
-from services.api.deps import ConnDep, PricesReader
+from services.api.deps import ConnDep, GuardedRoute, PricesReader
 from services.api.params import BarIntervalQuery, SymbolPath
 from services.api.queries import assets as asset_queries
 from services.api.schemas import Bar, Bars
 from services.common.bars import get_bars as query_bars
 from services.common.errors import PricecastError
 
-router = APIRouter(prefix="/api/v1/assets", tags=["bars"])
+router = APIRouter(prefix="/api/v1/assets", tags=["bars"], route_class=GuardedRoute)
 _COMMON = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001")
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from services.api.core.errors import error_schema, responses
-from services.api.deps import ConnDep, ModelsReader, ModelsWriter
+from services.api.deps import ConnDep, GuardedRoute, ModelsReader, ModelsWriter
 from services.api.params import SYMBOL_PATTERN, Limit, Skip
 from services.api.queries import assets as asset_queries
 from services.api.queries import models as queries
@@ -17,7 +17,7 @@ from services.api.state import ApiState
 from services.common.errors import PricecastError
 from services.common.metrics import RETRAIN_REQUESTS
 
-router = APIRouter(prefix="/api/v1/models", tags=["models"])
+router = APIRouter(prefix="/api/v1/models", tags=["models"], route_class=GuardedRoute)
 _COMMON = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001")
 SymbolQuery = Annotated[str | None, Query(pattern=SYMBOL_PATTERN)]
 IntervalFilter = Annotated[Literal["1h", "1d"] | None, Query()]
