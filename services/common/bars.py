@@ -83,21 +83,38 @@ _ROW: Final = np.dtype(
 _PG_EPOCH_S: Final = 946_684_800  # 2000-01-01 in Unix seconds
 
 
-def _parse_copy(raw: bytes) -> np.ndarray:
-    """Rows of a binary COPY of the ``_COLUMNS`` select as a structured array."""
+def _copy_binary(
+    conn: sa.Connection, sql: str, params: dict[str, Any], row: np.dtype
+) -> np.ndarray:
+    """Run ``COPY (sql) TO STDOUT (FORMAT binary)`` and read its fixed-width rows as ``row``
+    (every field 8 bytes wide and never NULL; checked)."""
+    buf = io.BytesIO()
+    cursor = conn.connection.cursor()
+    try:
+        # COPY takes no bind parameters: mogrify quotes them (relations are whitelisted).
+        query = cursor.mogrify(sql, params)
+        cursor.copy_expert(b"COPY (" + query + b") TO STDOUT (FORMAT binary)", buf)
+    finally:
+        cursor.close()
+    raw = buf.getvalue()
     if not raw.startswith(_COPY_SIGNATURE):
         raise ValueError("not a binary COPY stream")
     ext = int.from_bytes(raw[15:19], "big")
     body = memoryview(raw)[19 + ext : len(raw) - 2]  # header + extension ... int16 -1 trailer
-    if len(body) % _ROW.itemsize:
+    if len(body) % row.itemsize:
         raise ValueError("unexpected row layout in binary COPY")
-    rows = np.frombuffer(body, dtype=_ROW)
+    rows = np.frombuffer(body, dtype=row)
+    names = [n for n in row.names or () if n.endswith("_len")]
     if rows.shape[0] and not (
-        (rows["nfields"] == len(_COLUMNS)).all()
-        and all((rows[f"{name}_len"] == 8).all() for name, _, _ in _COLUMNS)
+        (rows["nfields"] == len(names)).all() and all((rows[n] == 8).all() for n in names)
     ):
-        raise ValueError("unexpected field widths in binary COPY")
+        raise ValueError("unexpected field widths (a NULL?) in binary COPY")
     return rows
+
+
+def _epoch_s(pg_us: np.ndarray) -> np.ndarray:
+    """timestamptz microseconds since 2000-01-01 UTC -> Unix seconds (buckets are whole)."""
+    return pg_us.astype(np.int64) // 1_000_000 + _PG_EPOCH_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,20 +191,11 @@ def get_bar_columns(
     if limit is not None:
         sql += " LIMIT %(limit)s"
         params["limit"] = int(limit)
-    buf = io.BytesIO()
-    cursor = conn.connection.cursor()
-    try:
-        # COPY takes no bind parameters: mogrify quotes them (the relation is whitelisted).
-        query = cursor.mogrify(sql, params)
-        cursor.copy_expert(b"COPY (" + query + b") TO STDOUT (FORMAT binary)", buf)
-    finally:
-        cursor.close()
-    rows = _parse_copy(buf.getvalue())
+    rows = _copy_binary(conn, sql, params, _ROW)
     if newest_first:
         rows = rows[::-1]
     cols = {name: rows[name].astype(dt[1:]) for name, _, dt in _COLUMNS}
-    # timestamptz microseconds since 2000 -> Unix seconds (buckets are whole seconds)
-    cols["bucket"] = cols["bucket"] // 1_000_000 + _PG_EPOCH_S
+    cols["bucket"] = _epoch_s(rows["bucket"])
     return BarColumns(**cols)
 
 
@@ -229,3 +237,65 @@ def history_days_many(conn: sa.Connection, symbols: Sequence[str]) -> dict[str, 
     )
     found = {str(r[0]): int(r[1]) for r in rows}
     return {s: found.get(s, 0) for s in symbols}
+
+
+@dataclass(frozen=True, slots=True)
+class Closes:
+    """The newest bars before a request's end: ``bucket`` (Unix seconds) and ``close``,
+    ascending."""
+
+    bucket: np.ndarray
+    close: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.bucket.shape[0])
+
+
+# Binary COPY rows of (ordinality int8, bucket timestamptz, close float8): fixed 38 bytes.
+_CLOSE_ROW: Final = np.dtype(
+    [
+        ("nfields", ">i2"),
+        ("i_len", ">i4"),
+        ("i", ">i8"),
+        ("bucket_len", ">i4"),
+        ("bucket", ">i8"),
+        ("close_len", ">i4"),
+        ("close", ">f8"),
+    ]
+)
+
+
+def bar_closes_many(
+    conn: sa.Connection, interval: str, requests: Sequence[tuple[str, datetime]], limit: int
+) -> list[Closes]:
+    """Per ``(symbol, end)`` request, the newest ``limit`` bars with ``bucket < end`` of
+    ``interval``, in one query for all of them (a forecast burst reads its inputs in one round
+    trip instead of one per job). Same rows as ``get_bar_columns(conn, symbol, interval,
+    end=end, limit=limit)``, only the columns a forecast needs."""
+    if not requests:
+        return []
+    if limit <= 0:
+        raise ValueError("limit must be positive")
+    rel = relation(interval)
+    sql = (
+        "SELECT r.i, b.bucket, b.close FROM unnest(CAST(%(symbols)s AS text[]), "
+        "CAST(%(ends)s AS timestamptz[])) WITH ORDINALITY AS r(symbol, end_ts, i) "
+        "CROSS JOIN LATERAL (SELECT p.bucket, p.close FROM "
+        f"{rel} p WHERE p.symbol = r.symbol AND p.bucket < r.end_ts "
+        "ORDER BY p.bucket DESC LIMIT %(limit)s) b"
+    )
+    params = {
+        "symbols": [s for s, _ in requests],
+        "ends": [e for _, e in requests],
+        "limit": int(limit),
+    }
+    rows = _copy_binary(conn, sql, params, _CLOSE_ROW)
+    order = np.lexsort((rows["bucket"], rows["i"]))  # by request, then ascending bucket
+    idx = rows["i"][order].astype(np.int64)
+    buckets = _epoch_s(rows["bucket"][order])
+    closes = rows["close"][order].astype(np.float64)
+    bounds = np.searchsorted(idx, np.arange(1, len(requests) + 2))
+    return [
+        Closes(buckets[bounds[k] : bounds[k + 1]], closes[bounds[k] : bounds[k + 1]])
+        for k in range(len(requests))
+    ]

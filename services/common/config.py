@@ -106,7 +106,13 @@ class Settings(BaseSettings):
     accuracy_degradation_factor: float = 1.5
     prediction_history_bars: int = 1000  # bars read per forecast (newest first)
     prediction_writer_wait_s: float = 30.0  # max wait for the writer to store a closing tick
-    prediction_workers: int = 4  # threads computing forecasts concurrently
+    prediction_workers: int = 2  # threads for in-process forecasts (LSTM batches)
+    # ARIMA worker processes: None = one per usable core (at most 4), 0 = threads only. In a
+    # container set it to the CPU limit (the affinity mask shows the node's cores).
+    prediction_processes: int | None = None
+    # How long a fetch may wait for records: bounds bar close -> forecast latency on brokers
+    # that hold an empty fetch for long (Tansu holds it about half of this).
+    prediction_fetch_max_wait_ms: int = 50
     prediction_registry_poll_s: float = 60.0  # champion re-check (missed model-events)
     accuracy_window: int = 200  # newest scored predictions per symbol/model in rolling metrics
     accuracy_min_samples: int = 20  # fewer scored predictions never trigger a retrain

@@ -123,7 +123,12 @@ class PricesConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        consumer = make_consumer(s, group_id=s.consumer_group_prediction, max_poll_records=2000)
+        consumer = make_consumer(
+            s,
+            group_id=s.consumer_group_prediction,
+            max_poll_records=2000,
+            fetch_max_wait_ms=s.prediction_fetch_max_wait_ms,
+        )
         consumer.subscribe([s.topic_prices], listener=_Rebalance(self))
         await start_with_backoff(consumer.start, s.startup_wait_s, what="kafka consumer")
         self.consumer = consumer

@@ -14,13 +14,21 @@ For each batch (see ``services.prediction.consumer`` for the offsets):
 3. Resume: a key seen for the first time since start or rebalance has unknown state; the
    newest bar before its first tick is forecast unless the database already holds that
    forecast for every horizon.
-4. Forecasts run in a thread pool (numpy/torch release the GIL). Bars older than the newest
-   stored forecast are skipped; during catch-up (backfill, long outage) a bar whose every
-   target has already closed is forecast only if it is the newest of its key in the batch.
-5. Sinks, in this order: Redis (only the newest forecast of a key), Kafka ``predictions``
-   (acknowledged), then one database transaction with predictions and statuses. The database
-   rows are the durable marker of finished work: when they are complete, the cache and topic
-   writes before them have happened.
+4. Forecasts (see :meth:`PredictionEngine.forecast_jobs`). The inputs of up to 256 jobs
+   (days of history, bars) are read in one query, the next chunk while the previous one is
+   forecast. ARIMA runs in worker processes (``services.prediction.pool``: statsmodels holds
+   the GIL), LSTM and everything without workers in a thread pool (torch releases the GIL),
+   in small groups so that the first forecasts of a burst are out while later ones are still
+   fitting. Bars older than the newest stored forecast are skipped; during catch-up
+   (backfill, long outage) a bar whose every target has already closed is forecast only if
+   it is the newest of its key in the batch.
+5. Sinks, for every forecast in this order: Redis (only the newest forecast of a key in the
+   batch, written as soon as that forecast is ready: freshness is measured there), Kafka
+   ``predictions`` (handed over when ready, every acknowledgement awaited once the batch is
+   computed), then one database transaction with all predictions and statuses of the batch.
+   The database rows are the durable marker of finished work: when they are complete, the
+   cache and topic writes before them have happened. A failure anywhere fails the batch
+   before the database write (the consumer commits nothing and re-reads it).
 6. Accuracy: bars that closed (or changed) score the forecasts that targeted them; rolling
    metrics are updated and degradation queues retrain requests (``model-events``).
 
@@ -39,8 +47,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +61,7 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import Engine
 
-from services.common.bars import get_bar_columns, history_days_many
+from services.common.bars import Closes, bar_closes_many, history_days_many
 from services.common.config import Settings
 from services.common.kafka import dumps
 from services.common.metrics import (
@@ -72,10 +82,17 @@ from services.prediction.clock import (
     is_stale,
     step,
 )
-from services.prediction.models import InsufficientHistory, ModelProvider
-from services.prediction.publish import cache_outcomes, publish_outcomes
+from services.prediction.models import (
+    InsufficientHistory,
+    ModelChoice,
+    ModelProvider,
+    to_served,
+)
+from services.prediction.pool import ArimaTask, ForecastPool
+from services.prediction.publish import cache_outcomes, encode_records, send_outcomes
 from services.prediction.records import (
     Outcome,
+    Served,
     build_records,
     error_status,
     insufficient_status,
@@ -86,6 +103,19 @@ from services.prediction.tracker import BarTracker, Key, KeyPlan
 log = logging.getLogger(__name__)
 
 TickIn = tuple[str, datetime, int | None]  # symbol, ts, partition
+
+
+def forecast_processes(settings: Settings) -> int:
+    """Worker processes for ARIMA: setting ``prediction_processes`` when set (0: none,
+    forecasts run in ``prediction_workers`` threads), else one per usable core, at most 4.
+    The service process itself (event loop, database, Redis, Kafka, LSTM) runs beside them,
+    so on 2 cores a burst runs 3 busy processes on 2 cores: the workers, not the event loop,
+    wait for a core (the OS shares cores fairly; the GIL did not)."""
+    if settings.prediction_processes is not None:
+        return max(0, settings.prediction_processes)
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+    cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 class Interrupted(Exception):
@@ -136,17 +166,28 @@ class PredictionEngine:
         self.intervals = tuple(intervals)
         self.tracker = BarTracker(self.intervals)
         self._newest: dict[Key, datetime | None] = {}
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, settings.prediction_workers), thread_name_prefix="forecast"
+        self._thread_count = max(1, settings.prediction_workers)
+        self._threads = ThreadPoolExecutor(
+            max_workers=self._thread_count, thread_name_prefix="forecast"
         )
+        processes = forecast_processes(settings)
+        self._procs = ForecastPool(processes) if processes > 0 else None
         self.waiting: set[str] = set()
         self._queued: list[Reforecast] = []
         self.reforecasts_total = 0
         self.last_forecast_at: datetime | None = None
         self.forecasts_total = 0
 
+    def start(self) -> None:
+        """Spawn and warm the forecast processes (blocking, ~1 s); optional, else the first
+        batch that needs them starts them."""
+        if self._procs is not None:
+            self._procs.start()
+
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._threads.shutdown(wait=True)
+        if self._procs is not None:
+            self._procs.close()
 
     def forget_partitions(self, partitions: Sequence[int]) -> None:
         self.tracker.forget_partitions(partitions)
@@ -171,8 +212,7 @@ class PredictionEngine:
         now = datetime.now(UTC)
         jobs, targets = await asyncio.to_thread(self._resolve, plans, now)
         report.jobs = jobs
-        report.outcomes = await self._compute(jobs)
-        await self._persist(report.outcomes)
+        report.outcomes = await self.forecast_jobs(jobs)
         report.scored, report.retrain_requests = await asyncio.to_thread(self._settle, targets)
         for event in report.retrain_requests:
             await self.producer.send_and_wait(
@@ -277,8 +317,7 @@ class PredictionEngine:
         try:
             jobs = await asyncio.to_thread(self._resolve_reforecast, queued, owns)
             report.jobs = jobs
-            report.outcomes = await self._compute(jobs)
-            await self._persist(report.outcomes)
+            report.outcomes = await self.forecast_jobs(jobs)
         except BaseException:
             self._queued = queued + self._queued
             raise
@@ -319,70 +358,189 @@ class PredictionEngine:
         return jobs
 
     # ----------------------------------------------------------------------- compute
-    async def _compute(self, jobs: Sequence[Job]) -> list[Outcome]:
+    async def forecast_jobs(self, jobs: Sequence[Job]) -> list[Outcome]:
+        """Steps 4-5 of the module docstring for ``jobs``: forecast, then the sinks (Redis as
+        each forecast is ready, Kafka acknowledged, the database last)."""
         if not jobs:
             return []
-        days = await asyncio.to_thread(self._history_days, sorted({j.symbol for j in jobs}))
-        loop = asyncio.get_running_loop()
-        futures = [
-            loop.run_in_executor(self._pool, self.forecast_one, job, days[job.symbol])
-            for job in jobs
-        ]
-        return list(await asyncio.gather(*futures))
+        sink = _Sink(self, [(j.symbol, j.interval, as_utc(j.as_of)) for j in jobs])
+        outcomes = await self._compute(jobs, sink.ready)
+        await self._finish(outcomes, sink)
+        return outcomes
 
-    def _history_days(self, symbols: Sequence[str]) -> dict[str, int]:
-        with self.db.connect() as conn:
-            return history_days_many(conn, symbols)
+    async def _compute(self, jobs: Sequence[Job], on_ready: OnReady | None = None) -> list[Outcome]:
+        """Outcomes of ``jobs`` (same order). Inputs are read per chunk of jobs in one query
+        (history days and bars), the next chunk while the previous one is being forecast;
+        ``on_ready`` gets each group of outcomes as soon as it is computed."""
+        if not jobs:
+            return []
+        results: list[Outcome | None] = [None] * len(jobs)
 
-    def forecast_one(self, job: Job, available: int) -> Outcome:
-        """Forecast every horizon of one job (one model fit serves every horizon: the model
-        is asked for steps 1..n once); database errors propagate (batch retried)."""
-        symbol, interval, as_of = job.symbol, job.interval, as_utc(job.as_of)
-        n = horizons(self.settings, interval)
-        with self.db.connect() as conn:
-            bars = get_bar_columns(  # numpy columns: no per-bar Python objects
-                conn,
-                symbol,
-                interval,
-                end=as_of + step(interval),
-                limit=self.settings.prediction_history_bars,
-            )
-        if not len(bars) or int(bars.bucket[-1]) != int(as_of.timestamp()):
-            FORECAST_ERRORS.labels("ERR_PRED_003").inc()
-            detail = f"bar {as_of.isoformat()} of {symbol} {interval} is not in the database"
-            log.warning("%s", detail)
-            return Outcome(symbol, interval, as_of, (), error_status(symbol, interval, detail))
+        async def deliver(indices: Sequence[int], outcomes: Sequence[Outcome]) -> None:
+            for i, o in zip(indices, outcomes, strict=True):
+                results[i] = o
+            if on_ready is not None and outcomes:
+                await on_ready(outcomes)
+
         try:
-            served = self.provider.forecast(symbol, interval, bars.close, n, available)
-            records = build_records(symbol, interval, as_of, served, datetime.now(UTC))
-        except InsufficientHistory as exc:
-            FORECAST_ERRORS.labels("ERR_PRED_001").inc()
-            status = insufficient_status(symbol, interval, exc.required_days, exc.available_days)
-            return Outcome(symbol, interval, as_of, (), status)
-        except (ValueError, ArithmeticError, RuntimeError) as exc:
-            FORECAST_ERRORS.labels("ERR_PRED_003").inc()
-            log.exception("forecast %s %s as of %s failed", symbol, interval, as_of)
-            return Outcome(symbol, interval, as_of, (), error_status(symbol, interval, f"{exc}"))
-        return Outcome(symbol, interval, as_of, records, ok_status(symbol, interval, available))
+            async with asyncio.TaskGroup() as tg:
+                for start in range(0, len(jobs), store.BARS_PER_QUERY_JOBS):
+                    chunk = range(start, min(start + store.BARS_PER_QUERY_JOBS, len(jobs)))
+                    inputs = await asyncio.to_thread(self._load, [jobs[i] for i in chunk])
+                    self._dispatch(tg, list(chunk), jobs, inputs, deliver)
+        except BaseExceptionGroup as group:  # one failure cancels the rest: raise it plainly
+            raise group.exceptions[0] from None
+        assert all(o is not None for o in results)
+        return [o for o in results if o is not None]
+
+    def _load(self, jobs: Sequence[Job]) -> tuple[dict[str, int], list[Closes]]:
+        """Days of history of the jobs' symbols and each job's bars, on one connection."""
+        limit = self.settings.prediction_history_bars
+        closes: list[Closes | None] = [None] * len(jobs)
+        with self.db.connect() as conn:
+            days = history_days_many(conn, sorted({j.symbol for j in jobs}))
+            by_interval: dict[str, list[int]] = {}
+            for i, j in enumerate(jobs):
+                by_interval.setdefault(j.interval, []).append(i)
+            for interval, idx in by_interval.items():
+                requests = [(jobs[i].symbol, as_utc(jobs[i].as_of) + step(interval)) for i in idx]
+                for i, c in zip(idx, bar_closes_many(conn, interval, requests, limit), strict=True):
+                    closes[i] = c
+        loaded = [c for c in closes if c is not None]
+        assert len(loaded) == len(jobs)
+        return days, loaded
+
+    def _dispatch(
+        self,
+        tg: asyncio.TaskGroup,
+        indices: Sequence[int],
+        jobs: Sequence[Job],
+        inputs: tuple[dict[str, int], list[Closes]],
+        deliver: Deliver,
+    ) -> None:
+        """Settle what needs no model at once; ARIMA choices go to the process pool (when
+        there is one), the rest (LSTM, or everything without a pool) to the thread pool."""
+        days, closes = inputs
+        settled: list[tuple[int, Outcome]] = []
+        remote: list[tuple[int, _Work]] = []
+        local: list[tuple[int, _Work]] = []
+        for i, bars in zip(indices, closes, strict=True):
+            job = jobs[i]
+            symbol, interval, as_of = job.symbol, job.interval, as_utc(job.as_of)
+            available = days.get(symbol, 0)
+            if not len(bars) or int(bars.bucket[-1]) != int(as_of.timestamp()):
+                FORECAST_ERRORS.labels("ERR_PRED_003").inc()
+                detail = f"bar {as_of.isoformat()} of {symbol} {interval} is not in the database"
+                log.warning("%s", detail)
+                settled.append(
+                    (
+                        i,
+                        Outcome(
+                            symbol, interval, as_of, (), error_status(symbol, interval, detail)
+                        ),
+                    )
+                )
+                continue
+            try:
+                choice = self.provider.choose(symbol, interval, available)
+            except InsufficientHistory as exc:
+                FORECAST_ERRORS.labels("ERR_PRED_001").inc()
+                status = insufficient_status(
+                    symbol, interval, exc.required_days, exc.available_days
+                )
+                settled.append((i, Outcome(symbol, interval, as_of, (), status)))
+                continue
+            work = _Work(job, as_of, horizons(self.settings, interval), available, bars, choice)
+            if self._procs is not None and choice.model != "lstm":
+                remote.append((i, work))
+            else:
+                local.append((i, work))
+        if settled:
+            tg.create_task(deliver([i for i, _ in settled], [o for _, o in settled]))
+        for group in _groups(remote, self._procs.processes * 2 if self._procs else 1, 16):
+            tg.create_task(self._run_remote(group, deliver))
+        # LSTM batches one network call per group; torch uses every core for it already
+        for group in _groups(local, 1 if self._procs is not None else self._thread_count, 128):
+            tg.create_task(self._run_local(group, deliver))
+
+    async def _run_remote(
+        self,
+        group: Sequence[tuple[int, _Work]],
+        deliver: Deliver,
+    ) -> None:
+        assert self._procs is not None
+        tasks = [
+            ArimaTask(
+                w.bars.close,
+                w.horizon,
+                w.available,
+                None if w.choice.lstm is None else w.choice.lstm.version,
+                None if w.choice.lstm is None else w.choice.lstm.validation_mase,
+            )
+            for _, w in group
+        ]
+        results = await self._procs.run(tasks, self.provider.policy)
+        now = datetime.now(UTC)
+        outcomes = []
+        for (_, w), r in zip(group, results, strict=True):
+            if r.served is None:
+                log.error(
+                    "forecast %s %s as of %s failed: %s\n%s",
+                    w.job.symbol,
+                    w.job.interval,
+                    w.as_of,
+                    r.error,
+                    r.trace,
+                )
+                outcomes.append(w.failed(r.error or "forecast failed"))
+                continue
+            outcomes.append(w.done(to_served(r.served), now))
+        await deliver([i for i, _ in group], outcomes)
+
+    async def _run_local(
+        self,
+        group: Sequence[tuple[int, _Work]],
+        deliver: Deliver,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(
+            self._threads, self._serve_local, [w for _, w in group]
+        )
+        await deliver([i for i, _ in group], outcomes)
+
+    def _serve_local(self, works: Sequence[_Work]) -> list[Outcome]:
+        results = self.provider.serve_many(
+            [(w.bars.close, w.horizon, w.available, w.choice.lstm) for w in works]
+        )
+        now = datetime.now(UTC)
+        out = []
+        for w, r in zip(works, results, strict=True):
+            if isinstance(r, Exception):
+                log.error(
+                    "forecast %s %s as of %s failed",
+                    w.job.symbol,
+                    w.job.interval,
+                    w.as_of,
+                    exc_info=r,
+                )
+                out.append(w.failed(f"{r}"))
+            else:
+                out.append(w.done(r, now))
+        return out
 
     # ----------------------------------------------------------------------- persist
     async def _persist(self, outcomes: Sequence[Outcome]) -> None:
+        """The sinks for outcomes computed without ``on_ready``: Redis, Kafka, database."""
         if not outcomes:
             return
-        newest_of: dict[Key, Outcome] = {}
-        for o in outcomes:
-            k = (o.symbol, o.interval)
-            if k not in newest_of or o.as_of >= newest_of[k].as_of:
-                newest_of[k] = o
-        to_cache = []
-        for k, o in newest_of.items():
-            known = self._newest.get(k)
-            if o.ok and known is not None and o.as_of < known:
-                continue
-            to_cache.append(o)
-        await cache_outcomes(self.redis, self.settings, to_cache, datetime.now(UTC))
-        cached_at = datetime.now(UTC)
-        await publish_outcomes(self.producer, self.settings.topic_predictions, outcomes)
+        sink = _Sink(self, [(o.symbol, o.interval, o.as_of) for o in outcomes])
+        await sink.ready(outcomes)
+        await self._finish(outcomes, sink)
+
+    async def _finish(self, outcomes: Sequence[Outcome], sink: _Sink) -> None:
+        """Wait for the broker's acknowledgements, then write the database (the durable
+        marker), then the in-memory bookkeeping."""
+        await sink.flush()
         await asyncio.to_thread(self._save, outcomes)
         for o in outcomes:
             if not o.ok:
@@ -393,10 +551,7 @@ class PredictionEngine:
                 self._newest[k] = o.as_of
             FORECASTS.labels(o.records[0].model, o.interval).inc()
             self.forecasts_total += 1
-            since_close = (cached_at - bar_close(o.as_of, o.interval)).total_seconds()
-            if 0 <= since_close < 3600:
-                FORECAST_LATENCY.observe(since_close)
-        self.last_forecast_at = cached_at
+        self.last_forecast_at = sink.cached_at or datetime.now(UTC)
 
     def _save(self, outcomes: Sequence[Outcome]) -> None:
         with self.db.begin() as conn:
@@ -462,3 +617,101 @@ class PredictionEngine:
                 }
             )
         return events
+
+
+OnReady = Callable[[Sequence[Outcome]], Awaitable[None]]
+Deliver = Callable[[Sequence[int], Sequence[Outcome]], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One job with its inputs, ready for a model."""
+
+    job: Job
+    as_of: datetime
+    horizon: int
+    available: int
+    bars: Closes
+    choice: ModelChoice
+
+    def done(self, served: Served, now: datetime) -> Outcome:
+        j = self.job
+        try:
+            records = build_records(j.symbol, j.interval, self.as_of, served, now)
+        except ValueError as exc:
+            log.error("forecast %s %s as of %s unusable: %s", j.symbol, j.interval, self.as_of, exc)
+            return self.failed(f"{exc}")
+        return Outcome(
+            j.symbol,
+            j.interval,
+            self.as_of,
+            records,
+            ok_status(j.symbol, j.interval, self.available),
+        )
+
+    def failed(self, detail: str) -> Outcome:
+        FORECAST_ERRORS.labels("ERR_PRED_003").inc()
+        j = self.job
+        return Outcome(
+            j.symbol, j.interval, self.as_of, (), error_status(j.symbol, j.interval, detail)
+        )
+
+
+def _groups(
+    items: Sequence[tuple[int, _Work]], parallel: int, max_size: int
+) -> list[Sequence[tuple[int, _Work]]]:
+    """Split into at least ``parallel`` groups (when there are enough items) of at most
+    ``max_size``: small groups reach Redis sooner, fewer groups cost fewer round trips."""
+    if not items:
+        return []
+    size = max(1, min(max_size, math.ceil(len(items) / max(1, parallel))))
+    return [items[k : k + size] for k in range(0, len(items), size)]
+
+
+class _Sink:
+    """Redis and Kafka for the outcomes of one run, as they become ready.
+
+    Redis gets only the newest bar's outcome of each key in the run (decided from the jobs
+    up front, so an older bar finishing later never overwrites it) and never a forecast older
+    than the newest already stored; it is written as soon as that outcome is ready (freshness
+    is measured there). Every record is handed to the producer as soon as it is ready and
+    :meth:`flush` waits for all acknowledgements. The caller writes the database only after
+    :meth:`flush`, so for every outcome: Redis, then Kafka, then the database.
+    """
+
+    def __init__(self, engine: PredictionEngine, runs: Sequence[tuple[str, str, datetime]]):
+        self.engine = engine
+        self.newest: dict[Key, datetime] = {}
+        for symbol, interval, as_of in runs:
+            k = (symbol, interval)
+            if k not in self.newest or as_of > self.newest[k]:
+                self.newest[k] = as_of
+        self.futures: list[asyncio.Future[Any]] = []
+        self.cached_at: datetime | None = None
+
+    async def ready(self, outcomes: Sequence[Outcome]) -> None:
+        e = self.engine
+        to_cache = []
+        for o in outcomes:
+            k = (o.symbol, o.interval)
+            if o.as_of != self.newest.get(k):
+                continue
+            known = e._newest.get(k)
+            if o.ok and known is not None and o.as_of < known:
+                continue
+            to_cache.append(o)
+        payloads = encode_records(outcomes)
+        if to_cache:
+            await cache_outcomes(e.redis, e.settings, to_cache, datetime.now(UTC), payloads)
+        cached_at = self.cached_at = datetime.now(UTC)
+        for o in outcomes:
+            since_close = (cached_at - bar_close(o.as_of, o.interval)).total_seconds()
+            if o.ok and 0 <= since_close < 3600:
+                FORECAST_LATENCY.observe(since_close)
+        topic = e.settings.topic_predictions
+        self.futures.extend(await send_outcomes(e.producer, topic, outcomes, payloads))
+
+    async def flush(self) -> None:
+        futures, self.futures = self.futures, []
+        if futures:
+            await asyncio.gather(*futures)

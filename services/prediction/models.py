@@ -16,23 +16,25 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import ClassVar, Self
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ml import registry
-from ml.base import Forecaster
+from ml.base import DEFAULT_LEVEL, Forecast, Forecaster, as_price_series
+from ml.lstm import LSTMForecaster
 from ml.registry import GLOBAL_SCOPE, ModelVersion
-from ml.selection import InsufficientHistory, SelectionPolicy
-from ml.serving import LoadedModel, serve_forecast
+from ml.selection import InsufficientHistory, ModelName, SelectionPolicy, select_model
+from ml.serving import LoadedModel, ServedForecast, serve_forecast
 from services.common.config import Settings
 from services.common.metrics import MODEL_AGE
 from services.prediction.records import Served
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Champion", "InsufficientHistory", "ModelProvider"]
+__all__ = ["Champion", "InsufficientHistory", "ModelChoice", "ModelProvider", "to_served"]
 
 _FINGERPRINT = sa.text(
     "SELECT coalesce(string_agg(concat_ws(':', model, scope, interval, 'v' || version), ',' "
@@ -153,6 +155,69 @@ class ModelProvider:
         return champion.serving(symbol).validation_mase
 
     # ----------------------------------------------------------------------- serving
+    def choose(self, symbol: str, interval: str, available: int) -> ModelChoice:
+        """The champion serving the key (if any) and the model ``select_model`` chooses with
+        it; raises InsufficientHistory. Choosing is cheap and pure: the engine runs ARIMA
+        choices in worker processes (``services.prediction.pool``) and the rest here."""
+        champion = self.champion(symbol, interval)
+        lstm = None if champion is None else champion.serving(symbol)
+        selection = select_model(
+            available, lstm is not None, self.policy, None if lstm is None else lstm.validation_mase
+        )
+        return ModelChoice(lstm, selection.model)
+
+    def serve(
+        self,
+        closes: Sequence[float] | np.ndarray,
+        horizon: int,
+        available: int,
+        lstm: LoadedModel | None,
+    ) -> Served:
+        """The served forecast for steps 1..horizon with the champion ``lstm`` (None: none)."""
+        served = serve_forecast(
+            np.asarray(closes, dtype=np.float64), horizon, available, lstm, self.policy
+        )
+        return to_served(served)
+
+    def serve_many(
+        self,
+        items: Sequence[tuple[np.ndarray, int, int, LoadedModel | None]],
+    ) -> list[Served | Exception]:
+        """:meth:`serve` for many ``(closes, horizon, available, lstm)`` items, with one
+        network call per champion and horizon for the items that choose the LSTM (a per-item
+        call costs ~10x more). Every item still goes through ``serve_forecast`` (choice,
+        fallback, provenance): its champion is wrapped to answer with the batched forecast,
+        which is ``forward`` of the same model on the same history (``forward`` *is*
+        ``forward_many`` of one). A batch that fails is served item by item, so each item
+        gets its own fallback. Model errors (ValueError, ArithmeticError, RuntimeError) are
+        returned in place of the item's result."""
+        batched: dict[int, Forecast] = {}
+        groups: dict[tuple[int, int], list[int]] = {}
+        for k, (_, horizon, available, lstm) in enumerate(items):
+            if lstm is None or not isinstance(lstm.model, LSTMForecaster):
+                continue
+            mase = lstm.validation_mase
+            if select_model(available, True, self.policy, mase).model == "lstm":
+                groups.setdefault((id(lstm.model), horizon), []).append(k)
+        for (_, horizon), idx in groups.items():
+            lstm = items[idx[0]][3]
+            assert lstm is not None and isinstance(lstm.model, LSTMForecaster)
+            try:
+                histories = [as_price_series(items[k][0]) for k in idx]
+                forecasts = lstm.model.forward_many(histories, horizon, DEFAULT_LEVEL)
+            except ValueError:
+                continue  # item by item: serve_forecast records the fallback of each
+            batched.update(zip(idx, forecasts, strict=True))
+        out: list[Served | Exception] = []
+        for k, (closes, horizon, available, lstm) in enumerate(items):
+            if k in batched and lstm is not None:
+                lstm = LoadedModel(_Answered(batched[k]), lstm.version, lstm.validation_mase)
+            try:
+                out.append(self.serve(closes, horizon, available, lstm))
+            except (ValueError, ArithmeticError, RuntimeError) as exc:
+                out.append(exc)
+        return out
+
     def forecast(
         self,
         symbol: str,
@@ -164,15 +229,50 @@ class ModelProvider:
         """The served forecast for steps 1..horizon; raises InsufficientHistory."""
         champion = self.champion(symbol, interval)
         lstm = None if champion is None else champion.serving(symbol)
-        served = serve_forecast(
-            np.asarray(closes, dtype=np.float64), horizon, available, lstm, self.policy
-        )
-        return Served(
-            model=served.model,
-            model_version=served.model_version,
-            mean=served.mean,
-            lower=served.lower,
-            upper=served.upper,
-            fallback_reason=served.fallback_reason,
-            level=served.level,
-        )
+        return self.serve(closes, horizon, available, lstm)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What serves one key: its LSTM champion (None: none promoted) and the chosen model."""
+
+    lstm: LoadedModel | None
+    model: ModelName
+
+
+class _Answered(Forecaster):
+    """A champion's forecast computed beforehand (batched) for exactly one call of
+    ``forward`` with its horizon and level."""
+
+    name: ClassVar[str] = "lstm"
+
+    def __init__(self, forecast: Forecast) -> None:
+        super().__init__()
+        self.forecast = forecast
+
+    def fit(self, y: np.ndarray) -> Self:
+        raise RuntimeError("a precomputed forecast cannot be fitted")
+
+    def forward(self, y: np.ndarray, h: int, level: float = DEFAULT_LEVEL) -> Forecast:
+        if h != self.forecast.horizon or level != self.forecast.level:
+            raise RuntimeError("precomputed forecast asked for another horizon or level")
+        return self.forecast
+
+    def to_bytes(self) -> bytes:
+        raise RuntimeError("a precomputed forecast is not an artifact")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        raise RuntimeError("a precomputed forecast is not an artifact")
+
+
+def to_served(served: ServedForecast) -> Served:
+    return Served(
+        model=served.model,
+        model_version=served.model_version,
+        mean=served.mean,
+        lower=served.lower,
+        upper=served.upper,
+        fallback_reason=served.fallback_reason,
+        level=served.level,
+    )

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
@@ -31,6 +32,14 @@ def encode(record: PredictionRecord | PredictionStatus) -> bytes:
     return record.model_dump_json().encode()
 
 
+Payloads = dict[int, bytes]  # id(record) -> encode(record), for records encoded once
+
+
+def encode_records(outcomes: Sequence[Outcome]) -> Payloads:
+    """The bytes of every record of ``outcomes`` (one encoding for Redis and Kafka)."""
+    return {id(r): encode(r) for o in outcomes for r in o.records}
+
+
 def status_ttl(interval: str, margin_s: int) -> int:
     return int(2 * step(interval).total_seconds()) + margin_s
 
@@ -40,6 +49,7 @@ async def cache_outcomes(
     settings: Settings,
     outcomes: Sequence[Outcome],
     now: datetime,
+    payloads: Payloads | None = None,
 ) -> int:
     """Write forecasts and statuses to Redis in one pipeline; return the keys written."""
     margin = settings.prediction_ttl_margin_s
@@ -50,7 +60,8 @@ async def cache_outcomes(
                 for r in o.records:
                     ttl = ttl_seconds(r.as_of, r.interval, margin, now)
                     if ttl > 0:
-                        pipe.set(prediction_key(r.symbol, r.interval, r.horizon), encode(r), ex=ttl)
+                        value = payloads[id(r)] if payloads is not None else encode(r)
+                        pipe.set(prediction_key(r.symbol, r.interval, r.horizon), value, ex=ttl)
                         written += 1
                 pipe.set(
                     status_key(o.symbol, o.interval),
@@ -66,14 +77,27 @@ async def cache_outcomes(
     return written
 
 
+async def send_outcomes(
+    producer: AIOKafkaProducer,
+    topic: str,
+    outcomes: Sequence[Outcome],
+    payloads: Payloads | None = None,
+) -> list[asyncio.Future[Any]]:
+    """Hand every record (key: symbol) to the producer; the returned futures resolve when
+    the broker acknowledged them (await them before anything that must come after)."""
+    futures: list[asyncio.Future[Any]] = []
+    for o in outcomes:
+        for r in o.records:
+            value = payloads[id(r)] if payloads is not None else encode(r)
+            futures.append(await producer.send(topic, value, key=r.symbol.encode()))
+    return futures
+
+
 async def publish_outcomes(
     producer: AIOKafkaProducer, topic: str, outcomes: Sequence[Outcome]
 ) -> int:
     """Send every record (key: symbol) and wait until the broker acknowledged all of them."""
-    futures = []
-    for o in outcomes:
-        for r in o.records:
-            futures.append(await producer.send(topic, encode(r), key=r.symbol.encode()))
+    futures = await send_outcomes(producer, topic, outcomes)
     if futures:
         await asyncio.gather(*futures)
     return len(futures)

@@ -62,6 +62,7 @@ class PredictionService:
             self.provider = ModelProvider(s, db, INTERVALS)
             await asyncio.to_thread(self.provider.reload)
             self.engine = PredictionEngine(s, db, redis, producer, self.provider, INTERVALS)
+            await asyncio.to_thread(self.engine.start)  # forecast processes, before ready
             try:
                 self.warm = await warm_cache(s, db, redis)
             except Exception:
