@@ -11,8 +11,10 @@ parse one by one, and not through server-side array_agg (which cost more than th
 
 from __future__ import annotations
 
+import gc
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
@@ -117,6 +119,21 @@ def _epoch_s(pg_us: np.ndarray) -> np.ndarray:
     return pg_us.astype(np.int64) // 1_000_000 + _PG_EPOCH_S
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many acyclic objects. Only the
+    caller that paused it resumes it (a nested or concurrent use leaves it alone), so at worst
+    a collection runs a little later; reference counting frees memory as always."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 @dataclass(frozen=True, slots=True)
 class BarColumns:
     """Bars as columns (numpy arrays, ascending by bucket): what models and JSON encoders
@@ -135,6 +152,13 @@ class BarColumns:
         return int(self.bucket.shape[0])
 
     def to_bars(self) -> list[Bar]:
+        # ~9k tuples for a year of hourly bars: enough allocations to trigger cyclic-GC passes
+        # that walk the whole heap and find nothing (bars hold no cycles). Measured on one
+        # year of 1h bars: p99 19 ms with the collector running, 3.7 ms paused.
+        with _gc_paused():
+            return self._to_bars()
+
+    def _to_bars(self) -> list[Bar]:
         keys = self.bucket.tolist()
         buckets = list(map(_BUCKET_CACHE.get, keys))
         if None in buckets:
