@@ -115,15 +115,19 @@ def drop_old_ticks(
 def drop_old_chunks(engine: Engine, retention_days: int, *, now: datetime | None = None) -> int:
     """TimescaleDB: drop the tick chunks older than the retention window; returns how many.
 
-    ``pricecast_drop_old_ticks`` (migration 0003) keeps every chunk reaching into a day
-    still waiting for materialisation, so the bars of backfilled history are never lost,
-    and records how far ticks were dropped (``pricecast_meta.ticks_dropped_before``).
-    Returns 0 on the plain path (see :func:`drop_old_ticks`).
+    First the continuous aggregates are refreshed over ``[ticks_dropped_before, cutoff)``, the
+    ticks about to go (see :func:`materialize_before_drop`); then ``pricecast_drop_old_ticks``
+    (migration 0003) drops the chunks, keeping every chunk reaching into a day still waiting
+    for materialisation, and records how far ticks were dropped
+    (``pricecast_meta.ticks_dropped_before``). Returns 0 on the plain path (see
+    :func:`drop_old_ticks`).
     """
     cutoff = retention_cutoff(retention_days, now)
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         if storage_path(conn) != "timescaledb":
             return 0
+    materialize_before_drop(engine, cutoff)
+    with engine.begin() as conn:
         n = int(
             conn.execute(
                 sa.text("SELECT pricecast_drop_old_ticks(:cutoff)"), {"cutoff": cutoff}
@@ -132,3 +136,41 @@ def drop_old_chunks(engine: Engine, retention_days: int, *, now: datetime | None
     if n:
         log.info("retention: dropped %d tick chunk(s) older than %s", n, cutoff.isoformat())
     return n
+
+
+# Bucket widths of the continuous aggregates, finest first (each level reads the one before).
+_CAGG_LEVELS = (
+    ("pricecast_cagg_1m", timedelta(minutes=1)),
+    ("pricecast_cagg_1h", timedelta(hours=1)),
+    ("pricecast_cagg_1d", timedelta(days=1)),
+)
+
+
+def materialize_before_drop(engine: Engine, cutoff: datetime) -> None:
+    """TimescaleDB: roll the ticks older than ``cutoff`` up into every bar level before their
+    chunks are dropped.
+
+    The refresh policies only cover their window (the migration-time retention minus a day),
+    and the backfill bookkeeping of 0003 only books days below that window. A retention run
+    with a shorter ``tick_retention_days`` than the migration's would otherwise drop ticks that
+    were never materialised. The refresh starts at ``ticks_dropped_before``: below it the raw
+    ticks are gone, and refreshing a bucket there would rebuild it from nothing. Buckets are
+    refreshed only where invalidated or never materialised, so a repeated run costs little.
+    """
+    with engine.connect() as conn:
+        start = conn.execute(
+            sa.text(
+                "SELECT value::timestamptz FROM pricecast_meta WHERE key = 'ticks_dropped_before'"
+            )
+        ).scalar()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for cagg, width in _CAGG_LEVELS:
+            if start is not None and cutoff - start < width:
+                continue  # no whole bucket in the window
+            conn.execute(
+                sa.text(
+                    "CALL refresh_continuous_aggregate(CAST(:cagg AS regclass),"
+                    " CAST(:start AS timestamptz), CAST(:end AS timestamptz))"
+                ),
+                {"cagg": cagg, "start": start, "end": cutoff},
+            )
