@@ -69,3 +69,20 @@ def mint(app: FastAPI) -> Minter:
         return token
 
     return _mint
+
+
+@pytest.fixture
+async def db_down_client(
+    api_settings: Settings,
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app whose database is unreachable: any database work would answer 503."""
+    down = api_settings.model_copy(
+        update={"database_url": "postgresql+psycopg2://postgres@127.0.0.1:1/none"}
+    )
+    app = create_app(down)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            yield app, c
+    finally:
+        await app.state.api.close()

@@ -4,7 +4,7 @@ and neither touches the database."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,8 +15,6 @@ from fastapi.routing import APIRoute
 
 from services.api.core.security import SCOPES
 from services.api.deps import ANY_SCOPE, GuardedRoute, required_scope
-from services.api.main import create_app
-from services.common.config import Settings
 
 # (method, template) -> a request that is invalid (422 once authorized) on that route.
 INVALID: dict[tuple[str, str], dict[str, Any]] = {
@@ -120,23 +118,6 @@ async def test_authorized_invalid_request_is_422(
     """The requests above really are invalid: with the scope they are 422 ERR_VAL_001."""
     r = await client.request(**_request(method, template, bearer(mint(*SCOPES))))
     _assert_error(r, 422, "ERR_VAL_001")
-
-
-@pytest.fixture
-async def db_down_client(
-    api_settings: Settings,
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """An app whose database is unreachable: any database work would answer 503."""
-    down = api_settings.model_copy(
-        update={"database_url": "postgresql+psycopg2://postgres@127.0.0.1:1/none"}
-    )
-    app = create_app(down)
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            yield app, c
-    finally:
-        await app.state.api.close()
 
 
 @pytest.mark.parametrize(("method", "template", "scope"), CASES)

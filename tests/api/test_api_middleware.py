@@ -117,28 +117,22 @@ async def test_cors_allowlist(api_settings: Settings) -> None:
         await app.state.api.close()
 
 
-async def test_database_down_is_503_err_db_001(api_settings: Settings, mint) -> None:
-    down = api_settings.model_copy(
-        update={"database_url": "postgresql+psycopg2://postgres@127.0.0.1:1/none"}
-    )
-    app = create_app(down)
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            token, _ = app.state.api.tokens.mint("ops", ["prices:read", "predictions:read"])
-            r = await c.get("/api/v1/assets", headers=bearer(token))
-            assert r.status_code == 503
-            assert r.json()["error"]["code"] == "ERR_DB_001"
-            p = await c.get("/api/v1/predictions/NOT-CACHED", headers=bearer(token))
-            assert p.status_code == 503 and p.json()["error"]["code"] == "ERR_DB_001"
-            assert (await c.get("/health")).status_code == 200  # liveness checks nothing
-            ready = await c.get("/health/ready")
-            assert ready.status_code == 503
-            detailed = (await c.get("/health/detailed")).json()
-            assert detailed["status"] == "unhealthy"
-            assert detailed["services"]["database"] == "unhealthy"
-    finally:
-        await app.state.api.close()
+async def test_database_down_is_503_err_db_001(
+    db_down_client: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, c = db_down_client
+    token, _ = app.state.api.tokens.mint("ops", ["prices:read", "predictions:read"])
+    r = await c.get("/api/v1/assets", headers=bearer(token))
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "ERR_DB_001"
+    p = await c.get("/api/v1/predictions/NOT-CACHED", headers=bearer(token))
+    assert p.status_code == 503 and p.json()["error"]["code"] == "ERR_DB_001"
+    assert (await c.get("/health")).status_code == 200  # liveness checks nothing
+    ready = await c.get("/health/ready")
+    assert ready.status_code == 503
+    detailed = (await c.get("/health/detailed")).json()
+    assert detailed["status"] == "unhealthy"
+    assert detailed["services"]["database"] == "unhealthy"
 
 
 async def test_metrics_by_route_template(client: httpx.AsyncClient, mint) -> None:
