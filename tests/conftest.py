@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,21 +45,36 @@ def kafka_bootstrap(broker: infra.Broker) -> str:
     return broker.bootstrap
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+@contextmanager
+def _scratch(prefix: str, *, migrated: bool = True) -> Iterator[str]:
+    """A new database on the configured server (migrated unless told otherwise), dropped
+    afterwards; yields its URL."""
     base = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    name = f"pricecast_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = base.set(database=name).render_as_string(hide_password=False)
     try:
-        migrate(url)
+        if migrated:
+            migrate(url)
         yield url
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def scratch_database() -> Callable[..., AbstractContextManager[str]]:
+    """``with scratch_database(prefix, migrated=...) as url``: a database of the test's own."""
+    return _scratch
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with _scratch(f"pricecast_test_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

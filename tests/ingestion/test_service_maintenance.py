@@ -9,9 +9,8 @@ the other ingestion tests write 2024 history to.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,10 +18,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from ingest_helpers import wait_for
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
-from services.common.config import DEFAULT_DATABASE_URL, Settings
-from services.common.db import migrate
+from services.common.config import Settings
 from services.ingestion.service import run_ingestion
 
 RETENTION_DAYS = 30
@@ -31,22 +29,13 @@ RECENT_TICKS = 15
 
 
 @pytest.fixture
-def own_db() -> Iterator[Engine]:
-    base = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    name = f"pricecast_ingmaint_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    engine = sa.create_engine(url)
-    try:
-        migrate(url)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def own_db(scratch_database: Callable[..., AbstractContextManager[str]]) -> Iterator[Engine]:
+    with scratch_database("pricecast_ingmaint") as url:
+        engine = sa.create_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def scalar(engine: Engine, sql: str) -> Any:

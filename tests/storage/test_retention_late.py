@@ -11,9 +11,9 @@ refreshed again; the late raw ticks go at the next retention round.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,9 +21,9 @@ import pytest
 import sqlalchemy as sa
 from _bar_reference import Tick, aggregate, assert_bars_equal
 from _storage_helpers import is_timescale, read_bars, settle, write_batch
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
-from services.common.config import DEFAULT_DATABASE_URL, Settings
+from services.common.config import Settings
 from services.storage.maintenance import maintenance_loop, maintenance_once
 from services.storage.materialize import materialize_backfill
 from services.storage.retention import drop_old_ticks
@@ -172,26 +172,19 @@ def test_one_round_at_a_time_across_replicas(storage: Engine) -> None:
 
 
 @pytest.fixture
-def unmigrated_engine() -> Iterator[Engine]:
+def unmigrated_engine(
+    scratch_database: Callable[..., AbstractContextManager[str]],
+) -> Iterator[Engine]:
     """A database whose storage path was never recorded: every maintenance round fails
     with a RuntimeError (not a database error)."""
-    import uuid
-
-    base = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    name = f"pricecast_storage_empty_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine = sa.create_engine(base.set(database=name))
-    with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE pricecast_meta (key text PRIMARY KEY, value text)"))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("pricecast_storage_empty", migrated=False) as url:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE pricecast_meta (key text PRIMARY KEY, value text)"))
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 async def test_failing_rounds_are_retried_and_the_loop_stops_on_stop(
