@@ -54,7 +54,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 import sqlalchemy as sa
@@ -103,6 +103,9 @@ from services.prediction.tracker import BarTracker, Key, KeyPlan
 log = logging.getLogger(__name__)
 
 TickIn = tuple[str, datetime, int | None]  # symbol, ts, partition
+# Jobs whose inputs (history days, bars) are read in one query; the next chunk loads while
+# the previous one is forecast.
+BARS_PER_QUERY_JOBS: Final = 256
 
 
 def forecast_processes(settings: Settings) -> int:
@@ -384,8 +387,8 @@ class PredictionEngine:
 
         try:
             async with asyncio.TaskGroup() as tg:
-                for start in range(0, len(jobs), store.BARS_PER_QUERY_JOBS):
-                    chunk = range(start, min(start + store.BARS_PER_QUERY_JOBS, len(jobs)))
+                for start in range(0, len(jobs), BARS_PER_QUERY_JOBS):
+                    chunk = range(start, min(start + BARS_PER_QUERY_JOBS, len(jobs)))
                     inputs = await asyncio.to_thread(self._load, [jobs[i] for i in chunk])
                     self._dispatch(tg, list(chunk), jobs, inputs, deliver)
         except BaseExceptionGroup as group:  # one failure cancels the rest: raise it plainly

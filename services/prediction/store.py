@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -244,6 +243,3 @@ def statuses(conn: sa.Connection, symbols: Sequence[str]) -> list[PredictionStat
         {"symbols": list(symbols)},
     ).mappings()
     return [PredictionStatus.model_validate(dict(r)) for r in rows]
-
-
-BARS_PER_QUERY_JOBS: Final = 256
