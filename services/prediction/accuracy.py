@@ -20,12 +20,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
 
 from services.common.bars import get_bars
+from services.common.schemas import ModelName
 from services.prediction.clock import as_utc, step
+
+MODELS: tuple[str, ...] = get_args(ModelName)
 
 _SCORE = sa.text(
     """
@@ -41,24 +44,27 @@ _SCORE = sa.text(
     """
 )
 
+# One bounded index scan per model (ix_predictions_scored, migration 0005): the newest
+# ``window`` scored forecasts of each model, however many the table holds.
 _ROLLING = sa.text(
     """
-    SELECT model,
+    SELECT m.model,
            count(*) AS n,
-           avg(abs_error / NULLIF(actual_price, 0)) AS mape,
-           avg(abs_error) / NULLIF(avg(naive_abs_error), 0) AS mase,
-           avg(CASE WHEN actual_price BETWEEN lower_bound AND upper_bound THEN 1.0 ELSE 0.0 END)
-               AS coverage
-    FROM (
-        SELECT model, abs_error, naive_abs_error, actual_price, lower_bound, upper_bound,
-               row_number() OVER (PARTITION BY model ORDER BY target_time DESC, horizon) AS rn
+           avg(w.abs_error / NULLIF(w.actual_price, 0)) AS mape,
+           avg(w.abs_error) / NULLIF(avg(w.naive_abs_error), 0) AS mase,
+           avg(CASE WHEN w.actual_price BETWEEN w.lower_bound AND w.upper_bound
+                    THEN 1.0 ELSE 0.0 END) AS coverage
+    FROM unnest(CAST(:models AS text[])) AS m(model)
+    CROSS JOIN LATERAL (
+        SELECT abs_error, naive_abs_error, actual_price, lower_bound, upper_bound
         FROM predictions
-        WHERE symbol = :symbol AND interval = :interval AND actual_price IS NOT NULL
-          AND naive_abs_error IS NOT NULL
-    ) scored
-    WHERE rn <= :window
-    GROUP BY model
-    ORDER BY model
+        WHERE symbol = :symbol AND interval = :interval AND model = m.model
+          AND actual_price IS NOT NULL AND naive_abs_error IS NOT NULL
+        ORDER BY target_time DESC, horizon
+        LIMIT :window
+    ) w
+    GROUP BY m.model
+    ORDER BY m.model
     """
 )
 
@@ -153,7 +159,8 @@ def _num(value: Any) -> float | None:
 
 def rolling_accuracy(conn: sa.Connection, symbol: str, interval: str, window: int) -> list[Rolling]:
     rows = conn.execute(
-        _ROLLING, {"symbol": symbol, "interval": interval, "window": window}
+        _ROLLING,
+        {"symbol": symbol, "interval": interval, "window": window, "models": list(MODELS)},
     ).mappings()
     return [
         Rolling(

@@ -100,3 +100,94 @@ async def test_scoring_and_exactly_one_retrain_request(
     events = [e for e in await read_topic(s, s.topic_model_events) if e["symbol"] == SYM]
     assert [e["type"] for e in events] == ["retrain_requested"]
     assert events[0]["request_id"] == requests[0]["request_id"]
+
+
+def _brute_force_rolling(
+    rows: list[tuple[str, datetime, int, float, float | None, float | None]], window: int
+) -> dict[str, tuple[int, float, float, float]]:
+    """Reference: per model, the newest ``window`` scored rows (target_time desc, horizon)."""
+    out: dict[str, tuple[int, float, float, float]] = {}
+    for model in sorted({r[0] for r in rows}):
+        scored = [r for r in rows if r[0] == model and r[4] is not None and r[5] is not None]
+        scored.sort(key=lambda r: (-r[1].timestamp(), r[2]))
+        top = scored[:window]
+        if not top:
+            continue
+        errors = [abs(float(r[4]) - r[3]) for r in top]  # type: ignore[arg-type]
+        naive = [float(r[5]) for r in top]  # type: ignore[arg-type]
+        mape = sum(e / float(r[4]) for e, r in zip(errors, top, strict=True)) / len(top)  # type: ignore[arg-type]
+        mase = (sum(errors) / len(top)) / (sum(naive) / len(top))
+        coverage = sum(1 for r in top if r[3] - 1 <= float(r[4]) <= r[3] + 1) / len(top)  # type: ignore[arg-type]
+        out[model] = (len(top), mape, mase, coverage)
+    return out
+
+
+def test_rolling_accuracy_is_the_newest_window_of_each_model(clean_db: Engine) -> None:
+    """The index-bounded query (migration 0005) gives what numbering every row gave: ties on
+    target_time broken by horizon, unscored rows and rows without a naive error left out."""
+    from services.prediction.accuracy import rolling_accuracy
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    rows: list[tuple[str, datetime, int, float, float | None, float | None]] = []
+    for k in range(60):
+        for horizon in (1, 2, 3):
+            model = ("lstm", "arima", "naive")[(k + horizon) % 3]
+            actual = None if k % 11 == 0 else 100.0 + (k * 7 + horizon) % 5
+            naive = None if k % 13 == 0 else 0.5 + (k % 4) / 4
+            rows.append((model, t0 + k * HOUR, horizon, 100.0 + k % 3, actual, naive))
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO predictions (symbol, interval, horizon, as_of, target_time, "
+                "predicted_price, lower_bound, upper_bound, model, actual_price, abs_error, "
+                "naive_abs_error) VALUES (:s, '1h', :h, :t - make_interval(hours => :h), :t, "
+                ":p, :p - 1, :p + 1, :m, :a, abs(:a - :p), :n)"
+            ),
+            [
+                {"s": SYM, "h": h, "t": t, "p": p, "m": m, "a": a, "n": n}
+                for m, t, h, p, a, n in rows
+            ],
+        )
+    for window in (1, 7, 200):
+        with clean_db.connect() as conn:
+            got = {
+                r.model: (r.n, r.mape, r.mase, r.coverage)
+                for r in rolling_accuracy(conn, SYM, "1h", window)
+            }
+        want = _brute_force_rolling(rows, window)
+        assert got.keys() == want.keys() == {"lstm", "arima", "naive"}
+        for model, (n, mape, mase, coverage) in want.items():
+            g = got[model]
+            assert g[0] == n
+            assert g[1] is not None and abs(g[1] - mape) < 1e-9
+            assert g[2] is not None and abs(g[2] - mase) < 1e-9
+            assert g[3] is not None and abs(g[3] - coverage) < 1e-9
+
+
+def test_rolling_accuracy_reads_an_index_not_the_table(clean_db: Engine) -> None:
+    """With a year of hourly forecasts stored, the plan takes each model's window from
+    ``ix_predictions_scored`` instead of numbering every scored row."""
+    from services.prediction.accuracy import _ROLLING, MODELS
+
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO predictions (symbol, interval, horizon, as_of, target_time, "
+                "predicted_price, lower_bound, upper_bound, model, actual_price, abs_error, "
+                "naive_abs_error) "
+                "SELECT :s, '1h', h, t - make_interval(hours => h), t, 100, 99, 101, "
+                "(ARRAY['lstm','arima','naive'])[1 + (h % 3)], 100.5, 0.5, 0.4 "
+                "FROM generate_series(:t0, :t0 + interval '364 days', interval '1 hour') AS t, "
+                "generate_series(1, 24) AS h"
+            ),
+            {"s": SYM, "t0": datetime(2025, 1, 1, tzinfo=UTC)},
+        )
+        conn.execute(sa.text("ANALYZE predictions"))
+        plan = "\n".join(
+            conn.execute(
+                sa.text(f"EXPLAIN {_ROLLING.text}"),
+                {"symbol": SYM, "interval": "1h", "window": 200, "models": list(MODELS)},
+            ).scalars()
+        )
+    assert "ix_predictions_scored" in plan, plan
+    assert "WindowAgg" not in plan and "Seq Scan on predictions" not in plan, plan
