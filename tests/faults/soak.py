@@ -1,9 +1,12 @@
 """``make soak``: the stack under steady load for 30 minutes (not in CI).
 
-Samples every 10 s: each service's resident memory (RSS), the writer's and the prediction
-service's consumer lag, the API's answers. Writes ``bench/results/soak.json`` (design.md's
-result format): value = the largest RSS growth per hour over the services after warm-up,
-baseline = that service's RSS after warm-up; extra holds every figure and verdict.
+Samples every 10 s: each service's resident memory (RSS), the CPU share of each service
+(its worker processes included) and of the test broker, the writer's and the prediction
+service's consumer lag, the API's answers. The broker's CPU is there to tell a broker that
+slows down from a service that does (docs/faults.md, "The test broker over a long run").
+Writes ``bench/results/soak.json`` (design.md's result format): value = the largest RSS
+growth per hour over the services after warm-up, baseline = that service's RSS after
+warm-up; extra holds every figure and verdict.
 
 Run: ``.venv/bin/python tests/faults/soak.py --minutes 30``.
 """
@@ -11,6 +14,7 @@ Run: ``.venv/bin/python tests/faults/soak.py --minutes 30``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +47,45 @@ def _slope_per_hour(points: list[tuple[float, float]]) -> float:
     return cov / var * 3600.0
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(root: int) -> float | None:
+    """CPU seconds (user + system) of ``root`` and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+    if root not in used:
+        return None
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += used.get(pid, 0.0)
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
+def _cpu_pct(
+    now: dict[str, float | None], before: dict[str, float | None], seconds: float
+) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name, value in now.items():
+        prev = before.get(name)
+        ok = value is not None and prev is not None and seconds > 0
+        out[name] = round((value - prev) / seconds * 100, 1) if ok else None  # type: ignore[operator]
+    return out
+
+
 def _error_rate(stack: FaultStack, start: float, end: float) -> float:
     answers = stack.probe.api_answers(start, end)
     total = sum(answers.values())
@@ -52,16 +95,29 @@ def _error_rate(stack: FaultStack, start: float, end: float) -> float:
 
 def soak(minutes: float, rate: float) -> dict[str, Any]:
     duration = minutes * 60.0
-    cfg = Config(faults=(), rate=rate, expected_duration_s=duration + 300, sim_hours=22.0)
+    cfg = Config(
+        faults=(),
+        rate=rate,
+        expected_duration_s=duration + 300,
+        sim_hours=22.0,
+        producer_linger_ms=100,
+    )
     samples: list[dict[str, Any]] = []
     with FaultStack(cfg) as stack:
         stack.load.set_phase("soak")
         t0 = time.monotonic()
+        cpu_before: dict[str, float | None] = {}
+        cpu_at = t0
         while (elapsed := time.monotonic() - t0) < duration:
             now_rss = {n: stack.services[n].rss_mb() for n in SERVICES}
+            pids = {n: stack.services[n].pid for n in SERVICES}
+            pids["broker"] = stack.broker.broker.proc.pid
+            cpu_now = {n: (_cpu_s(pid) if pid else None) for n, pid in pids.items()}
+            cpu = _cpu_pct(cpu_now, cpu_before, time.monotonic() - cpu_at)
+            cpu_before, cpu_at = cpu_now, time.monotonic()
             lag = stack.lag()
-            samples.append({"t": round(elapsed, 1), "rss_mb": now_rss, "lag": lag})
-            print(f"{elapsed:7.0f}s rss={now_rss} lag={lag}", flush=True)
+            samples.append({"t": round(elapsed, 1), "rss_mb": now_rss, "cpu_pct": cpu, "lag": lag})
+            print(f"{elapsed:7.0f}s rss={now_rss} cpu%={cpu} lag={lag}", flush=True)
             time.sleep(SAMPLE_S)
         t_end = time.monotonic()
         third = (t_end - t0) / 3
@@ -86,6 +142,18 @@ def soak(minutes: float, rate: float) -> dict[str, Any]:
         name: max((s["lag"][name] or 0) for s in samples) if samples else None
         for name in ("ingestion", "prediction")
     }
+    cpu_thirds: dict[str, Any] = {}
+    span = samples[-1]["t"] if samples else 0.0
+    for name in (*SERVICES, "broker"):
+        thirds = []
+        for lo, hi in ((0.0, span / 3), (2 * span / 3, span + 1)):
+            vals = [
+                s["cpu_pct"][name]
+                for s in samples
+                if lo <= s["t"] < hi and s["cpu_pct"].get(name) is not None
+            ]
+            thirds.append(round(sum(vals) / len(vals), 1) if vals else None)
+        cpu_thirds[name] = {"first_third_pct": thirds[0], "last_third_pct": thirds[1]}
     worst = max(SERVICES, key=lambda n: rss[n]["growth_mb_per_h"])
     verdicts = {
         "rss_bounded": all(
@@ -111,6 +179,7 @@ def soak(minutes: float, rate: float) -> dict[str, Any]:
             "rate_ticks_per_s": rate,
             "symbols": len(cfg.symbols),
             "sample_s": SAMPLE_S,
+            "producer_linger_ms": cfg.producer_linger_ms,
             "warmup_s": WARMUP_S,
         },
         "extra": {
@@ -118,6 +187,7 @@ def soak(minutes: float, rate: float) -> dict[str, Any]:
             "ok": all(verdicts.values()),
             "rss": rss,
             "max_lag": lags,
+            "cpu": cpu_thirds,
             "api_error_rate_first_third": round(early, 5),
             "api_error_rate_last_third": round(late, 5),
             "api_answers": answers,

@@ -61,8 +61,10 @@ class LoadDriver:
         speed: float,
         epoch: Any,
         seed: int = 7,
+        linger_ms: int = 5,
     ) -> None:
-        """``epoch`` is a callable returning the current broker epoch."""
+        """``epoch`` is a callable returning the current broker epoch; ``linger_ms`` is the
+        producer's batching delay (each record batch is one object the test broker keeps)."""
         self.bootstrap = bootstrap
         self.topic = topic
         self.symbols = symbols
@@ -70,6 +72,7 @@ class LoadDriver:
         self.rate = rate
         self.speed = speed
         self.epoch = epoch
+        self.linger_ms = linger_ms
         self.phase = "warmup"
         self.stats = LoadStats()
         self.prices = {s: 100.0 * (1 + i) for i, s in enumerate(symbols)}
@@ -148,7 +151,7 @@ class LoadDriver:
         return AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             acks="all",
-            linger_ms=5,
+            linger_ms=self.linger_ms,
             request_timeout_ms=5000,
             retry_backoff_ms=200,
             enable_idempotence=False,

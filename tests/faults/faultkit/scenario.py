@@ -78,6 +78,11 @@ class Config:
     role_limit: int = 30
     partitions: int = 3
     api_rate: float = 5.0
+    # The load's producer batching. Each record batch is an object the in-memory test broker
+    # keeps for good, and the broker's cost per fetch grows with their number (docs/faults.md,
+    # "The test broker over a long run"): the soak batches for 100 ms, the short fault runs
+    # per 5 ms.
+    producer_linger_ms: int = 5
     # auto: TimescaleDB where the server has it (PRICECAST_FAULTS_STORAGE_PATH overrides)
     storage_path: str = field(
         default_factory=lambda: os.environ.get("PRICECAST_FAULTS_STORAGE_PATH", "auto")
@@ -236,6 +241,7 @@ class FaultStack:
             cfg.rate,
             speed,
             epoch=lambda: self.broker.epoch,
+            linger_ms=cfg.producer_linger_ms,
         ).start()
         # Faults start once every symbol has a forecast the API serves (cached or not).
         warm = wait_until(lambda: bool(self._dead()) or self._api_serves_all(), 180, 1.0)

@@ -58,6 +58,10 @@ class Service:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.alive and self.proc is not None else None
+
     def stop(self) -> None:
         if self.proc is not None:
             infra.stop_process(self.proc, 20)
