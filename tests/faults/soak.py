@@ -52,7 +52,7 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 def _cpu_s(root: int) -> float | None:
     """CPU seconds (user + system) of ``root`` and its descendants, from /proc."""
-    parents: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
     used: dict[int, float] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -63,7 +63,7 @@ def _cpu_s(root: int) -> float | None:
         except OSError:
             continue
         pid = int(entry.name)
-        parents[pid] = int(fields[1])
+        children.setdefault(int(fields[1]), []).append(pid)
         used[pid] = (int(fields[11]) + int(fields[12])) / _TICK
     if root not in used:
         return None
@@ -71,7 +71,7 @@ def _cpu_s(root: int) -> float | None:
     while todo:
         pid = todo.pop()
         total += used.get(pid, 0.0)
-        todo.extend(child for child, parent in parents.items() if parent == pid)
+        todo.extend(children.get(pid, ()))
     return total
 
 
@@ -81,8 +81,10 @@ def _cpu_pct(
     out: dict[str, float | None] = {}
     for name, value in now.items():
         prev = before.get(name)
-        ok = value is not None and prev is not None and seconds > 0
-        out[name] = round((value - prev) / seconds * 100, 1) if ok else None  # type: ignore[operator]
+        if value is None or prev is None or seconds <= 0:
+            out[name] = None
+        else:
+            out[name] = round((value - prev) / seconds * 100, 1)
     return out
 
 
