@@ -10,10 +10,12 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import sqlalchemy as sa
 from ingest_helpers import PRICECAST, count_ticks, service_env, wait_for
 from sqlalchemy.engine import Engine
 
+from services.common import infra
 from services.common.config import Settings
 from services.ingestion.backfill import writer_backlog
 from services.ingestion.producer import TickPublisher
@@ -21,12 +23,33 @@ from services.ingestion.validation import Tick
 
 
 def spawn_writer(settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    port = infra.free_port()
+    proc = subprocess.Popen(
         [*PRICECAST, "ingest", "--role", "writer"],
-        env=service_env(settings, PRICECAST_WRITER_BATCH_SIZE="300", **env),
+        env=service_env(
+            settings,
+            PRICECAST_WRITER_BATCH_SIZE="300",
+            PRICECAST_INGEST_HEALTH_PORT=str(port),
+            **env,
+        ),
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
+    _HEALTH_PORTS[proc.pid] = port
+    return proc
+
+
+_HEALTH_PORTS: dict[int, int] = {}  # writer pid -> its health port
+
+
+async def _serving(proc: subprocess.Popen[bytes]) -> bool:
+    """The writer answers ``/health``: it is past start-up, its SIGTERM handler installed."""
+    url = f"http://127.0.0.1:{_HEALTH_PORTS[proc.pid]}/health"
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            return (await client.get(url)).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 async def produce(publisher: TickPublisher, tag: str, n: int) -> int:
@@ -52,7 +75,12 @@ def no_duplicates(engine: Engine) -> bool:
 
 
 async def finish(proc: subprocess.Popen[bytes], settings: Settings, engine: Engine, n: int) -> None:
-    """Let a healthy writer catch up, then stop it with SIGTERM (must exit 0)."""
+    """Let a healthy writer catch up, then stop it with SIGTERM (must exit 0).
+
+    The earlier writers of a test may have stored and committed everything already, so the
+    new one is first waited for: a SIGTERM during the interpreter's start-up, before the
+    service installs its handler, kills any Python process (-15)."""
+    await wait_for(lambda: _serving(proc), 60, "the writer serving /health")
     await wait_for(lambda: count_ticks(engine, "symbol LIKE 'K%'") == n, 60, f"{n} stored")
     await wait_for(lambda: _backlog_zero(settings), 30, "offsets committed")
     proc.send_signal(signal.SIGTERM)
