@@ -7,12 +7,13 @@ import asyncio
 import random
 import signal
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import sqlalchemy as sa
 from ingest_helpers import PRICECAST, count_ticks, service_env, wait_for
+from service_process import wait_serving
 from sqlalchemy.engine import Engine
 
 from services.common import infra
@@ -22,7 +23,13 @@ from services.ingestion.producer import TickPublisher
 from services.ingestion.validation import Tick
 
 
-def spawn_writer(settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]:
+@dataclass
+class Writer:
+    proc: subprocess.Popen[bytes]
+    health_port: int
+
+
+def spawn_writer(settings: Settings, log: Path, **env: str) -> Writer:
     port = infra.free_port()
     proc = subprocess.Popen(
         [*PRICECAST, "ingest", "--role", "writer"],
@@ -35,21 +42,7 @@ def spawn_writer(settings: Settings, log: Path, **env: str) -> subprocess.Popen[
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
-    _HEALTH_PORTS[proc.pid] = port
-    return proc
-
-
-_HEALTH_PORTS: dict[int, int] = {}  # writer pid -> its health port
-
-
-async def _serving(proc: subprocess.Popen[bytes]) -> bool:
-    """The writer answers ``/health``: it is past start-up, its SIGTERM handler installed."""
-    url = f"http://127.0.0.1:{_HEALTH_PORTS[proc.pid]}/health"
-    try:
-        async with httpx.AsyncClient(timeout=1.0) as client:
-            return (await client.get(url)).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return Writer(proc, port)
 
 
 async def produce(publisher: TickPublisher, tag: str, n: int) -> int:
@@ -74,13 +67,14 @@ def no_duplicates(engine: Engine) -> bool:
     return dup == 0
 
 
-async def finish(proc: subprocess.Popen[bytes], settings: Settings, engine: Engine, n: int) -> None:
+async def finish(writer: Writer, settings: Settings, engine: Engine, n: int) -> None:
     """Let a healthy writer catch up, then stop it with SIGTERM (must exit 0).
 
     The earlier writers of a test may have stored and committed everything already, so the
     new one is first waited for: a SIGTERM during the interpreter's start-up, before the
     service installs its handler, kills any Python process (-15)."""
-    await wait_for(lambda: _serving(proc), 60, "the writer serving /health")
+    proc = writer.proc
+    await wait_serving(writer.health_port, proc, "the writer")
     await wait_for(lambda: count_ticks(engine, "symbol LIKE 'K%'") == n, 60, f"{n} stored")
     await wait_for(lambda: _backlog_zero(settings), 30, "offsets committed")
     proc.send_signal(signal.SIGTERM)
@@ -96,14 +90,13 @@ async def test_sigkill_after_db_commit_before_offset_commit(
 ) -> None:
     produced = await produce(publisher, "A", 3000)
     log = tmp_path / "writer.log"
-    proc = spawn_writer(ing_settings, log, PRICECAST_WRITER_CRASH_AT="after_db_commit:3")
+    proc = spawn_writer(ing_settings, log, PRICECAST_WRITER_CRASH_AT="after_db_commit:3").proc
     assert await asyncio.to_thread(proc.wait, 60) == -signal.SIGKILL, log.read_text()
     stored_at_crash = count_ticks(clean_db, "symbol LIKE 'K%'")
     assert stored_at_crash >= 3 * 1  # three batches committed in the database ...
     # ... but the last batch's offsets were not: it will be delivered again.
     assert await writer_backlog(ing_settings) > produced - stored_at_crash
-    proc = spawn_writer(ing_settings, log)
-    await finish(proc, ing_settings, clean_db, produced)
+    await finish(spawn_writer(ing_settings, log), ing_settings, clean_db, produced)
     assert count_ticks(clean_db, "symbol LIKE 'K%'") == produced
     assert no_duplicates(clean_db)
     assert "crash hook: SIGKILL at after_db_commit" in log.read_text()
@@ -119,7 +112,7 @@ async def test_sigkill_at_random_points_then_restart(
     for round_, point in enumerate(points):
         produced += await produce(publisher, f"R{round_}", 2500)
         extra = {"PRICECAST_WRITER_CRASH_AT": point} if point else {}
-        proc = spawn_writer(ing_settings, log, **extra)
+        proc = spawn_writer(ing_settings, log, **extra).proc
         if point:
             assert await asyncio.to_thread(proc.wait, 60) == -signal.SIGKILL
         else:
@@ -128,8 +121,7 @@ async def test_sigkill_at_random_points_then_restart(
             proc.kill()
             await asyncio.to_thread(proc.wait, 10)
         assert count_ticks(clean_db, "symbol LIKE 'K%'") <= produced
-    proc = spawn_writer(ing_settings, log)
-    await finish(proc, ing_settings, clean_db, produced)
+    await finish(spawn_writer(ing_settings, log), ing_settings, clean_db, produced)
     assert count_ticks(clean_db, "symbol LIKE 'K%'") == produced
     assert no_duplicates(clean_db)
 
@@ -139,7 +131,7 @@ async def test_sigterm_finishes_the_batch_commits_and_exits_zero(
 ) -> None:
     produced = await produce(publisher, "T", 20_000)
     log = tmp_path / "writer.log"
-    proc = spawn_writer(ing_settings, log)
+    proc = spawn_writer(ing_settings, log).proc
     await wait_for(lambda: count_ticks(clean_db, "symbol LIKE 'K%'") > 0, 60, "writing started")
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 30) == 0, log.read_text()

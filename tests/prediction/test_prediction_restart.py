@@ -18,6 +18,7 @@ from prediction_helpers import (
     store_ticks,
     wait_until,
 )
+from service_process import wait_serving
 from sqlalchemy.engine import Engine
 
 from services.common import infra
@@ -48,20 +49,6 @@ def _spawn(s: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "services.cli", "predict"], env=env, stdout=out, stderr=out
     )
-
-
-async def _wait_ready(port: int, proc: subprocess.Popen[bytes], limit_s: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + limit_s
-    async with httpx.AsyncClient() as client:
-        while asyncio.get_running_loop().time() < deadline:
-            assert proc.poll() is None, "prediction service exited"
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("prediction service did not answer /health")
 
 
 def _forecasts(port: int) -> int:
@@ -95,7 +82,7 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
     log = tmp_path / "predict.log"
     proc = _spawn(s, port, log)
     try:
-        await _wait_ready(port, proc)
+        await wait_serving(port, proc, "prediction service")
         # the first bar, until the consumer has joined its group and forecasts
         first = bar_ticks(0)
         store_ticks(clean_db, first)
@@ -122,7 +109,7 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
 
         second_run = log.stat().st_size
         proc = _spawn(s, port, log)
-        await _wait_ready(port, proc)
+        await wait_serving(port, proc, "prediction service")
         deadline = asyncio.get_running_loop().time() + 60
         while _complete(clean_db, bars) < len(SYMBOLS) * BARS:
             assert asyncio.get_running_loop().time() < deadline, (
