@@ -50,8 +50,9 @@ def _slope_per_hour(points: list[tuple[float, float]]) -> float:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_s(root: int) -> float | None:
-    """CPU seconds (user + system) of ``root`` and its descendants, from /proc."""
+def _cpu_s(roots: dict[str, int | None]) -> dict[str, float | None]:
+    """CPU seconds (user + system) of each root process and its descendants: one read of
+    /proc for all of them."""
     children: dict[int, list[int]] = {}
     used: dict[int, float] = {}
     for entry in os.scandir("/proc"):
@@ -65,14 +66,18 @@ def _cpu_s(root: int) -> float | None:
         pid = int(entry.name)
         children.setdefault(int(fields[1]), []).append(pid)
         used[pid] = (int(fields[11]) + int(fields[12])) / _TICK
-    if root not in used:
-        return None
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += used.get(pid, 0.0)
-        todo.extend(children.get(pid, ()))
-    return total
+    out: dict[str, float | None] = {}
+    for name, root in roots.items():
+        if root is None or root not in used:
+            out[name] = None
+            continue
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            total += used.get(pid, 0.0)
+            todo.extend(children.get(pid, ()))
+        out[name] = total
+    return out
 
 
 def _cpu_pct(
@@ -114,7 +119,7 @@ def soak(minutes: float, rate: float) -> dict[str, Any]:
             now_rss = {n: stack.services[n].rss_mb() for n in SERVICES}
             pids = {n: stack.services[n].pid for n in SERVICES}
             pids["broker"] = stack.broker.broker.proc.pid
-            cpu_now = {n: (_cpu_s(pid) if pid else None) for n, pid in pids.items()}
+            cpu_now = _cpu_s(pids)
             cpu = _cpu_pct(cpu_now, cpu_before, time.monotonic() - cpu_at)
             cpu_before, cpu_at = cpu_now, time.monotonic()
             lag = stack.lag()
