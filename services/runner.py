@@ -7,6 +7,11 @@
 5. demo history through the normal ingestion path when the database is empty;
 6. once the API answers: ``API: ...`` and ``TOKEN: ...`` lines, token in ``.pricecast/demo-token``;
 7. Ctrl-C or SIGTERM stops the services, then the infrastructure it started.
+
+Every child runs in a process group of its own: a terminal sends Ctrl-C's SIGINT to its whole
+foreground group, and a broker or worker pool that died at that moment beside the services
+would fill the output with connection errors. Only the runner gets it, and stops the rest in
+order: the services with SIGTERM (each stops its own worker pool), then the infrastructure.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class Stack:
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=infra._die_with_parent,
+            process_group=0,  # a terminal's Ctrl-C reaches the runner only (see main)
         )
         log.info("started %s (pid %d), log %s", name, proc.pid, out.name)
         return proc
@@ -136,6 +142,7 @@ def mint_token(env: dict[str, str]) -> str:
         check=True,
         capture_output=True,
         text=True,
+        process_group=0,
     )
     return out.stdout.strip().splitlines()[-1]
 

@@ -71,7 +71,14 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 def spawn(argv: list[str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    # A group of its own: a terminal's Ctrl-C must not stop it before the services that use it.
+    return subprocess.Popen(
+        argv,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+        process_group=0,
+    )
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from services.common.config import Settings, get_settings
-from services.ingestion.offsets import group_backlog
+from services.ingestion.offsets import behind, end_offsets, group_backlog
 from services.ingestion.producer import TickPublisher
 from services.ingestion.sources.base import RawTick
 from services.ingestion.sources.csv_replay import read_rows
@@ -160,10 +160,13 @@ async def writer_backlog(settings: Settings) -> int:
 
 
 async def wait_until_stored(settings: Settings, timeout_s: float = 600.0) -> bool:
-    """True once the writer group has committed everything on ``prices`` (i.e. stored it)."""
+    """True once the writer group has committed (so stored) everything published on
+    ``prices`` before this call: the end offsets are taken now and the wait is for the group
+    to pass them, not for an idle topic, which a running live feed never leaves."""
+    targets = await end_offsets(settings, settings.topic_prices)
     deadline = time.monotonic() + timeout_s
     while True:
-        if await writer_backlog(settings) == 0:
+        if await behind(settings, settings.consumer_group_writer, targets) == 0:
             return True
         if time.monotonic() > deadline:
             return False

@@ -32,6 +32,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
 import time
 import traceback
@@ -108,7 +109,11 @@ def run_tasks(tasks: Sequence[ArimaTask], policy: SelectionPolicy) -> list[TaskR
 
 def _init_worker() -> None:
     """Exit with the parent: a worker blocks on its task queue, which it holds both ends
-    of, so it would outlive a service killed with SIGKILL (OOM killer, a test) forever."""
+    of, so it would outlive a service killed with SIGKILL (OOM killer, a test) forever.
+
+    A worker ignores SIGINT: a terminal's Ctrl-C reaches the service's whole process group,
+    and the service, not the signal, ends its pool (``close``), after the work in flight."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is None:
         return

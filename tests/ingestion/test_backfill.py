@@ -79,3 +79,43 @@ async def test_cli_csv_backfill_with_writer(
     )
     assert out.returncode == 0, out.stderr
     assert count_ticks(clean_db, "symbol = 'CSV-USD'") == 30
+
+
+async def test_wait_until_stored_ends_while_a_live_feed_keeps_publishing(
+    ing_settings: Settings, clean_db: Engine, start_writer: object, publisher: object
+) -> None:
+    """Issue 22: the wait is for what was published before it, not for an idle topic."""
+    from datetime import UTC, datetime
+
+    from services.ingestion.producer import TickPublisher
+
+    assert isinstance(publisher, TickPublisher)
+    await start_writer()  # type: ignore[operator]
+    feeding = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def live_feed() -> None:
+        price = 100.0
+        while not stop.is_set():
+            tick = {
+                "symbol": "LIVE-USD",
+                "ts": datetime.now(UTC).isoformat(),
+                "price": price,
+                "volume": 1.0,
+                "source": "synthetic",
+            }
+            await publisher.validate_and_publish([tick], "live")
+            feeding.set()
+            price += 0.01
+            await asyncio.sleep(0.005)
+
+    feed = asyncio.create_task(live_feed())
+    try:
+        await asyncio.wait_for(feeding.wait(), 20)
+        published = await load_history(ing_settings, {"HIC-USD": 5})
+        assert await wait_until_stored(ing_settings, 60)
+        assert count_ticks(clean_db, "symbol = 'HIC-USD'") == published
+        assert not feed.done()  # the feed ran throughout
+    finally:
+        stop.set()
+        await feed
