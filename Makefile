@@ -7,16 +7,32 @@ PIP := $(VENV)/bin/pip
 BENCH ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test tools lint fmt bench install test-faults soak status doctor kafka-topics kafka-lag db-shell redis-cli clean
+.PHONY: run test tools lint fmt bench install lock test-faults soak status doctor kafka-topics kafka-lag db-shell redis-cli clean
 
-$(VENV)/.installed: pyproject.toml
+# The locked set (requirements/*.txt, pip-compile with hashes; `make lock` refreshes it):
+# torch 2.13.0 (CPU build) first, on its own (see requirements/README.md), then exactly the
+# pinned and hashed development set, then the project itself without resolving anything.
+PIP_VERSION := 26.3
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+	--unsafe-package torch
+
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q pip==$(PIP_VERSION)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,embedded]'
+	$(PIP) install -q --require-hashes -r requirements/dev.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed
+
+# Re-resolve the lock from pyproject.toml, keeping every pin that still satisfies it
+# (`make lock LOCK_UPGRADE=--upgrade` moves everything to the newest releases).
+LOCK_UPGRADE ?=
+lock: install
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_UPGRADE) -o requirements/runtime.txt pyproject.toml
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_UPGRADE) --extra dev --extra embedded \
+		-c requirements/runtime.txt -o requirements/dev.txt pyproject.toml
 
 run: install
 	$(VENV)/bin/pricecast run

@@ -65,6 +65,13 @@ def test_cpu_torch_pinned_like_the_project() -> None:
     assert 'torch==2.13.0"' in (ROOT / "pyproject.toml").read_text()
 
 
+def test_image_installs_the_locked_set_with_hashes() -> None:
+    body = DOCKERFILE.read_text()
+    assert "pip install --require-hashes -r requirements/runtime.txt" in body
+    assert "pip install --no-deps -e ." in body
+    assert "!requirements/runtime.txt" in (ROOT / ".dockerignore").read_text().splitlines()
+
+
 def test_dockerignore_keeps_context_small_and_secret_free() -> None:
     lines = [
         line.strip()
