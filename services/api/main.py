@@ -6,7 +6,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,17 +14,10 @@ from services import __version__
 from services.api.core.errors import install_error_handlers
 from services.api.core.middleware import ApiMiddleware
 from services.api.core.security import SCOPES
+from services.api.health import DataReport, api_health_router
 from services.api.routes import assets, auth, bars, models, predictions, well_known
 from services.api.state import ApiState
 from services.common.config import Settings, get_settings
-from services.common.health import (
-    Check,
-    CheckResult,
-    check_database,
-    check_kafka,
-    check_redis,
-    health_router,
-)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models.router,
     ):
         app.include_router(router)
-    app.include_router(_health(state))
+    # The data report of /health/detailed; a stream hub attaches its numbers (``.streams``).
+    app.state.data_report = DataReport(state)
+    app.include_router(api_health_router(state, app.state.data_report))
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
@@ -85,37 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         slow_request_ms=settings.slow_request_ms,
     )
     return app
-
-
-def _health(state: ApiState) -> Any:
-    settings = state.settings
-
-    async def database() -> CheckResult:
-        return await check_database(state.engine)
-
-    async def redis() -> CheckResult:
-        return await check_redis(state.redis)
-
-    async def kafka() -> CheckResult:
-        return await check_kafka(settings.kafka_bootstrap_servers)
-
-    checks: dict[str, Check] = {"database": database, "redis": redis}
-    if settings.kafka_configured:
-        checks["kafka"] = kafka
-    return health_router(checks, critical={"database"}, extra=_extra(state))
-
-
-def _extra(state: ApiState) -> Any:
-    async def extra() -> dict[str, Any]:
-        return {
-            "api": {
-                "redis_fallback_active": not state.gate.redis_usable,
-                "signing_kid": state.tokens.keys.signing_kid,
-                "accepted_kids": sorted(state.tokens.keys.verify_keys),
-            }
-        }
-
-    return extra
 
 
 def app_from_env() -> FastAPI:

@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     api_miss_cache_ttl_s: int = 60  # TTL of what the API re-caches after a miss (0: never)
     api_local_cache_ms: int = 250  # in-process copy of Redis reads (0: off); bounds staleness
     api_sync_interval_ms: int = 100  # rate-limit counts and deny-list synced with Redis
+    # /health/detailed: each check and the data report are bounded by this budget; the data
+    # report (lag, ages, champions: Kafka and database reads) is reused for health_data_cache_s
+    health_budget_s: float = Field(0.8, gt=0, le=5)
+    health_data_cache_s: float = Field(3.0, ge=0)
 
     # --- doctor (operations) -----------------------------------------------------------
     doctor_check_timeout_s: float = 5.0  # every check is bounded by this (GPU probe: x4)

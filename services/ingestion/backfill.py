@@ -28,7 +28,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from services.common.config import Settings, get_settings
-from services.ingestion.offsets import behind, end_offsets, group_backlog
+from services.common.offsets import behind, end_offsets, group_backlog
 from services.ingestion.producer import TickPublisher
 from services.ingestion.sources.base import RawTick
 from services.ingestion.sources.csv_replay import read_rows
