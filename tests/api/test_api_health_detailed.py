@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -30,14 +29,16 @@ SYMBOL = "FEED-USD"
 
 
 @pytest.fixture
-def feed_settings(api_settings: Settings) -> Settings:
-    tag = uuid.uuid4().hex[:8]
+def feed_settings(isolated_settings: Settings, api_settings: Settings) -> Settings:
+    """The API's settings on topics and consumer groups of the test's own."""
+    own = {
+        k: getattr(isolated_settings, k)
+        for k in ("topic_prices", "topic_prices_dlq", "consumer_group_writer")
+    }
     return api_settings.model_copy(
         update={
-            "topic_prices": f"prices-{tag}",
-            "topic_prices_dlq": f"prices.dlq-{tag}",
-            "consumer_group_writer": f"price-consumer-{tag}",
-            "consumer_group_prediction": f"prediction-engine-{tag}",
+            **own,
+            "consumer_group_prediction": isolated_settings.consumer_group_prediction,
             "ingest_sources": "synthetic",
             "ingest_symbols": SYMBOL,
             "synthetic_interval_s": 0.2,

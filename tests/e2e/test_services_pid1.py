@@ -67,7 +67,7 @@ async def test_service_as_pid_1_stops_cleanly_on_sigterm(
         }
     )
     argv = ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "services.cli"]
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - the test waits on it, nothing else runs
         [*argv, service],
         env=env,
         stdout=subprocess.PIPE,
