@@ -9,8 +9,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +216,44 @@ def metric_value(base_url: str, name: str, **labels: str) -> float:
             continue
         total += float(value)
     return total
+
+
+# --- Alertmanager's API ------------------------------------------------------------------
+
+
+@contextmanager
+def shipped_alertmanager(workdir: Path) -> Iterator[Server]:
+    """Alertmanager with the shipped config, its webhooks pointed at a WebhookLog."""
+    webhook = WebhookLog.start()
+    try:
+        config = write_yaml(workdir / "alertmanager.yml", alertmanager_config_for_test(webhook.url))
+        server = start_alertmanager(config, workdir)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        webhook.stop()
+
+
+def post_alerts(
+    server: Server, *alerts: dict[str, str], started_ago_s: float = 0.0, runbook: str = ""
+) -> None:
+    """Post firing alerts (ending in 10 minutes) to Alertmanager's API, as Prometheus does."""
+    now = datetime.now(UTC)
+    body = [
+        {
+            "labels": labels,
+            "annotations": {"summary": "test", "runbook": runbook},
+            "startsAt": (now - timedelta(seconds=started_ago_s)).isoformat(),
+            "endsAt": (now + timedelta(minutes=10)).isoformat(),
+        }
+        for labels in alerts
+    ]
+    assert httpx.post(f"{server.url}/api/v2/alerts", json=body, timeout=5).status_code == 200
+
+
+def held_alerts(server: Server) -> list[dict[str, Any]]:
+    """Every alert Alertmanager holds, with its status (``inhibitedBy``, ``silencedBy``)."""
+    alerts: list[dict[str, Any]] = httpx.get(f"{server.url}/api/v2/alerts", timeout=5).json()
+    return alerts

@@ -4,19 +4,10 @@ posted to its API, and what it reports as inhibited."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-from monitoring_process import (
-    Server,
-    WebhookLog,
-    alertmanager_config_for_test,
-    start_alertmanager,
-    wait_until,
-    write_yaml,
-)
+from monitoring_process import Server, held_alerts, post_alerts, shipped_alertmanager, wait_until
 
 CASES = [
     # (source alert labels, target alert labels, inhibited?)
@@ -51,18 +42,12 @@ CASES = [
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[Server]:
     """One per case: the alerts of one case must not inhibit another's."""
-    tmp = tmp_path
-    webhook = WebhookLog.start()
-    server = start_alertmanager(
-        write_yaml(tmp / "alertmanager.yml", alertmanager_config_for_test(webhook.url)), tmp
-    )
-    yield server
-    server.stop()
-    webhook.stop()
+    with shipped_alertmanager(tmp_path) as server:
+        yield server
 
 
 def _inhibited(server: Server, labels: dict[str, str]) -> bool | None:
-    for alert in httpx.get(f"{server.url}/api/v2/alerts", timeout=5).json():
+    for alert in held_alerts(server):
         if alert["labels"] == labels:
             return bool(alert["status"]["inhibitedBy"])
     return None
@@ -72,12 +57,7 @@ def _inhibited(server: Server, labels: dict[str, str]) -> bool | None:
 def test_inhibition(
     alertmanager: Server, source: dict[str, str], target: dict[str, str], inhibited: bool
 ) -> None:
-    now = datetime.now(UTC)
-    body = [
-        {"labels": labels, "endsAt": (now + timedelta(minutes=10)).isoformat()}
-        for labels in (source, target)
-    ]
-    assert httpx.post(f"{alertmanager.url}/api/v2/alerts", json=body, timeout=5).status_code == 200
+    post_alerts(alertmanager, source, target)
     got = wait_until(
         lambda: (state := _inhibited(alertmanager, target)) is not None and (state,),
         10,

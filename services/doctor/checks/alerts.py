@@ -57,9 +57,9 @@ def firing(ctx: Context) -> Finding:
     if not url:
         return Finding(
             name,
-            "skip",
-            "PRICECAST_ALERTMANAGER_URL is not set: firing alerts not read",
-            "set it to Alertmanager's URL (compose: http://alertmanager:9093)",
+            "ok",
+            "PRICECAST_ALERTMANAGER_URL is not set: firing alerts not read (set it to "
+            "Alertmanager's URL, compose: http://alertmanager:9093, to see them here)",
         )
     label = am_label(url)
     try:
