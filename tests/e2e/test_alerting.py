@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from monitoring_process import (
     RULES_DIR,
     Server,
@@ -212,9 +213,15 @@ def test_stale_feed_alert_reaches_the_webhook_once_then_resolves(stack: Stack) -
 
     stopped = time.monotonic()  # the SIGTERM: the feed's last tick is at most 0.5 s older
     stack.sources.stop()
-    firing = wait_until(
-        lambda: _one_per_symbol(stack.webhook, "firing"), 60, "a firing notification per symbol"
-    )
+    in_prometheus: dict[str, float] = {}  # symbol -> when Prometheus first showed it firing
+
+    def notified() -> dict[str, Any] | None:
+        now = time.monotonic()
+        for s in stack.query(f'ALERTS{{alertname="{ALERT}", alertstate="firing"}}'):
+            in_prometheus.setdefault(s["metric"]["symbol"], now)
+        return _one_per_symbol(stack.webhook, "firing")
+
+    firing = wait_until(notified, 60, "a firing notification per symbol")
     for symbol, note in firing.items():
         body = note.body
         assert body["receiver"] == "warning", body  # routed by severity
@@ -222,6 +229,7 @@ def test_stale_feed_alert_reaches_the_webhook_once_then_resolves(stack: Stack) -
         assert [a["labels"]["symbol"] for a in body["alerts"]] == [symbol]
         assert body["alerts"][0]["labels"]["severity"] == "warning"
     first = {s: round(n.at - stopped, 2) for s, n in firing.items()}
+    prom = {s: round(t - stopped, 2) for s, t in in_prometheus.items()}
 
     # Cooldown: Prometheus re-sends the firing alerts every second and Alertmanager looks at
     # both groups again every group_interval (each look is one notification-log query); no
@@ -261,10 +269,25 @@ def test_stale_feed_alert_reaches_the_webhook_once_then_resolves(stack: Stack) -
 
     others = sorted({n.alertname for n in stack.webhook.received} - {ALERT})
     print(
-        f"\nstale-feed alert: feed stopped -> webhook firing: {first} s "
+        f"\nstale-feed alert: feed stopped -> firing in Prometheus: {prom} s, "
+        f"-> webhook: {first} s "
         f"(PRICECAST_STALE_AFTER_S={STALE_AFTER_S}, for {FOR}, scrape/eval 1s, group_wait "
         f"{GROUP_WAIT}); {resent:g} re-sends and {looks} group looks after it, 1 notification "
         f"per group; feed resumed -> resolved: "
         f"{ {s: round(n.at - resumed, 2) for s, n in resolved.items()} } s "
         f"(includes the feed process start-up); other alerts notified: {others or 'none'}"
     )
+
+
+def test_the_rule_copy_differs_from_the_shipped_rules_only_in_for() -> None:
+    for path in sorted(RULES_DIR.glob("*.yaml")):
+        shipped = yaml.safe_load(path.read_text())
+        copy = rules_with_for(path, FOR)
+        changed = 0
+        for group, copied in zip(shipped["groups"], copy["groups"], strict=True):
+            for rule, twin in zip(group["rules"], copied["rules"], strict=True):
+                if "for" in rule:
+                    changed += twin["for"] == FOR
+                    rule, twin = {**rule, "for": None}, {**twin, "for": None}
+                assert rule == twin, path.name
+        assert changed, f"{path.name}: no `for:` rewritten"
