@@ -303,6 +303,23 @@ def test_dev_monitoring_runs_alertmanager_with_the_shipped_config() -> None:
     assert {"pricecast.io/dependency-client": "true"} in allowed_from
 
 
+def test_dev_monitoring_runs_the_default_webhook_receiver() -> None:
+    manifests = overlay("dev")
+    spec = pod_spec(find(manifests, "Deployment", "alert-webhook"))
+    (container,) = spec["containers"]
+    script = ROOT / "ops" / "alertmanager" / "webhook_log.py"
+    assert container["command"][:2] == ["python", f"/opt/alert-webhook/{script.name}"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "script")
+    cm = find(manifests, "ConfigMap", volume["configMap"]["name"])
+    assert cm["data"][script.name] == script.read_text()
+    port = container["command"][container["command"].index("--port") + 1]
+    service = find(manifests, "Service", "alert-webhook")
+    assert str(service["spec"]["ports"][0]["port"]) == port
+    config = yaml.safe_load((ROOT / "ops/alertmanager/alertmanager.yml").read_text())
+    urls = {h["url"] for r in config["receivers"] for h in r.get("webhook_configs", [])}
+    assert urls == {f"http://alert-webhook:{port}/alerts"}
+
+
 def _prometheus_config(manifests: list[dict[str, object]]) -> str:
     spec = pod_spec(find(manifests, "Deployment", "prometheus"))
     return next(str(v["configMap"]["name"]) for v in spec["volumes"] if v["name"] == "config")
