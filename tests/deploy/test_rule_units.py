@@ -33,6 +33,18 @@ def test_promtool_checks_the_rule_files() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_promtool_checks_the_compose_prometheus_config() -> None:
+    """(Debian's promtool is built without Kubernetes discovery, so the k8s one is not checked
+    here; tests/deploy/test_manifests.py checks its alerting target.)"""
+    proc = subprocess.run(
+        [tool("promtool"), "check", "config", str(ROOT / "ops" / "prometheus" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_promtool_unit_tests_pass() -> None:
     files = unit_test_files()
     assert files, f"no unit tests in {TESTS_DIR}"
