@@ -68,7 +68,7 @@ class Server:
 
 
 def _start(name: str, argv: list[str], port: int, log: Path, ready_path: str) -> Server:
-    proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    proc = infra.spawn(argv, log)  # SIGTERMed if the test process dies
     server = Server(name, proc, port, log)
 
     def ready() -> bool:
