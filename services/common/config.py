@@ -154,6 +154,8 @@ class Settings(BaseSettings):
     doctor_cache_hit_min: float = 0.8  # Redis keyspace hit rate below this warns
     doctor_cache_min_lookups: int = 100  # fewer lookups are too few to judge a hit rate
     doctor_aggregate_lag_s: float = 300.0  # bars this far behind raw ticks warn
+    # Alertmanager's base URL (http://alertmanager:9093): doctor reports the firing alerts.
+    alertmanager_url: str = Field("", pattern=r"^(https?://\S+)?$")
 
     @property
     def kafka_configured(self) -> bool:

@@ -27,6 +27,11 @@ WRITER_BATCH_SECONDS = Histogram(
     "pricecast_writer_batch_seconds", "Writer batch: DB write + commit", buckets=_LATENCY_BUCKETS
 )
 TICK_AGE = Gauge("pricecast_tick_age_seconds", "Age of the newest tick", ["symbol"])
+# The process's PRICECAST_STALE_AFTER_S, beside the ages: the stale-data alert compares the two,
+# so the alert and `pricecast doctor` use one threshold.
+STALE_AFTER = Gauge(
+    "pricecast_stale_after_seconds", "Tick age above which a symbol is stale (setting)"
+)
 CONSUMER_LAG = Gauge("pricecast_consumer_lag", "Kafka consumer lag (messages)", ["group"])
 CONSUMER_OFFSET_RESETS = Counter(
     "pricecast_consumer_offset_resets_total",
@@ -98,6 +103,7 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     TICKS_WRITTEN,
     WRITER_BATCH_SECONDS,
     TICK_AGE,
+    STALE_AFTER,
     CONSUMER_LAG,
     CONSUMER_OFFSET_RESETS,
     UPSTREAM_ERRORS,

@@ -14,7 +14,7 @@ from functools import partial
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from services.common.metrics import TICK_AGE
+from services.common.metrics import STALE_AFTER, TICK_AGE
 
 NEWEST_SQL = sa.text(
     "SELECT a.symbol, (SELECT max(p.ts) FROM price_ticks p WHERE p.symbol = a.symbol) AS newest"
@@ -25,6 +25,7 @@ NEWEST_SQL = sa.text(
 class StalenessTracker:
     def __init__(self, stale_after_s: float) -> None:
         self.stale_after_s = stale_after_s
+        STALE_AFTER.set(stale_after_s)
         self._newest: dict[str, float] = {}  # symbol -> epoch seconds
 
     def observe(self, symbol: str, ts: datetime) -> None:

@@ -27,7 +27,8 @@ def test_rule_file_is_valid() -> None:
     ("metric", "threshold_hint"),
     [
         ("pricecast_consumer_lag", ">"),  # consumer lag
-        ("pricecast_tick_age_seconds", "> 300"),  # tick staleness
+        # tick staleness: against the process's PRICECAST_STALE_AFTER_S (default 300 s)
+        ("pricecast_tick_age_seconds", "> on(job, instance) group_left() pricecast_stale_"),
         ("pricecast_http_request_duration_seconds_bucket", "> 0.5"),  # API p99 > 500 ms
         ("pricecast_http_requests_total", "> 0.01"),  # error rate > 1%
         ("pricecast_cache_requests_total", "< 0.8"),  # cache hit rate < 80%

@@ -97,7 +97,7 @@ def compose() -> dict[str, Any]:
 def test_compose_has_the_full_stack() -> None:
     services = compose()["services"]
     wanted = {"timescaledb", "kafka", "redis", "migrate", "api", "ingestion", "prediction"}
-    assert wanted | {"prometheus", "grafana"} <= set(services)
+    assert wanted | {"prometheus", "alertmanager", "alert-webhook", "grafana"} <= set(services)
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
     kafka_env = services["kafka"]["environment"]
     assert kafka_env["KAFKA_PROCESS_ROLES"] == "broker,controller", "KRaft, no ZooKeeper"
@@ -146,3 +146,44 @@ def test_compose_mounts_shared_monitoring_files() -> None:
     }
     assert {"api:8000", "ingestion:9101", "prediction:9102"} <= targets
     assert config["rule_files"] == ["/etc/prometheus/rules/*.yaml"]
+
+
+def test_compose_alertmanager_uses_the_shared_config_and_secret_files() -> None:
+    services = compose()["services"]
+    am = services["alertmanager"]
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in am["volumes"]}
+    assert volumes["/etc/alertmanager/alertmanager.yml"] == "../ops/alertmanager/alertmanager.yml"
+    assert volumes["/etc/alertmanager/templates"] == "../ops/alertmanager/templates"
+    assert volumes["/etc/alertmanager/secrets"].startswith("./")  # files, git-ignored
+    assert "docker/alertmanager-secrets/" in (ROOT / ".gitignore").read_text()
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in am["command"]
+    assert "--cluster.listen-address=" in am["command"], "one instance: no gossip port"
+    assert not any(k in str(am.get("environment", {})) for k in ("api_url", "PASSWORD"))
+    # Prometheus sends its alerts there; the services' doctor reads them from there.
+    config = yaml.safe_load((ROOT / "ops/prometheus/prometheus.yml").read_text())
+    targets = [
+        t
+        for am_cfg in config["alerting"]["alertmanagers"]
+        for sc in am_cfg["static_configs"]
+        for t in sc["targets"]
+    ]
+    assert targets == ["alertmanager:9093"]
+    port = am["ports"][0].rsplit(":", 1)[1]
+    assert port == "9093"
+    env = services["api"]["environment"]
+    assert env["PRICECAST_ALERTMANAGER_URL"] == "http://alertmanager:9093"
+
+
+def test_compose_default_webhook_receiver_is_the_shipped_one() -> None:
+    services = compose()["services"]
+    hook = services["alert-webhook"]
+    assert hook["entrypoint"][:2] == ["python", "/opt/alert-webhook/webhook_log.py"]
+    assert (
+        "../ops/alertmanager/webhook_log.py:/opt/alert-webhook/webhook_log.py:ro"
+        in (hook["volumes"])
+    )
+    port = hook["entrypoint"][hook["entrypoint"].index("--port") + 1]
+    config = yaml.safe_load((ROOT / "ops/alertmanager/alertmanager.yml").read_text())
+    urls = {h["url"] for r in config["receivers"] for h in r.get("webhook_configs", [])}
+    assert urls == {f"http://alert-webhook:{port}/alerts"}
+    assert hook["read_only"] is True and hook["cap_drop"] == ["ALL"]

@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 from _deploy import (
     K8S,
     OVERLAYS,
+    ROOT,
     by_kind,
     containers,
     find,
@@ -253,3 +255,71 @@ def test_dev_monitoring_mounts_rules_and_dashboard() -> None:
                 assert vol["configMap"]["name"] in config_maps, (deploy, vol)
     assert "pricecast.yaml" in find(manifests, "ConfigMap", "pricecast-prometheus-rules")["data"]
     assert "pricecast.json" in find(manifests, "ConfigMap", "pricecast-grafana-dashboards")["data"]
+
+
+def test_dev_monitoring_runs_alertmanager_with_the_shipped_config() -> None:
+    manifests = overlay("dev")
+    deploy = find(manifests, "Deployment", "alertmanager")
+    spec = pod_spec(deploy)
+    (container,) = spec["containers"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "--cluster.listen-address=" in container["args"], "one replica: no gossip port"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    config_file = next(a for a in container["args"] if a.startswith("--config.file="))
+    assert config_file == f"--config.file={mounts['config']}/alertmanager.yml"
+    cm = find(manifests, "ConfigMap", volumes["config"]["configMap"]["name"])
+    assert (
+        cm["data"]["alertmanager.yml"] == (ROOT / "ops/alertmanager/alertmanager.yml").read_text()
+    )
+    assert {i["path"] for i in volumes["config"]["configMap"]["items"]} == {
+        "alertmanager.yml",
+        "templates/pricecast.tmpl",
+    }
+    # Receiver secrets: files from an optional Secret, never rendered.
+    secret = volumes["secrets"]["secret"]
+    assert secret["secretName"] == "pricecast-alertmanager" and secret["optional"] is True
+    assert mounts["secrets"] == "/etc/alertmanager/secrets"
+    assert not by_kind(manifests, "Secret")
+    # Prometheus sends to the Service, and the network policies let it (and doctor) through.
+    service = find(manifests, "Service", "alertmanager")
+    prom = yaml.safe_load(
+        find(manifests, "ConfigMap", _prometheus_config(manifests))["data"]["prometheus.yml"]
+    )
+    targets = [
+        t
+        for a in prom["alerting"]["alertmanagers"]
+        for sc in a["static_configs"]
+        for t in sc["targets"]
+    ]
+    assert targets == [f"alertmanager:{service['spec']['ports'][0]['port']}"]
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(manifests, "NetworkPolicy")}
+    allowed_from = [
+        f["podSelector"]["matchLabels"] for f in policies["alertmanager"]["ingress"][0]["from"]
+    ]
+    assert {"app.kubernetes.io/name": "prometheus"} in allowed_from
+    assert {"pricecast.io/dependency-client": "true"} in allowed_from
+
+
+def test_dev_monitoring_runs_the_default_webhook_receiver() -> None:
+    manifests = overlay("dev")
+    spec = pod_spec(find(manifests, "Deployment", "alert-webhook"))
+    (container,) = spec["containers"]
+    script = ROOT / "ops" / "alertmanager" / "webhook_log.py"
+    assert container["command"][:2] == ["python", f"/opt/alert-webhook/{script.name}"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "script")
+    cm = find(manifests, "ConfigMap", volume["configMap"]["name"])
+    assert cm["data"][script.name] == script.read_text()
+    port = container["command"][container["command"].index("--port") + 1]
+    service = find(manifests, "Service", "alert-webhook")
+    assert str(service["spec"]["ports"][0]["port"]) == port
+    config = yaml.safe_load((ROOT / "ops/alertmanager/alertmanager.yml").read_text())
+    urls = {h["url"] for r in config["receivers"] for h in r.get("webhook_configs", [])}
+    assert urls == {f"http://alert-webhook:{port}/alerts"}
+
+
+def _prometheus_config(manifests: list[dict[str, object]]) -> str:
+    spec = pod_spec(find(manifests, "Deployment", "prometheus"))
+    return next(str(v["configMap"]["name"]) for v in spec["volumes"] if v["name"] == "config")

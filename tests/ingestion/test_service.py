@@ -51,6 +51,8 @@ async def test_service_runs_feed_and_writer_and_reports_health(
         assert detailed["writer"]["stored"] > 0
         assert 'pricecast_ticks_ingested_total{source="synthetic"}' in metrics
         assert 'pricecast_tick_age_seconds{symbol="SVA-USD"}' in metrics
+        # the stale-data alert's threshold, beside the ages (ops/prometheus/rules)
+        assert f"pricecast_stale_after_seconds {settings.stale_after_s}" in metrics
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 30) == 0

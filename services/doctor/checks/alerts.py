@@ -1,0 +1,103 @@
+"""Alertmanager: the alerts firing right now, when ``PRICECAST_ALERTMANAGER_URL`` is set."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from services.doctor.model import CheckSpec, Context, Finding, Status, describe
+
+SHOWN = 8  # alerts named in the evidence; the rest are counted
+
+
+def am_label(url: str) -> str:
+    """``scheme://host:port/path`` of the Alertmanager URL: never its credentials."""
+    u = urlsplit(url)
+    host = u.hostname or ""
+    port = f":{u.port}" if u.port else ""
+    return f"{u.scheme}://{host}{port}{u.path.rstrip('/')}"
+
+
+def fetch_alerts(url: str, timeout_s: float) -> list[dict[str, Any]]:
+    """Every alert Alertmanager holds (API v2), suppressed ones included."""
+    response = httpx.get(
+        url.rstrip("/") + "/api/v2/alerts",
+        headers={"Accept": "application/json"},
+        timeout=timeout_s,
+    )
+    response.raise_for_status()
+    body = response.json()
+    if not isinstance(body, list):
+        raise ValueError(f"expected a list of alerts, got {type(body).__name__}")
+    return [a for a in body if isinstance(a, dict)]
+
+
+def _describe_alert(alert: dict[str, Any], now: datetime) -> str:
+    labels: dict[str, str] = alert.get("labels", {})
+    keys = ("symbol", "group", "dependency", "job", "instance")
+    extra = ",".join(f"{k}={labels[k]}" for k in keys if k in labels)
+    name = labels.get("alertname", "?") + (f"{{{extra}}}" if extra else "")
+    text = f"{name} {labels.get('severity', '?')}"
+    try:
+        since = datetime.fromisoformat(str(alert.get("startsAt", "")).replace("Z", "+00:00"))
+        text += f" for {max(0, int((now - since).total_seconds())) // 60} min"
+    except ValueError:
+        pass
+    return text
+
+
+def firing(ctx: Context) -> Finding:
+    """Active alerts (not silenced, not inhibited): warn, or fail when one is critical."""
+    name = "alerts.firing"
+    url = ctx.settings.alertmanager_url
+    if not url:
+        return Finding(
+            name,
+            "ok",
+            "PRICECAST_ALERTMANAGER_URL is not set: firing alerts not read (set it to "
+            "Alertmanager's URL, compose: http://alertmanager:9093, to see them here)",
+        )
+    label = am_label(url)
+    try:
+        alerts = fetch_alerts(url, min(ctx.timeout_s * 0.7, 10.0))
+    except Exception as exc:  # noqa: BLE001 - the error is the evidence
+        return Finding(
+            name,
+            "fail",
+            f"{label}: {describe(exc)}",
+            "is Alertmanager running (kubectl -n pricecast get pods -l "
+            "app.kubernetes.io/name=alertmanager; docker compose ps alertmanager) and is "
+            "PRICECAST_ALERTMANAGER_URL its address? Without it no alert reaches anyone",
+        )
+    active = [a for a in alerts if a.get("status", {}).get("state") == "active"]
+    suppressed = len(alerts) - len(active)
+    now = datetime.now(UTC)
+    severities = Counter(a.get("labels", {}).get("severity", "none") for a in active)
+    data: dict[str, Any] = {
+        "url": label,
+        "firing": [a.get("labels", {}) for a in active],
+        "suppressed": suppressed,
+    }
+    quiet = f" ({suppressed} silenced or inhibited)" if suppressed else ""
+    if not active:
+        return Finding(name, "ok", f"no alert firing at {label}{quiet}", data=data)
+    shown = "; ".join(_describe_alert(a, now) for a in active[:SHOWN])
+    more = f"; and {len(active) - SHOWN} more" if len(active) > SHOWN else ""
+    counts = ", ".join(f"{n} {sev}" for sev, n in sorted(severities.items()))
+    runbooks = sorted({str(a.get("annotations", {}).get("runbook", "")) for a in active} - {""})
+    fix = "follow each alert's runbook" + (f": {runbooks[0]}" if runbooks else "")
+    fix += (
+        f"; list them with amtool alert query --alertmanager.url={label}; a known, "
+        "planned cause can be silenced (amtool silence add ... --duration 2h)"
+    )
+    status: Status = "fail" if severities.get("critical") else "warn"
+    return Finding(
+        name, status, f"{len(active)} firing ({counts}): {shown}{more}{quiet}", fix, data
+    )
+
+
+CHECKS = (CheckSpec("alerts.firing", firing, about="alerts firing in Alertmanager"),)
