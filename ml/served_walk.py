@@ -2,10 +2,11 @@
 
 The service scores a forecast when its target bar closes and feeds each level's hit or miss
 into the adaptive conformal state of (symbol, interval, horizon, level); the next forecast is
-built with that state. Here the same happens in order: before the forecast from origin ``o``
-every earlier forecast whose target is at or before ``o`` has been scored (so the update for
-horizon ``h`` runs ``h`` steps late, as live), then :func:`ml.serving.serve_forecast` answers
-with the current state. Origins with fewer days than the ARIMA minimum get no forecast and
+built with that state. Here the same happens in the service's order: when bar ``o`` closes
+the service first forecasts from it, then scores the forecasts that targeted it, so the
+forecast from origin ``o`` sees every earlier forecast whose target is before ``o`` (the
+update for horizon ``h`` runs ``h + 1`` steps late, as live); then
+:func:`ml.serving.serve_forecast` answers with the current state. Origins with fewer days than the ARIMA minimum get no forecast and
 are counted the way the API reports them (ERR_PRED_001 with required and available days).
 """
 
@@ -83,7 +84,7 @@ def served_walk_forward(
     champion: LoadedModel | None = None
     for i, t in enumerate(targets):
         origin = int(t) - horizon
-        while pending and targets[pending[0]] <= origin:
+        while pending and targets[pending[0]] < origin:
             j = pending.popleft()
             actual = y[targets[j]]
             for v, (lo, hi) in bands.items():
