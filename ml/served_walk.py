@@ -6,8 +6,9 @@ built with that state. Here the same happens in the service's order: when bar ``
 the service first forecasts from it, then scores the forecasts that targeted it, so the
 forecast from origin ``o`` sees every earlier forecast whose target is before ``o`` (the
 update for horizon ``h`` runs ``h + 1`` steps late, as live); then
-:func:`ml.serving.serve_forecast` answers with the current state. Origins with fewer days than the ARIMA minimum get no forecast and
-are counted the way the API reports them (ERR_PRED_001 with required and available days).
+:func:`ml.serving.serve_forecast` answers with the current state. Origins with fewer days
+than the ARIMA minimum get no forecast and are counted the way the API reports them
+(ERR_PRED_001 with required and available days).
 """
 
 from __future__ import annotations

@@ -121,7 +121,9 @@ async def test_levels_reach_every_sink_and_calibration_survives_a_restart(
     # restart: a new engine builds the next forecast with the stored state
     with clean_db.begin() as conn:
         conn.execute(
-            sa.text("UPDATE forecast_calibration SET alpha = 0.6 WHERE level = 0.8 AND symbol = :s"),
+            sa.text(
+                "UPDATE forecast_calibration SET alpha = 0.6 WHERE level = 0.8 AND symbol = :s"
+            ),
             {"s": sym},
         )
     async with Live(s, clean_db, sym) as live:
@@ -130,8 +132,7 @@ async def test_levels_reach_every_sink_and_calibration_survives_a_restart(
     with clean_db.connect() as conn:
         row = conn.execute(
             sa.text(
-                "SELECT intervals FROM predictions WHERE symbol = :s AND as_of = :a "
-                "AND horizon = 1"
+                "SELECT intervals FROM predictions WHERE symbol = :s AND as_of = :a AND horizon = 1"
             ),
             {"s": sym, "a": times[-2]},
         ).one()
