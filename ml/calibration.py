@@ -73,19 +73,16 @@ BLENDS = (1.0, 0.75, 0.5, 0.25, 0.0)
 BLEND_LEVEL = 0.8
 
 
-def _best_blend(move: np.ndarray, ewma_var: np.ndarray, long_var: np.ndarray) -> float:
-    """The weight of the EWMA variance (against the expanding mean of squared returns)
-    whose scaled band of :data:`BLEND_LEVEL` has the lowest interval score on the history:
-    a fast EWMA follows regimes, the long-run mean is less noisy; the data choose."""
+def _best_blend(move: np.ndarray, sigmas: np.ndarray) -> int:
+    """Which row of ``sigmas`` (one per :data:`BLENDS` weight of the EWMA variance against
+    the expanding mean of squared returns) scales a band of :data:`BLEND_LEVEL` with the
+    lowest interval score on the history: a fast EWMA follows regimes, the long-run mean is
+    less noisy; the data choose (one vectorised pass for every weight)."""
     a = 1.0 - BLEND_LEVEL
-    best, best_score = BLENDS[0], math.inf
-    for w in BLENDS:
-        sigma = np.sqrt(w * ewma_var + (1 - w) * long_var)
-        half = float(np.quantile(move / sigma, BLEND_LEVEL)) * sigma
-        score = float(np.mean(2 * half + (2 / a) * np.maximum(move - half, 0.0)))
-        if score < best_score:
-            best, best_score = w, score
-    return best
+    q = np.quantile(move[None, :] / sigmas, BLEND_LEVEL, axis=1)
+    half = q[:, None] * sigmas
+    score = np.mean(2 * half + (2 / a) * np.maximum(move[None, :] - half, 0.0), axis=1)
+    return int(np.argmin(score))
 
 
 def _z(level: float) -> float:
@@ -110,21 +107,22 @@ class VolatilityCalibrator:
             return cls(0.0, tuple(np.zeros(0) for _ in range(max_horizon)))
         ewma_var = ewma_volatility(r, lam) ** 2
         long_var = np.maximum(np.cumsum(r**2) / np.arange(1, r.size + 1), 1e-16)
+        # origin s (a price index >= 1) knows r[: s]; its h-step move is logy[s+h]-logy[s]
+        blends = np.asarray(BLENDS)[:, None]
+        sigmas = np.sqrt(blends * ewma_var[None, :] + (1 - blends) * long_var[None, :])
         scores = []
         now = []
         for h in range(1, max_horizon + 1):
-            # origin s (a price index >= 1) knows r[: s]; its h-step move is logy[s+h]-logy[s]
             n = logy.size - 1 - h  # origins 1..n
             if n < MIN_SCORES:
                 scores.append(np.zeros(0))
-                now.append(math.sqrt(ewma_var[-1]))
+                now.append(float(np.sqrt(ewma_var[-1])))
                 continue
             lo = max(1, n + 1 - MAX_SCORES)
             move = np.abs(logy[lo + h : n + 1 + h] - logy[lo : n + 1])
-            w = _best_blend(move, ewma_var[lo - 1 : n], long_var[lo - 1 : n])
-            sigma = np.sqrt(w * ewma_var[lo - 1 : n] + (1 - w) * long_var[lo - 1 : n])
-            scores.append(np.sort(move / sigma))
-            now.append(math.sqrt(w * ewma_var[-1] + (1 - w) * long_var[-1]))
+            k = _best_blend(move, sigmas[:, lo - 1 : n])
+            scores.append(np.sort(move / sigmas[k, lo - 1 : n]))
+            now.append(float(sigmas[k, -1]))
         return cls(now[0], tuple(scores), tuple(now))
 
     def quantile(self, h: int, level: float) -> float:
