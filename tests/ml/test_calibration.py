@@ -3,6 +3,7 @@ step, the interval score; and recovery after a volatility shift through ml.serve
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -53,7 +54,7 @@ def test_bands_are_nested_and_around_the_mean() -> None:
     mean = np.full(3, y[-1] * 1.001)
     bands = calibrated_bands(y, mean, [0.95, 0.5, 0.8])
     assert [b.level for b in bands] == [0.5, 0.8, 0.95]
-    for inner, outer in zip(bands, bands[1:], strict=False):
+    for inner, outer in itertools.pairwise(bands):
         assert np.all(outer.lower < inner.lower) and np.all(inner.upper < outer.upper)
     assert np.all(bands[0].lower < mean) and np.all(mean < bands[0].upper)
     # an adaptive level below nominal narrows just that band
