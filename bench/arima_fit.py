@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.common import latency_extra, write_result
 from ml.arima import ArimaForecaster
-from ml.calibration import DEFAULT_LEVELS, calibrated_bands
+from ml.calibration import DEFAULT_LEVELS, AciState, calibrated_bands
 
 N_SERIES = 200
 BARS = 90
@@ -63,6 +63,13 @@ def main() -> None:
             res = ARIMA(np.log(y), order=(1, 1, 1)).fit()
             res.get_forecast(HORIZON).conf_int(alpha=0.2)
             base.append((time.perf_counter() - t0) * 1000)
+    # the online calibration's update per scored forecast and level (constant time)
+    state = AciState()
+    hits = np.random.default_rng(1).random(100_000) < 0.8
+    t0 = time.perf_counter()
+    for i, hit in enumerate(hits):
+        state.update(1 + i % HORIZON, 0.8, bool(hit))
+    update_ns = (time.perf_counter() - t0) / hits.size * 1e9
     value = float(np.median(ours))
     baseline = float(np.median(base))
     plain_p50 = float(np.median(plain))
@@ -85,6 +92,7 @@ def main() -> None:
             "naive_fallbacks": fallbacks // 2,
             "plain_p50_ms": round(plain_p50, 3),
             "levels_vs_plain": round(value / plain_p50, 4),
+            "aci_update_ns": round(update_ns, 1),
         },
     )
 
