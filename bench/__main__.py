@@ -7,7 +7,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
-SKIP = {"common", "__main__"}
+SKIP = {"common", "__main__", "real_series"}
 
 
 def names() -> list[str]:

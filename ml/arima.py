@@ -31,6 +31,7 @@ from ml.base import (
     DEFAULT_LEVEL,
     Forecast,
     Forecaster,
+    NotFittedError,
     as_price_series,
     check_horizon,
     log_price_forecast,
@@ -238,7 +239,7 @@ class ArimaForecaster(Forecaster):
         if self._naive is not None:
             return self._naive.forward(arr, h, level)
         if self.params is None:
-            raise RuntimeError("arima: call fit() first")
+            raise NotFittedError("arima: call fit() first")
         dx = np.diff(np.log(arr[-self.max_window :]))
         mean, sd = arma_forecast(dx, self.params, h)
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(sd))):
@@ -272,8 +273,17 @@ class ArimaForecaster(Forecaster):
                 tuple(payload["ar"]), tuple(payload["ma"]), float(payload["sigma2"])
             )
         if payload["naive_sigma"] is not None:
-            model._naive = NaiveForecaster()
-            model._naive.sigma = float(payload["naive_sigma"])
+            model._naive = NaiveForecaster.from_bytes(
+                json.dumps(
+                    {
+                        "kind": "naive",
+                        "drift": False,
+                        "mu": 0.0,
+                        "sigma": float(payload["naive_sigma"]),
+                        "y_tail": [],
+                    }
+                ).encode()
+            )
         model.info.fallback_reason = payload["fallback_reason"]
         if payload["y"]:
             model._y = as_price_series(payload["y"])

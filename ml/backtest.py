@@ -1,8 +1,10 @@
 """``pricecast backtest``: walk-forward backtest of the served model-selection logic on a CSV.
 
 Columns: ``date`` or ``time`` and ``close`` (others ignored). Prints one JSON object: metrics
-per model (naive, drift, arima, lstm) and for ``served`` (what ``ml.serving.serve_forecast``
-would have answered, fallbacks included, with the count of each model it chose).
+per model (naive, drift, arima, lstm: each model's own intervals) and for ``served`` (what
+the service would have answered origin by origin, fallbacks and the online calibration
+included, see ``ml.served_walk``), each with ``coverage_by_level``, the interval score and
+MSIS per level; origins with too little history are reported under ``ERR_PRED_001``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,15 @@ import numpy as np
 import pandas as pd
 
 from ml.arima import ArimaForecaster
-from ml.base import Forecast
-from ml.evaluation import Fitter, Predictor, predictor_of, walk_forward
+from ml.base import DEFAULT_LEVEL, Forecast
+from ml.calibration import DEFAULT_LEVELS, check_levels
+from ml.evaluation import Fitter, Predictor, level_key, predictor_of, walk_forward
 from ml.lstm import LSTMConfig, LSTMForecaster
 from ml.naive import DriftForecaster, NaiveForecaster
 from ml.promotion import decide_promotion, score, train_candidate
-from ml.selection import InsufficientHistory, SelectionPolicy
-from ml.serving import LoadedModel, serve_forecast
+from ml.selection import SelectionPolicy
+from ml.served_walk import served_walk_forward
+from ml.serving import LoadedModel
 
 BACKTEST_LSTM = LSTMConfig(epochs=25, max_train_seconds=20.0)
 
@@ -48,6 +51,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-lstm-days", type=int, default=90)
     p.add_argument("--no-lstm", action="store_true", help="skip LSTM training")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--levels",
+        type=parse_levels,
+        default=DEFAULT_LEVELS,
+        help="interval levels to report, comma-separated (default 0.5,0.8,0.95)",
+    )
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    try:
+        return check_levels(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad --levels {text!r}: {exc}") from None
 
 
 def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -132,40 +148,21 @@ def run_backtest(
     policy: SelectionPolicy | None = None,
     use_lstm: bool = True,
     seed: int = 0,
+    levels: Sequence[float] = DEFAULT_LEVELS,
 ) -> dict[str, Any]:
     policy = policy or SelectionPolicy()
+    lv = check_levels((*levels, DEFAULT_LEVEL))
     avail = days_available(days)
     lstm = _LstmChampion(horizon, policy, seed)
-    choices: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
 
     def simple(factory: type[NaiveForecaster] | type[ArimaForecaster]) -> Fitter:
-        return lambda hist: predictor_of(factory().fit(hist))
+        return lambda hist: predictor_of(factory().fit(hist), levels=lv)
 
     def lstm_fitter(hist: np.ndarray) -> Predictor:
         model, _ = lstm.at(hist, int(avail[hist.size - 1])) if use_lstm else (None, None)
         if model is None:
             return lambda hs, h: [_nan_forecast(h) for _ in hs]
-        return predictor_of(model)
-
-    def served_fitter(hist: np.ndarray) -> Predictor:
-        _, champion = lstm.at(hist, int(avail[hist.size - 1])) if use_lstm else (None, None)
-
-        def predict(histories: Sequence[np.ndarray], h: int) -> list[Forecast]:
-            out: list[Forecast] = []
-            for y in histories:
-                try:
-                    s = serve_forecast(y, h, int(avail[y.size - 1]), champion, policy)
-                except InsufficientHistory:
-                    choices["insufficient_history"] += 1
-                    out.append(_nan_forecast(h))
-                    continue
-                choices[s.model] += 1
-                reasons[s.fallback_reason or "none"] += 1
-                out.append(Forecast(np.array(s.mean), np.array(s.lower), np.array(s.upper)))
-            return out
-
-        return predict
+        return predictor_of(model, levels=lv)
 
     kw: dict[str, Any] = {"horizon": horizon, "test_size": test_size, "refit_every": refit_every}
     result: dict[str, Any] = {}
@@ -175,15 +172,33 @@ def run_backtest(
         "drift": simple(DriftForecaster),
         "arima": simple(ArimaForecaster),
         "lstm": lstm_fitter,
-        "served": served_fitter,
     }
     for name, fitter in fitters.items():
         t0 = time.perf_counter()
         wf = walk_forward(closes, fitter, min_history=3, **kw)
         timings[name] = round(time.perf_counter() - t0, 2)
         result[name] = wf.metrics().to_dict()
-    result["served"]["choices"] = dict(choices)
-    result["served"]["fallback_reasons"] = dict(reasons.most_common(5))
+    t0 = time.perf_counter()
+    served = served_walk_forward(
+        closes,
+        avail,
+        horizon=horizon,
+        test_size=test_size,
+        refit_every=refit_every,
+        policy=policy,
+        champion_at=(lambda hist, d: lstm.at(hist, d)[1]) if use_lstm else None,
+        levels=lv,
+    )
+    timings["served"] = round(time.perf_counter() - t0, 2)
+    result["served"] = served.walk.metrics().to_dict()
+    result["served"]["choices"] = dict(served.choices)
+    result["served"]["fallback_reasons"] = dict(served.reasons.most_common(5))
+    insufficient = served.insufficient_report()
+    if insufficient is not None:
+        result["served"]["ERR_PRED_001"] = insufficient
+    result["served"]["calibration"] = {
+        f"h{h}:{level_key(v)}": round(a, 5) for (h, v), a in sorted(served.state.alpha.items())
+    }
     result["lstm"]["promotions"] = lstm.log
     result["seconds"] = timings
     return result
@@ -215,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         policy=policy,
         use_lstm=not args.no_lstm,
         seed=args.seed,
+        levels=args.levels,
     )
     out = {
         "symbol": args.symbol,
@@ -223,7 +239,8 @@ def run(args: argparse.Namespace) -> int:
         "test_size": args.test_size,
         "refit_every": args.refit_every,
         "rows": int(closes.size),
-        "level": 0.8,
+        "level": DEFAULT_LEVEL,
+        "levels": list(check_levels((*args.levels, DEFAULT_LEVEL))),
         **metrics,
         "elapsed_s": round(time.perf_counter() - started, 2),
     }

@@ -11,23 +11,31 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from ml.calibration import Band
+
 DEFAULT_LEVEL = 0.8
 
 
 @dataclass(frozen=True)
 class Forecast:
-    """Point forecast and a central prediction interval, all of length ``h``, in prices."""
+    """Point forecast and a central prediction interval, all of length ``h``, in prices.
+
+    ``bands`` holds the interval of every offered level (``ml.calibration.Band``); a model's
+    own forecast has just the one of ``level``.
+    """
 
     mean: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
     level: float = DEFAULT_LEVEL
+    bands: tuple[Band, ...] = ()
 
     def __post_init__(self) -> None:
         shapes = {self.mean.shape, self.lower.shape, self.upper.shape}
@@ -35,10 +43,30 @@ class Forecast:
             raise ValueError(f"mean/lower/upper must be 1-D arrays of one length, got {shapes}")
         if not (0.0 < self.level < 1.0):
             raise ValueError(f"level must be in (0, 1), got {self.level}")
+        if not self.bands:
+            object.__setattr__(self, "bands", (Band(self.level, self.lower, self.upper),))
 
     @property
     def horizon(self) -> int:
         return int(self.mean.shape[0])
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        return tuple(b.level for b in self.bands)
+
+    def band(self, level: float) -> Band:
+        for b in self.bands:
+            if abs(b.level - level) < 1e-9:
+                return b
+        raise KeyError(f"no interval at level {level}; offered: {self.levels}")
+
+    @classmethod
+    def of_bands(cls, mean: np.ndarray, bands: Sequence[Band], level: float) -> Forecast:
+        """A forecast whose ``lower``/``upper`` are the band of ``level`` among ``bands``."""
+        main = next((b for b in bands if abs(b.level - level) < 1e-9), None)
+        if main is None:
+            raise ValueError(f"level {level} is not among {[b.level for b in bands]}")
+        return cls(mean, main.lower, main.upper, main.level, tuple(bands))
 
 
 def z_value(level: float) -> float:
@@ -80,7 +108,7 @@ def log_price_forecast(
 
 
 class NotFittedError(RuntimeError):
-    """predict/forward called before fit."""
+    """predict/forward/forward_many/to_bytes called before fit (every model raises it)."""
 
 
 @dataclass
@@ -132,6 +160,28 @@ class Forecaster(ABC):
     @abstractmethod
     def from_bytes(cls, data: bytes) -> Self:
         """Inverse of :meth:`to_bytes`."""
+
+
+class GlobalForecaster(Forecaster):
+    """A model fitted once on many series (e.g. the LSTM) and applied to any of them.
+
+    Callers dispatch on this type (batched inference, per-asset validation), never on a
+    model's name. A global model still needs per-asset calibration: its intervals go through
+    ``ml.calibration`` like every other model's when served.
+    """
+
+    @abstractmethod
+    def fit_many(self, series: Sequence[np.ndarray]) -> Self:
+        """Train on every series in ``series`` (oldest first each)."""
+
+    @abstractmethod
+    def forward_many(
+        self, histories: Sequence[np.ndarray], h: int, level: float = DEFAULT_LEVEL
+    ) -> list[Forecast]:
+        """:meth:`forward` for many histories at once (one batched model call)."""
+
+    def forward(self, y: np.ndarray, h: int, level: float = DEFAULT_LEVEL) -> Forecast:
+        return self.forward_many([as_price_series(y)], h, level)[0]
 
 
 def finite_or(value: float, default: float) -> float:

@@ -11,12 +11,13 @@ MASE here is the model's MAE divided by the MAE of the naive (random-walk) forec
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ml.base import Forecast, Forecaster
+from ml.base import Forecast, Forecaster, GlobalForecaster
+from ml.calibration import interval_score
 
 Predictor = Callable[[Sequence[np.ndarray], int], list[Forecast]]
 Fitter = Callable[[np.ndarray], Predictor]
@@ -27,15 +28,26 @@ class Metrics:
     mae: float | None
     mape: float | None  # percent
     mase: float | None
-    coverage: float | None  # share of actuals inside the interval
+    coverage: float | None  # share of actuals inside the 80% interval (the default level)
     count: int
+    coverage_by_level: dict[str, float | None] = field(default_factory=dict)
+    interval_score: dict[str, float | None] = field(default_factory=dict)  # mean, prices
+    msis: dict[str, float | None] = field(default_factory=dict)  # scaled by in-sample naive
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def level_key(level: float) -> str:
+    """``0.8`` -> ``"0.8"`` (the JSON keys of ``coverage_by_level``)."""
+    return f"{level:g}"
+
+
 def _r(x: float) -> float | None:
     return round(float(x), 6) if np.isfinite(x) else None
+
+
+Bands = dict[float, tuple[np.ndarray, np.ndarray]]  # level -> (lower, upper) per target
 
 
 def compute_metrics(
@@ -44,20 +56,35 @@ def compute_metrics(
     lower: np.ndarray,
     upper: np.ndarray,
     naive: np.ndarray,
+    bands: Bands | None = None,
+    scale: float | None = None,
 ) -> Metrics:
-    """Point and interval metrics; ``naive`` is the random-walk forecast of each target."""
+    """Point and interval metrics; ``naive`` is the random-walk forecast of each target,
+    ``bands`` the interval of each level, ``scale`` the in-sample naive MAE (for MSIS)."""
     a = np.asarray(actual, dtype=np.float64)
     if a.size == 0:
         return Metrics(None, None, None, None, 0)
     err = np.abs(np.asarray(mean) - a)
     naive_mae = float(np.mean(np.abs(np.asarray(naive) - a)))
     mae = float(np.mean(err))
+    cov: dict[str, float | None] = {}
+    score: dict[str, float | None] = {}
+    msis: dict[str, float | None] = {}
+    for level, (lo, hi) in sorted((bands or {}).items()):
+        key = level_key(level)
+        cov[key] = _r(float(np.mean((lo <= a) & (a <= hi))))
+        mean_is = float(np.mean(interval_score(lo, hi, a, level)))
+        score[key] = _r(mean_is)
+        msis[key] = _r(mean_is / scale) if scale else None
     return Metrics(
         mae=_r(mae),
         mape=_r(float(np.mean(err / np.abs(a))) * 100.0),
         mase=_r(mae / naive_mae) if naive_mae > 0 else None,
         coverage=_r(float(np.mean((np.asarray(lower) <= a) & (a <= np.asarray(upper))))),
         count=int(a.size),
+        coverage_by_level=cov,
+        interval_score=score,
+        msis=msis,
     )
 
 
@@ -71,12 +98,30 @@ class WalkForward:
     mean: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    bands: Bands = field(default_factory=dict)
+    scale: float | None = None  # in-sample naive MAE before the first target
 
     def metrics(self, mask: np.ndarray | None = None) -> Metrics:
         m = np.isfinite(self.mean) if mask is None else mask & np.isfinite(self.mean)
+        bands = {lv: (lo[m], hi[m]) for lv, (lo, hi) in self.bands.items()}
         return compute_metrics(
-            self.actual[m], self.mean[m], self.lower[m], self.upper[m], self.naive[m]
+            self.actual[m],
+            self.mean[m],
+            self.lower[m],
+            self.upper[m],
+            self.naive[m],
+            bands,
+            self.scale,
         )
+
+
+def naive_scale(y: np.ndarray, first_target: int) -> float | None:
+    """Mean absolute one-step change of ``y`` before ``first_target`` (MSIS's scale)."""
+    head = np.asarray(y[:first_target], dtype=np.float64)
+    if head.size < 2:
+        return None
+    value = float(np.mean(np.abs(np.diff(head))))
+    return value if value > 0 else None
 
 
 def target_indices(n: int, test_size: int, horizon: int, min_history: int) -> np.ndarray:
@@ -95,7 +140,8 @@ def walk_forward(
     min_history: int = 2,
     level: float = 0.8,
 ) -> WalkForward:
-    """Run ``fitter`` (history -> predictor) over the test targets of ``y``."""
+    """Run ``fitter`` (history -> predictor) over the test targets of ``y``; the forecasts'
+    bands (every level they carry) are recorded beside the ``level`` interval."""
     if horizon < 1 or refit_every < 1 or test_size < 1:
         raise ValueError("horizon, refit_every and test_size must be >= 1")
     y = np.asarray(y, dtype=np.float64)
@@ -103,6 +149,7 @@ def walk_forward(
     mean = np.full(targets.size, np.nan)
     lower = np.full(targets.size, np.nan)
     upper = np.full(targets.size, np.nan)
+    bands: Bands = {}
     for g in range(0, targets.size, refit_every):
         group = targets[g : g + refit_every]
         origins = group - horizon
@@ -112,6 +159,11 @@ def walk_forward(
             mean[g + j] = fc.mean[horizon - 1]
             lower[g + j] = fc.lower[horizon - 1]
             upper[g + j] = fc.upper[horizon - 1]
+            for b in fc.bands:
+                lo, hi = bands.setdefault(
+                    b.level, (np.full(targets.size, np.nan), np.full(targets.size, np.nan))
+                )
+                lo[g + j], hi[g + j] = b.lower[horizon - 1], b.upper[horizon - 1]
     return WalkForward(
         targets=targets,
         actual=y[targets],
@@ -119,18 +171,30 @@ def walk_forward(
         mean=mean,
         lower=lower,
         upper=upper,
+        bands=bands,
+        scale=naive_scale(y, int(targets[0])) if targets.size else None,
     )
 
 
-def predictor_of(model: Forecaster, level: float = 0.8) -> Predictor:
-    """Apply a fitted model to many histories (batched when the model supports it)."""
-    many = getattr(model, "forward_many", None)
+def predictor_of(model: Forecaster, level: float = 0.8, levels: Sequence[float] = ()) -> Predictor:
+    """Apply a fitted model to many histories (batched for a global model); with ``levels``
+    every forecast carries the model's own interval at each of them."""
+    wanted = sorted({*levels, level})
+
+    def run(histories: Sequence[np.ndarray], h: int, lv: float) -> list[Forecast]:
+        if isinstance(model, GlobalForecaster):
+            return model.forward_many(histories, h, lv)
+        return [model.forward(hist, h, lv) for hist in histories]
 
     def predict(histories: Sequence[np.ndarray], h: int) -> list[Forecast]:
-        if many is not None:
-            result: list[Forecast] = many(histories, h, level)
-            return result
-        return [model.forward(hist, h, level) for hist in histories]
+        per_level = {lv: run(histories, h, lv) for lv in wanted}
+        main = per_level[level]
+        if len(wanted) == 1:
+            return main
+        return [
+            Forecast.of_bands(fc.mean, [per_level[lv][i].bands[0] for lv in wanted], level)
+            for i, fc in enumerate(main)
+        ]
 
     return predict
 

@@ -11,6 +11,7 @@ from ml.base import (
     DEFAULT_LEVEL,
     Forecast,
     Forecaster,
+    NotFittedError,
     as_price_series,
     check_horizon,
     log_price_forecast,
@@ -30,6 +31,7 @@ class NaiveForecaster(Forecaster):
         self.drift = drift
         self.mu = 0.0
         self.sigma = 0.0
+        self._ready = False  # parameters set by fit() or from_bytes()
 
     def fit(self, y: np.ndarray) -> Self:
         arr = as_price_series(y)
@@ -37,10 +39,13 @@ class NaiveForecaster(Forecaster):
         self.mu = float(r.mean()) if self.drift and r.size else 0.0
         self.sigma = float(r.std(ddof=1)) if r.size >= 2 else 0.0
         self._y = arr
+        self._ready = True
         self.info.details = {"drift": self.drift, "mu": self.mu, "sigma": self.sigma}
         return self
 
     def forward(self, y: np.ndarray, h: int, level: float = DEFAULT_LEVEL) -> Forecast:
+        if not self._ready:
+            raise NotFittedError(f"{self.name}: call fit() first")
         arr = as_price_series(y)
         check_horizon(h)
         k = np.arange(1, h + 1, dtype=np.float64)
@@ -64,6 +69,7 @@ class NaiveForecaster(Forecaster):
         model = cls(drift=bool(payload["drift"]))
         model.mu = float(payload["mu"])
         model.sigma = float(payload["sigma"])
+        model._ready = True
         if payload["y_tail"]:
             model._y = as_price_series(payload["y_tail"])
         return model

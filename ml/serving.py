@@ -7,12 +7,14 @@ service answers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ml.arima import ArimaForecaster
 from ml.base import DEFAULT_LEVEL, Forecast, Forecaster, as_price_series, check_horizon
+from ml.calibration import DEFAULT_LEVELS, Key, calibrated_bands, check_levels
 from ml.naive import NaiveForecaster
 from ml.selection import ModelName, SelectionPolicy, select_model
 
@@ -31,6 +33,15 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
+class ServedBand:
+    """The interval of one level at steps 1..h (plain tuples: it crosses processes)."""
+
+    level: float
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class ServedForecast:
     model: ModelName
     model_version: str
@@ -39,20 +50,58 @@ class ServedForecast:
     upper: tuple[float, ...]
     fallback_reason: str | None
     level: float = DEFAULT_LEVEL
+    intervals: tuple[ServedBand, ...] = ()
 
 
-def _served(model: ModelName, version: str, fc: Forecast, reasons: list[str]) -> ServedForecast:
-    lower = np.minimum(fc.lower, fc.mean)
-    upper = np.maximum(fc.upper, fc.mean)
+def _floats(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+def _served(
+    model: ModelName,
+    version: str,
+    fc: Forecast,
+    reasons: list[str],
+    history: np.ndarray,
+    calibration: Calibration,
+) -> ServedForecast:
+    """Replace the model's own interval by the calibrated bands of every level."""
+    levels = check_levels((*calibration.levels, calibration.level))
+    bands = calibrated_bands(history, fc.mean, levels, calibration.effective)
+    served = []
+    for b in bands:
+        lo, hi = np.minimum(b.lower, fc.mean), np.maximum(b.upper, fc.mean)
+        served.append(ServedBand(b.level, _floats(lo), _floats(hi)))
+    main = next(b for b in served if abs(b.level - calibration.level) < 1e-9)
     return ServedForecast(
         model=model,
         model_version=version,
-        mean=tuple(float(v) for v in fc.mean),
-        lower=tuple(float(v) for v in lower),
-        upper=tuple(float(v) for v in upper),
+        mean=_floats(fc.mean),
+        lower=main.lower,
+        upper=main.upper,
         fallback_reason="; ".join(reasons) if reasons else None,
-        level=fc.level,
+        level=main.level,
+        intervals=tuple(served),
     )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The levels to serve, the one in ``lower``/``upper``, and the adaptive-conformal level
+    to build each (horizon, level) band at (``ml.calibration.AciState``; none: nominal)."""
+
+    levels: tuple[float, ...] = DEFAULT_LEVELS
+    level: float = DEFAULT_LEVEL
+    effective: Mapping[Key, float] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        levels: Sequence[float] = DEFAULT_LEVELS,
+        level: float = DEFAULT_LEVEL,
+        effective: Mapping[Key, float] | None = None,
+    ) -> Calibration:
+        return cls(check_levels(levels), level, effective)
 
 
 def arima_version(model: ArimaForecaster) -> str:
@@ -68,14 +117,17 @@ def serve_forecast(
     available_days: int,
     lstm: LoadedModel | None,
     policy: SelectionPolicy,
-    level: float = DEFAULT_LEVEL,
+    calibration: Calibration | None = None,
 ) -> ServedForecast:
-    """Forecast ``horizon`` steps after ``closes`` (oldest first) the way the service does.
+    """Forecast ``horizon`` steps after ``closes`` (oldest first) the way the service does:
+    the chosen model's point forecast, the calibrated bands of every level.
 
     Raises :class:`ml.selection.InsufficientHistory` below the ARIMA threshold.
     """
     check_horizon(horizon)
     arr = as_price_series(closes)
+    cal = calibration or Calibration()
+    level = cal.level
     selection = select_model(
         available_days,
         lstm is not None,
@@ -85,7 +137,8 @@ def serve_forecast(
     reasons: list[str] = []
     if selection.model == "lstm" and lstm is not None:
         try:
-            return _served("lstm", lstm.version, lstm.model.forward(arr, horizon, level), [])
+            fc = lstm.model.forward(arr, horizon, level)
+            return _served("lstm", lstm.version, fc, [], arr, cal)
         except ValueError as exc:  # e.g. horizon beyond the trained head
             reasons.append(f"lstm unavailable ({exc}); arima")
     elif selection.reason:
@@ -93,9 +146,10 @@ def serve_forecast(
     if arr.size < 3:
         reasons.append(f"only {arr.size} bars; naive")
         naive = NaiveForecaster().fit(arr)
-        return _served("naive", "naive", naive.forward(arr, horizon, level), reasons)
+        return _served("naive", "naive", naive.forward(arr, horizon, level), reasons, arr, cal)
     arima = ArimaForecaster().fit(arr)
     if arima.info.fallback_reason:
         reasons.append(arima.info.fallback_reason)
     model: ModelName = "naive" if arima.served_model == "naive" else "arima"
-    return _served(model, arima_version(arima), arima.forward(arr, horizon, level), reasons)
+    fc = arima.forward(arr, horizon, level)
+    return _served(model, arima_version(arima), fc, reasons, arr, cal)

@@ -24,6 +24,7 @@ from services.common.db import migrate
 DATA_TABLES = (
     "price_ticks",
     "predictions",
+    "forecast_calibration",
     "prediction_status",
     "model_versions",
     "retrain_requests",

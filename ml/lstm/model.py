@@ -27,7 +27,14 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 
-from ml.base import DEFAULT_LEVEL, Forecast, Forecaster, as_price_series, check_horizon
+from ml.base import (
+    DEFAULT_LEVEL,
+    Forecast,
+    GlobalForecaster,
+    NotFittedError,
+    as_price_series,
+    check_horizon,
+)
 from ml.lstm.module import ReturnsLSTM
 
 log = logging.getLogger(__name__)
@@ -107,7 +114,7 @@ def series_scale(returns: np.ndarray, lookback: int) -> float:
     return s if s > 1e-12 else 1.0
 
 
-class LSTMForecaster(Forecaster):
+class LSTMForecaster(GlobalForecaster):
     """LSTM on windows of scaled log returns; fit one series (``fit``) or many (``fit_many``)."""
 
     name: ClassVar[str] = "lstm"
@@ -284,7 +291,7 @@ class LSTMForecaster(Forecaster):
     # --------------------------------------------------------------------- inference
     def _net_predict(self, x: np.ndarray) -> np.ndarray:
         if self.net is None:
-            raise RuntimeError("lstm: call fit() first")
+            raise NotFittedError("lstm: call fit() first")
         with torch.inference_mode():
             out = self.net(torch.from_numpy(np.ascontiguousarray(x, np.float32)).unsqueeze(-1))
         return out.numpy().astype(np.float64)
@@ -310,7 +317,7 @@ class LSTMForecaster(Forecaster):
         if h > self.config.max_horizon:
             raise ValueError(f"horizon {h} > lstm max horizon {self.config.max_horizon}")
         if self.conformal is None:
-            raise RuntimeError("lstm: call fit() first")
+            raise NotFittedError("lstm: call fit() first")
         if not 0.0 < level < 1.0:
             raise ValueError(f"level must be in (0, 1), got {level}")
         if not histories:
@@ -332,9 +339,6 @@ class LSTMForecaster(Forecaster):
             )
         return out
 
-    def forward(self, y: np.ndarray, h: int, level: float = DEFAULT_LEVEL) -> Forecast:
-        return self.forward_many([as_price_series(y)], h, level)[0]
-
     @property
     def max_horizon(self) -> int:
         return self.config.max_horizon
@@ -342,7 +346,7 @@ class LSTMForecaster(Forecaster):
     # --------------------------------------------------------------------- artifacts
     def to_bytes(self) -> bytes:
         if self.net is None or self.conformal is None:
-            raise RuntimeError("lstm: nothing to serialize before fit()")
+            raise NotFittedError("lstm: nothing to serialize before fit()")
         keep = self.config.scale_lookback + 1
         payload = {
             "format": ARTIFACT_FORMAT,

@@ -17,3 +17,12 @@ BarIntervalQuery = Annotated[Literal["1m", "1h", "1d"], Query(description="bar i
 HorizonQuery = Annotated[int, Query(ge=1, le=168, description="steps ahead (bars)")]
 Skip = Annotated[int, Query(ge=0, le=1_000_000)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+LevelQuery = Annotated[
+    float | None,
+    Query(
+        gt=0,
+        lt=1,
+        description="interval level in lower_bound/upper_bound (an offered one; default 0.8)",
+        examples=[0.95],
+    ),
+]

@@ -80,6 +80,20 @@ class PredictionHistoryItem(PredictionRecord):
     naive_abs_error: float | None = None
 
 
+class LevelAccuracy(BaseModel):
+    """One row of the calibration table: a nominal level against what was observed."""
+
+    level: float
+    evaluated: int
+    coverage: float | None = Field(None, description="share of actuals inside the interval")
+    interval_score: float | None = Field(
+        None, description="mean interval (Winkler) score, prices; lower is better"
+    )
+    msis: float | None = Field(
+        None, description="interval score over the naive forecast's MAE on the same targets"
+    )
+
+
 class ModelAccuracy(BaseModel):
     model: str
     evaluated: int
@@ -87,6 +101,9 @@ class ModelAccuracy(BaseModel):
     mape: float | None = Field(None, description="mean absolute percentage error, percent")
     mase: float | None = Field(None, description="MAE divided by the naive forecast's MAE")
     coverage: float | None = Field(None, description="share of actuals inside the 80% interval")
+    by_level: list[LevelAccuracy] = Field(
+        default_factory=list, description="calibration table: coverage per offered level"
+    )
 
 
 class Accuracy(BaseModel):

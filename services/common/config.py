@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/pricecast"
@@ -118,6 +118,36 @@ class Settings(BaseSettings):
     accuracy_min_samples: int = 20  # fewer scored predictions never trigger a retrain
     retrain_cooldown_s: int = 6 * 3600  # no new drift request this soon after the last one
 
+    # --- forecast intervals (levels, online calibration, staleness) ------------------------
+    forecast_levels: str = "0.5,0.8,0.95"  # offered interval levels, comma list
+    forecast_default_level: float = 0.8  # in lower_bound/upper_bound; must be offered
+    # adaptive conformal step per level: gamma = scale * (1 - level), 0.03 at 80%
+    calibration_gamma_scale: float = 0.15
+    # a forecast whose as-of bar closed more than this many intervals ago is stale
+    prediction_stale_after_intervals: float = 3.0
+
+    @field_validator("forecast_levels")
+    @classmethod
+    def _valid_levels(cls, value: str) -> str:
+        levels = _parse_levels(value)
+        if not levels:
+            raise ValueError("forecast_levels needs at least one level")
+        if any(not 0.0 < v < 1.0 for v in levels):
+            raise ValueError(f"forecast_levels must be in (0, 1), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _default_level_offered(self) -> Settings:
+        if all(abs(v - self.forecast_default_level) > 1e-9 for v in self.offered_levels()):
+            raise ValueError(
+                f"forecast_default_level {self.forecast_default_level} is not one of "
+                f"forecast_levels {self.forecast_levels!r}"
+            )
+        return self
+
+    def offered_levels(self) -> tuple[float, ...]:
+        return _parse_levels(self.forecast_levels)
+
     # --- API ---------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -163,6 +193,13 @@ class Settings(BaseSettings):
 
     def symbols(self) -> list[str]:
         return [s.strip() for s in self.ingest_symbols.split(",") if s.strip()]
+
+
+def _parse_levels(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(sorted({round(float(v), 6) for v in value.split(",") if v.strip()}))
+    except ValueError:
+        raise ValueError(f"forecast_levels must be numbers, got {value!r}") from None
 
 
 @lru_cache

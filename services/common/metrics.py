@@ -78,6 +78,12 @@ ACCURACY_DEGRADATION = Gauge(
     "Rolling error divided by validation error",
     ["symbol", "interval", "model"],
 )
+FORECAST_COVERAGE = Gauge(
+    "pricecast_forecast_coverage",
+    "Observed share of targets inside the served interval of each level (weighted over the "
+    "accuracy window, mean over horizons)",
+    ["symbol", "interval", "level"],
+)
 RETRAIN_REQUESTS = Counter(
     "pricecast_retrain_requests_total", "Retrain requests queued", ["reason"]
 )
@@ -118,6 +124,7 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     MODEL_AGE,
     MODEL_MAPE,
     ACCURACY_DEGRADATION,
+    FORECAST_COVERAGE,
     RETRAIN_REQUESTS,
     HTTP_REQUESTS,
     HTTP_LATENCY,

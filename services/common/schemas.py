@@ -6,10 +6,11 @@ The prediction record is what the API returns, what Redis caches under
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 Interval = Literal["1h", "1d"]
 ModelName = Literal["lstm", "arima", "naive"]
@@ -27,8 +28,24 @@ class Tick(BaseModel):
     source: str
 
 
+class IntervalBand(BaseModel):
+    """The central prediction interval of one offered level."""
+
+    model_config = ConfigDict(frozen=True)
+
+    level: float
+    lower: float
+    upper: float
+
+
 class PredictionRecord(BaseModel):
-    """One forecast with its provenance (design.md, "Prediction")."""
+    """One forecast with its provenance (design.md, "Prediction").
+
+    ``lower_bound``/``upper_bound`` are the interval at ``confidence_level`` (the default
+    level, or the one a client asked for with ``?level=``); ``intervals`` has every offered
+    level. ``stale``: the as-of bar closed more than ``prediction_stale_after_intervals``
+    intervals before ``as_of_age_s`` was measured (when the record was produced or read).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -45,6 +62,34 @@ class PredictionRecord(BaseModel):
     model_version: str
     fallback_reason: str | None = None
     generated_at: datetime
+    intervals: tuple[IntervalBand, ...] = ()
+    stale: bool = False
+    as_of_age_s: float | None = None
+
+    @field_validator("intervals", mode="before")
+    @classmethod
+    def _no_intervals(cls, value: object) -> object:
+        """Rows stored before levels existed have NULL (jsonb text is parsed)."""
+        if value is None:
+            return ()
+        if isinstance(value, str | bytes):
+            return json.loads(value)
+        return value
+
+    def at_level(self, level: float) -> PredictionRecord:
+        """This record with ``level``'s interval in the bounds; KeyError when absent."""
+        if abs(level - self.confidence_level) < 1e-9:
+            return self
+        for band in self.intervals:
+            if abs(band.level - level) < 1e-9:
+                return self.model_copy(
+                    update={
+                        "lower_bound": band.lower,
+                        "upper_bound": band.upper,
+                        "confidence_level": band.level,
+                    }
+                )
+        raise KeyError(level)
 
 
 class PredictionStatus(BaseModel):

@@ -26,21 +26,30 @@ import sqlalchemy as sa
 
 from services.common.bars import get_bars
 from services.common.schemas import ModelName
+from services.prediction.calibration_store import ScoredRow, intervals_of
 from services.prediction.clock import as_utc, step
 
 MODELS: tuple[str, ...] = get_args(ModelName)
 
+# ``fresh``: the row had no actual before this statement (the self-join reads the old row),
+# so the online calibration is fed once per forecast however often late data rescores it.
 _SCORE = sa.text(
     """
     UPDATE predictions p
     SET actual_price = s.actual,
         abs_error = abs(s.actual - p.predicted_price),
         naive_abs_error = abs(s.actual - s.naive)
-    FROM unnest(CAST(:horizons AS int[]), CAST(:as_ofs AS timestamptz[]),
-                CAST(:actuals AS float8[]), CAST(:naives AS float8[]))
-         AS s(horizon, as_of, actual, naive)
+    FROM (
+        SELECT u.horizon, u.as_of, u.actual, u.naive, o.actual_price IS NULL AS fresh
+        FROM unnest(CAST(:horizons AS int[]), CAST(:as_ofs AS timestamptz[]),
+                    CAST(:actuals AS float8[]), CAST(:naives AS float8[]))
+             AS u(horizon, as_of, actual, naive)
+        JOIN predictions o ON o.symbol = :symbol AND o.interval = :interval
+                          AND o.horizon = u.horizon AND o.as_of = u.as_of
+    ) s
     WHERE p.symbol = :symbol AND p.interval = :interval
       AND p.horizon = s.horizon AND p.as_of = s.as_of
+    RETURNING p.horizon, p.target_time, s.actual, s.fresh, p.intervals
     """
 )
 
@@ -90,8 +99,10 @@ def score_targets(
     interval: str,
     targets: Iterable[datetime],
     n_horizons: int,
+    fresh: list[ScoredRow] | None = None,
 ) -> int:
-    """Score every stored forecast whose target is one of the closed bars ``targets``."""
+    """Score every stored forecast whose target is one of the closed bars ``targets``;
+    append the ones scored for the first time (with their bands) to ``fresh``."""
     wanted = sorted({as_utc(t) for t in targets})
     if not wanted:
         return 0
@@ -127,7 +138,14 @@ def score_targets(
             "naives": naives,
         },
     )
-    return int(result.rowcount or 0)
+    rows = result.all()
+    if fresh is not None:
+        fresh.extend(
+            ScoredRow(int(r[0]), r[1], float(r[2]), intervals_of(r[4]))
+            for r in rows
+            if r[3] and r[4] is not None
+        )
+    return len(rows)
 
 
 @dataclass(frozen=True)

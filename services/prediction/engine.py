@@ -61,6 +61,7 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import Engine
 
+from ml.serving import Calibration
 from services.common.bars import Closes, bar_closes_many, history_days_many
 from services.common.config import Settings
 from services.common.kafka import dumps
@@ -72,7 +73,7 @@ from services.common.metrics import (
     MODEL_MAPE,
     RETRAIN_REQUESTS,
 )
-from services.prediction import accuracy, store
+from services.prediction import accuracy, calibration_store, store
 from services.prediction.clock import (
     INTERVALS,
     as_utc,
@@ -396,8 +397,9 @@ class PredictionEngine:
         assert all(o is not None for o in results)
         return [o for o in results if o is not None]
 
-    def _load(self, jobs: Sequence[Job]) -> tuple[dict[str, int], list[Closes]]:
-        """Days of history of the jobs' symbols and each job's bars, on one connection."""
+    def _load(self, jobs: Sequence[Job]) -> _Inputs:
+        """Days of history of the jobs' symbols, each job's bars and its key's calibration
+        state, on one connection."""
         limit = self.settings.prediction_history_bars
         closes: list[Closes | None] = [None] * len(jobs)
         with self.db.connect() as conn:
@@ -409,21 +411,22 @@ class PredictionEngine:
                 requests = [(jobs[i].symbol, as_utc(jobs[i].as_of) + step(interval)) for i in idx]
                 for i, c in zip(idx, bar_closes_many(conn, interval, requests, limit), strict=True):
                     closes[i] = c
+            states = calibration_store.load(conn, {(j.symbol, j.interval) for j in jobs})
         loaded = [c for c in closes if c is not None]
         assert len(loaded) == len(jobs)
-        return days, loaded
+        return days, loaded, states
 
     def _dispatch(
         self,
         tg: asyncio.TaskGroup,
         indices: Sequence[int],
         jobs: Sequence[Job],
-        inputs: tuple[dict[str, int], list[Closes]],
+        inputs: _Inputs,
         deliver: Deliver,
     ) -> None:
         """Settle what needs no model at once; ARIMA choices go to the process pool (when
         there is one), the rest (LSTM, or everything without a pool) to the thread pool."""
-        days, closes = inputs
+        days, closes, states = inputs
         settled: list[tuple[int, Outcome]] = []
         remote: list[tuple[int, _Work]] = []
         local: list[tuple[int, _Work]] = []
@@ -453,7 +456,9 @@ class PredictionEngine:
                 )
                 settled.append((i, Outcome(symbol, interval, as_of, (), status)))
                 continue
-            work = _Work(job, as_of, horizons(self.settings, interval), available, bars, choice)
+            n = horizons(self.settings, interval)
+            cal = calibration_store.calibration_of(states[(symbol, interval)], self.settings, n)
+            work = _Work(job, as_of, n, available, bars, choice, cal, self.settings)
             if self._procs is not None and choice.model != "lstm":
                 remote.append((i, work))
             else:
@@ -479,6 +484,7 @@ class PredictionEngine:
                 w.available,
                 None if w.choice.lstm is None else w.choice.lstm.version,
                 None if w.choice.lstm is None else w.choice.lstm.validation_mase,
+                w.calibration,
             )
             for _, w in group
         ]
@@ -513,7 +519,7 @@ class PredictionEngine:
 
     def _serve_local(self, works: Sequence[_Work]) -> list[Outcome]:
         results = self.provider.serve_many(
-            [(w.bars.close, w.horizon, w.available, w.choice.lstm) for w in works]
+            [(w.bars.close, w.horizon, w.available, w.choice.lstm, w.calibration) for w in works]
         )
         now = datetime.now(UTC)
         out = []
@@ -570,7 +576,9 @@ class PredictionEngine:
                 if not bars:
                     continue
                 n = horizons(s, interval)
-                changed = accuracy.score_targets(conn, symbol, interval, bars, n)
+                fresh: list[calibration_store.ScoredRow] = []
+                changed = accuracy.score_targets(conn, symbol, interval, bars, n, fresh)
+                calibration_store.feed(conn, symbol, interval, fresh, s)
                 scored += changed
                 if changed:
                     events.extend(self._check_degradation(conn, symbol, interval))
@@ -623,6 +631,10 @@ class PredictionEngine:
 
 
 OnReady = Callable[[Sequence[Outcome]], Awaitable[None]]
+# days of history per symbol, bars per job, calibration state per key
+_Inputs = tuple[
+    dict[str, int], list[Closes], dict[Key, dict[tuple[int, float], calibration_store.LevelState]]
+]
 Deliver = Callable[[Sequence[int], Sequence[Outcome]], Coroutine[Any, Any, None]]
 
 
@@ -636,11 +648,14 @@ class _Work:
     available: int
     bars: Closes
     choice: ModelChoice
+    calibration: Calibration
+    settings: Settings
 
     def done(self, served: Served, now: datetime) -> Outcome:
         j = self.job
+        stale_after = self.settings.prediction_stale_after_intervals
         try:
-            records = build_records(j.symbol, j.interval, self.as_of, served, now)
+            records = build_records(j.symbol, j.interval, self.as_of, served, now, stale_after)
         except ValueError as exc:
             log.error("forecast %s %s as of %s unusable: %s", j.symbol, j.interval, self.as_of, exc)
             return self.failed(f"{exc}")

@@ -23,14 +23,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ml import registry
-from ml.base import DEFAULT_LEVEL, Forecast, Forecaster, as_price_series
-from ml.lstm import LSTMForecaster
+from ml.base import DEFAULT_LEVEL, Forecast, Forecaster, GlobalForecaster, as_price_series
 from ml.registry import GLOBAL_SCOPE, ModelVersion
 from ml.selection import InsufficientHistory, ModelName, SelectionPolicy, select_model
-from ml.serving import LoadedModel, ServedForecast, serve_forecast
+from ml.serving import Calibration, LoadedModel, ServedForecast, serve_forecast
 from services.common.config import Settings
 from services.common.metrics import MODEL_AGE
-from services.prediction.records import Served
+from services.prediction.records import Band, Served
 
 log = logging.getLogger(__name__)
 
@@ -172,18 +171,31 @@ class ModelProvider:
         horizon: int,
         available: int,
         lstm: LoadedModel | None,
+        calibration: Calibration | None = None,
     ) -> Served:
-        """The served forecast for steps 1..horizon with the champion ``lstm`` (None: none)."""
+        """The served forecast for steps 1..horizon with the champion ``lstm`` (None: none),
+        its bands built with ``calibration`` (the key's online state; None: nominal)."""
         served = serve_forecast(
-            np.asarray(closes, dtype=np.float64), horizon, available, lstm, self.policy
+            np.asarray(closes, dtype=np.float64),
+            horizon,
+            available,
+            lstm,
+            self.policy,
+            calibration or self.nominal,
         )
         return to_served(served)
 
+    @property
+    def nominal(self) -> Calibration:
+        """The offered levels, with no online correction yet."""
+        return Calibration.of(self.settings.offered_levels(), self.settings.forecast_default_level)
+
     def serve_many(
         self,
-        items: Sequence[tuple[np.ndarray, int, int, LoadedModel | None]],
+        items: Sequence[tuple[np.ndarray, int, int, LoadedModel | None, Calibration | None]],
     ) -> list[Served | Exception]:
-        """:meth:`serve` for many ``(closes, horizon, available, lstm)`` items, with one
+        """:meth:`serve` for many ``(closes, horizon, available, lstm, calibration)`` items,
+        with one
         network call per champion and horizon for the items that choose the LSTM (a per-item
         call costs ~10x more). Every item still goes through ``serve_forecast`` (choice,
         fallback, provenance): its champion is wrapped to answer with the batched forecast,
@@ -193,15 +205,15 @@ class ModelProvider:
         returned in place of the item's result."""
         batched: dict[int, Forecast] = {}
         groups: dict[tuple[int, int], list[int]] = {}
-        for k, (_, horizon, available, lstm) in enumerate(items):
-            if lstm is None or not isinstance(lstm.model, LSTMForecaster):
+        for k, (_, horizon, available, lstm, _cal) in enumerate(items):
+            if lstm is None or not isinstance(lstm.model, GlobalForecaster):
                 continue
             mase = lstm.validation_mase
             if select_model(available, True, self.policy, mase).model == "lstm":
                 groups.setdefault((id(lstm.model), horizon), []).append(k)
         for (_, horizon), idx in groups.items():
             lstm = items[idx[0]][3]
-            assert lstm is not None and isinstance(lstm.model, LSTMForecaster)
+            assert lstm is not None and isinstance(lstm.model, GlobalForecaster)
             try:
                 histories = [as_price_series(items[k][0]) for k in idx]
                 forecasts = lstm.model.forward_many(histories, horizon, DEFAULT_LEVEL)
@@ -209,11 +221,11 @@ class ModelProvider:
                 continue  # item by item: serve_forecast records the fallback of each
             batched.update(zip(idx, forecasts, strict=True))
         out: list[Served | Exception] = []
-        for k, (closes, horizon, available, lstm) in enumerate(items):
+        for k, (closes, horizon, available, lstm, cal) in enumerate(items):
             if k in batched and lstm is not None:
                 lstm = LoadedModel(_Answered(batched[k]), lstm.version, lstm.validation_mase)
             try:
-                out.append(self.serve(closes, horizon, available, lstm))
+                out.append(self.serve(closes, horizon, available, lstm, cal))
             except (ValueError, ArithmeticError, RuntimeError) as exc:
                 out.append(exc)
         return out
@@ -275,4 +287,5 @@ def to_served(served: ServedForecast) -> Served:
         upper=served.upper,
         fallback_reason=served.fallback_reason,
         level=served.level,
+        intervals=tuple(Band(b.level, b.lower, b.upper) for b in served.intervals),
     )

@@ -46,7 +46,7 @@ import numpy as np
 
 from ml.base import DEFAULT_LEVEL, Forecast, Forecaster
 from ml.selection import SelectionPolicy
-from ml.serving import LoadedModel, ServedForecast, serve_forecast
+from ml.serving import Calibration, LoadedModel, ServedForecast, serve_forecast
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class ArimaTask:
     available_days: int
     lstm_version: str | None = None  # a champion exists for the key (not chosen for it)
     lstm_mase: float | None = None
+    calibration: Calibration | None = None  # levels and the key's online state
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,9 @@ def run_tasks(tasks: Sequence[ArimaTask], policy: SelectionPolicy) -> list[TaskR
             else LoadedModel(_ElsewhereLSTM(), t.lstm_version, t.lstm_mase)
         )
         try:
-            served = serve_forecast(t.closes, t.horizon, t.available_days, lstm, policy)
+            served = serve_forecast(
+                t.closes, t.horizon, t.available_days, lstm, policy, t.calibration
+            )
         except (ValueError, ArithmeticError, RuntimeError) as exc:
             out.append(TaskResult(None, f"{exc}", traceback.format_exc()))
             continue

@@ -8,8 +8,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from services.common.schemas import Interval, ModelName, PredictionRecord, PredictionStatus
+from services.common.schemas import (
+    Interval,
+    IntervalBand,
+    ModelName,
+    PredictionRecord,
+    PredictionStatus,
+)
+from services.common.staleness import with_freshness
 from services.prediction.clock import as_utc, target_time
+
+
+@dataclass(frozen=True)
+class Band:
+    """One level's interval at steps 1..len(lower) (``ml.serving.ServedBand`` fits)."""
+
+    level: float
+    lower: Sequence[float]
+    upper: Sequence[float]
 
 
 @dataclass(frozen=True)
@@ -23,6 +39,7 @@ class Served:
     upper: Sequence[float]
     fallback_reason: str | None = None
     level: float = 0.8
+    intervals: Sequence[Band] = ()
 
 
 @dataclass(frozen=True)
@@ -46,32 +63,45 @@ def build_records(
     as_of: datetime,
     served: Served,
     generated_at: datetime,
+    stale_after_intervals: float = 3.0,
 ) -> tuple[PredictionRecord, ...]:
     n = len(served.mean)
     if not (len(served.lower) == len(served.upper) == n) or n == 0:
         raise ValueError("served forecast has inconsistent or empty arrays")
+    if any(len(b.lower) != n or len(b.upper) != n for b in served.intervals):
+        raise ValueError("served interval bands do not match the forecast's horizons")
     records = []
     for i in range(n):
         mean, lo, hi = float(served.mean[i]), float(served.lower[i]), float(served.upper[i])
         if not all(math.isfinite(v) for v in (mean, lo, hi)):
             raise ValueError(f"non-finite forecast at horizon {i + 1}")
-        records.append(
-            PredictionRecord(
-                symbol=symbol,
-                interval=cast(Interval, interval),
-                horizon=i + 1,
-                as_of=as_utc(as_of),
-                target_time=target_time(as_of, interval, i + 1),
-                predicted_price=mean,
-                lower_bound=min(lo, mean),
-                upper_bound=max(hi, mean),
-                confidence_level=served.level,
-                model=cast(ModelName, served.model),
-                model_version=served.model_version,
-                fallback_reason=served.fallback_reason,
-                generated_at=as_utc(generated_at),
+        bands = tuple(
+            IntervalBand(
+                level=b.level,
+                lower=min(float(b.lower[i]), mean),
+                upper=max(float(b.upper[i]), mean),
             )
+            for b in served.intervals
         )
+        if not all(math.isfinite(b.lower) and math.isfinite(b.upper) for b in bands):
+            raise ValueError(f"non-finite interval at horizon {i + 1}")
+        record = PredictionRecord(
+            symbol=symbol,
+            interval=cast(Interval, interval),
+            horizon=i + 1,
+            as_of=as_utc(as_of),
+            target_time=target_time(as_of, interval, i + 1),
+            predicted_price=mean,
+            lower_bound=min(lo, mean),
+            upper_bound=max(hi, mean),
+            confidence_level=served.level,
+            model=cast(ModelName, served.model),
+            model_version=served.model_version,
+            fallback_reason=served.fallback_reason,
+            generated_at=as_utc(generated_at),
+            intervals=bands,
+        )
+        records.append(with_freshness(record, as_utc(generated_at), stale_after_intervals))
     return tuple(records)
 
 

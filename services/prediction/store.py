@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -37,19 +38,21 @@ def _prediction_row(r: PredictionRecord) -> dict[str, object]:
         "model_version": r.model_version,
         "fallback_reason": r.fallback_reason,
         "generated_at": r.generated_at,
+        "intervals": json.dumps([b.model_dump() for b in r.intervals]) if r.intervals else None,
     }
 
 
 _UPSERT_PREDICTIONS = sa.text(
     """
     INSERT INTO predictions (symbol, interval, horizon, as_of, target_time, predicted_price,
-        lower_bound, upper_bound, model, model_version, fallback_reason, generated_at)
+        lower_bound, upper_bound, model, model_version, fallback_reason, generated_at,
+        intervals)
     SELECT * FROM unnest(CAST(:symbol AS text[]), CAST(:interval AS text[]),
         CAST(:horizon AS int[]), CAST(:as_of AS timestamptz[]),
         CAST(:target_time AS timestamptz[]), CAST(:predicted_price AS float8[]),
         CAST(:lower_bound AS float8[]), CAST(:upper_bound AS float8[]), CAST(:model AS text[]),
         CAST(:model_version AS text[]), CAST(:fallback_reason AS text[]),
-        CAST(:generated_at AS timestamptz[]))
+        CAST(:generated_at AS timestamptz[]), CAST(:intervals AS jsonb[]))
     ON CONFLICT (symbol, interval, horizon, as_of) DO UPDATE SET
         target_time = excluded.target_time,
         predicted_price = excluded.predicted_price,
@@ -59,6 +62,7 @@ _UPSERT_PREDICTIONS = sa.text(
         model_version = excluded.model_version,
         fallback_reason = excluded.fallback_reason,
         generated_at = excluded.generated_at,
+        intervals = excluded.intervals,
         abs_error = abs(predictions.actual_price - excluded.predicted_price)
     """
 )
@@ -223,7 +227,7 @@ def latest_forecasts(
         sa.text(
             "SELECT p.symbol, p.interval, p.horizon, p.as_of, p.target_time, p.predicted_price, "
             "p.lower_bound, p.upper_bound, p.model, p.model_version, p.fallback_reason, "
-            "p.generated_at FROM predictions p JOIN ("
+            "p.generated_at, p.intervals FROM predictions p JOIN ("
             "  SELECT symbol, max(as_of) AS as_of FROM predictions"
             "  WHERE symbol = ANY(:symbols) AND interval = :i AND horizon = 1 GROUP BY symbol"
             ") m ON m.symbol = p.symbol AND m.as_of = p.as_of "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -76,6 +77,7 @@ def add_prediction(
     actual: float | None = None,
     naive_error: float | None = None,
     generated_at: datetime | None = None,
+    intervals: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     as_of = as_of or datetime(2026, 1, 10, tzinfo=UTC)
     step = timedelta(hours=1) if interval == "1h" else timedelta(days=1)
@@ -95,16 +97,19 @@ def add_prediction(
         "actual_price": actual,
         "abs_error": abs(actual - price) if actual is not None else None,
         "naive_abs_error": naive_error,
+        "intervals": None if intervals is None else json.dumps(intervals),
     }
     with engine.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO predictions (symbol, interval, horizon, as_of, target_time, "
                 "predicted_price, lower_bound, upper_bound, model, model_version, "
-                "fallback_reason, generated_at, actual_price, abs_error, naive_abs_error) "
+                "fallback_reason, generated_at, actual_price, abs_error, naive_abs_error, "
+                "intervals) "
                 "VALUES (:symbol, :interval, :horizon, :as_of, :target_time, :predicted_price, "
                 ":lower_bound, :upper_bound, :model, :model_version, :fallback_reason, "
-                ":generated_at, :actual_price, :abs_error, :naive_abs_error)"
+                ":generated_at, :actual_price, :abs_error, :naive_abs_error, "
+                "CAST(:intervals AS jsonb))"
             ),
             row,
         )

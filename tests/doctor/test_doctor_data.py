@@ -166,3 +166,27 @@ def test_storage_path_and_disabled_maintenance(
             conn.execute(sa.text("ALTER TABLE price_ticks ENABLE TRIGGER pricecast_bars_maintain"))
     assert off.status == "fail" and "disabled" in off.evidence
     assert "ENABLE TRIGGER pricecast_bars_maintain" in off.fix
+
+
+def test_model_coverage_names_series_off_their_level(
+    settings: Settings, clean_db: Engine, diagnose_map: Diagnose
+) -> None:
+    with clean_db.begin() as conn:
+        for symbol, coverage in (("BTC-USD", 0.62), ("ETH-USD", 0.81)):
+            for horizon in (1, 2):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO forecast_calibration (symbol, interval, horizon, level, "
+                        "alpha, scored, misses, coverage, last_target) VALUES "
+                        "(:s, '1d', :h, 0.8, 0.1, 40, 15, :c, now())"
+                    ),
+                    {"s": symbol, "h": horizon, "c": coverage},
+                )
+    found = diagnose_map(settings, "models.coverage")["models.coverage"]
+    assert found.status == "warn"
+    assert "BTC-USD 1d: 62% at 0.8" in found.evidence and "ETH-USD" not in found.evidence
+    assert "forecast_calibration" in found.fix
+    with clean_db.begin() as conn:
+        conn.execute(sa.text("DELETE FROM forecast_calibration WHERE symbol = 'BTC-USD'"))
+    ok = diagnose_map(settings, "models.coverage")["models.coverage"]
+    assert ok.status == "ok" and "1 series cover 70%-90%" in ok.evidence

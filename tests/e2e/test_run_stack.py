@@ -184,6 +184,16 @@ def test_run_serves_predictions(stack: RunningStack) -> None:
     assert body["lower_bound"] <= body["predicted_price"] <= body["upper_bound"]
     assert body["horizon"] == 1 and body["interval"] == "1d"
     assert eth.headers.get("Cache-Control") == "no-store"
+    assert [b["level"] for b in body["intervals"]] == [0.5, 0.8, 0.95]
+    assert body["confidence_level"] == 0.8 and isinstance(body["stale"], bool)
+    wide = _get(f"{api}/api/v1/predictions/ETH-USD?interval=1d&horizon=1&level=0.95", token)
+    assert wide.status_code == 200, wide.text
+    band = wide.json()
+    assert band["confidence_level"] == 0.95
+    assert band["lower_bound"] <= body["lower_bound"] and band["upper_bound"] >= body["upper_bound"]
+    not_offered = _get(f"{api}/api/v1/predictions/ETH-USD?interval=1d&horizon=1&level=0.9", token)
+    assert not_offered.status_code == 422
+    assert not_offered.json()["error"]["code"] == "ERR_VAL_001"
 
     new = _await_prediction(api, token, "NEW-USD", 60)
     assert new.status_code == 422, new.text

@@ -72,3 +72,49 @@ def test_backtest_rejects_a_csv_without_close(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("date,price\n2022-01-01,1\n")
     assert main(["--csv", str(bad), "--symbol", "X"]) == 2
+
+
+def test_backtest_reports_every_level_with_interval_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = write_csv(tmp_path / "rw.csv", random_walk(300, seed=5))
+    out = run(
+        capsys,
+        *("--csv", str(csv), "--symbol", "RW", "--test-size", "60", "--refit-every", "30"),
+        *("--no-lstm", "--levels", "0.5,0.95"),
+    )
+    assert out["levels"] == [0.5, 0.8, 0.95]  # the default level is always reported
+    for name in ("naive", "arima", "served"):
+        row = out[name]
+        assert set(row["coverage_by_level"]) == {"0.5", "0.8", "0.95"}
+        assert row["coverage_by_level"]["0.8"] == row["coverage"]
+        cov = row["coverage_by_level"]
+        assert cov["0.5"] <= cov["0.8"] <= cov["0.95"]
+        scores = row["interval_score"]
+        assert all(v is not None and v > 0 for v in scores.values())
+        assert all(row["msis"][k] > 0 for k in scores)
+    assert set(out["served"]["calibration"]) == {"h1:0.5", "h1:0.8", "h1:0.95"}
+
+
+def test_backtest_counts_origins_without_enough_history_as_err_pred_001(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = write_csv(tmp_path / "short.csv", random_walk(60, seed=6))
+    out = run(
+        capsys,
+        *("--csv", str(csv), "--symbol", "S", "--test-size", "50", "--refit-every", "25"),
+        "--no-lstm",
+    )
+    report = out["served"]["ERR_PRED_001"]
+    # origins 9..28 have 10..29 days: below the 30 days ARIMA needs
+    assert report["count"] == out["served"]["choices"]["insufficient_history"] == 20
+    assert report["required_days"] == 30
+    assert report["available_days"] == {"min": 10, "max": 29}
+    assert report["message"] == "Insufficient history. Required: 30 days, Available: 29 days"
+    assert out["served"]["count"] == 30
+
+
+def test_backtest_rejects_bad_levels(tmp_path: Path) -> None:
+    csv = write_csv(tmp_path / "rw.csv", random_walk(100, seed=5))
+    with pytest.raises(SystemExit):
+        main(["--csv", str(csv), "--symbol", "X", "--levels", "0.5,1.2"])

@@ -7,10 +7,13 @@ import pytest
 from _ml_synthetic import FAST_LSTM, ar_prices
 
 from ml.arima import ArimaForecaster
-from ml.base import Forecaster, NotFittedError
+from ml.base import Forecaster, GlobalForecaster, NotFittedError
+from ml.calibration import DEFAULT_LEVELS
 from ml.factory import FORECASTERS, load_forecaster
 from ml.lstm import LSTMForecaster
 from ml.naive import DriftForecaster, NaiveForecaster
+from ml.selection import SelectionPolicy
+from ml.serving import Calibration, LoadedModel, serve_forecast
 
 
 def make(name: str) -> Forecaster:
@@ -71,9 +74,61 @@ def test_forward_uses_the_given_history(fitted: dict[str, Forecaster], name: str
 
 @pytest.mark.parametrize("name", MODELS)
 def test_rejects_bad_input(name: str) -> None:
-    with pytest.raises(NotFittedError if name != "lstm" else (NotFittedError, RuntimeError)):
+    with pytest.raises(NotFittedError):
         make(name).predict(1)
     with pytest.raises(ValueError):
         make(name).fit(np.array([1.0, -2.0, 3.0] * 50))
     with pytest.raises(ValueError):
         load_forecaster(name, b"not an artifact" if name != "lstm" else b"PK-not-a-zip")
+
+
+LEVELS = [0.5, 0.8, 0.95]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_raises_not_fitted_before_fit(name: str) -> None:
+    model = make(name)
+    with pytest.raises(NotFittedError):
+        model.forward(Y, 2)
+    if isinstance(model, GlobalForecaster):
+        with pytest.raises(NotFittedError):
+            model.forward_many([Y, Y[:300]], 2)
+
+
+def test_global_models_have_their_own_type() -> None:
+    kinds = {name: issubclass(cls, GlobalForecaster) for name, cls in FORECASTERS.items()}
+    assert kinds == {"arima": False, "drift": False, "lstm": True, "naive": False}
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("level", LEVELS)
+def test_model_interval_at_every_level(
+    fitted: dict[str, Forecaster], name: str, level: float
+) -> None:
+    fc = fitted[name].forward(Y[:350], 4, level)
+    assert fc.level == level and fc.levels == (level,)
+    assert np.all(fc.lower < fc.mean) and np.all(fc.mean < fc.upper)
+
+
+@pytest.mark.parametrize("path", ["lstm", "arima", "naive"])
+def test_served_path_of_every_model_carries_every_level(
+    fitted: dict[str, Forecaster], path: str
+) -> None:
+    """Whatever model serves, the answer has calibrated, nested bands at every level."""
+    policy = SelectionPolicy(min_arima_days=1, min_lstm_days=90, max_lstm_mase=10.0)
+    champion = LoadedModel(fitted["lstm"], "lstm:test", 0.5) if path == "lstm" else None
+    history = Y[:2] if path == "naive" else Y[:350]  # two bars: too few for ARIMA
+    served = serve_forecast(history, 5, 400, champion, policy, Calibration.of(LEVELS))
+    assert served.model == path
+    assert [b.level for b in served.intervals] == LEVELS
+    widths = [np.subtract(b.upper, b.lower) for b in served.intervals]
+    assert np.all(widths[0] < widths[1]) and np.all(widths[1] < widths[2])
+    for b in served.intervals:
+        assert np.all(np.asarray(b.lower) <= served.mean)
+        assert np.all(np.asarray(served.mean) <= b.upper)
+    main = served.intervals[LEVELS.index(0.8)]
+    assert served.lower == main.lower and served.upper == main.upper and served.level == 0.8
+
+
+def test_default_levels_are_the_offered_default() -> None:
+    assert DEFAULT_LEVELS == (0.5, 0.8, 0.95)

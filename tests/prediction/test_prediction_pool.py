@@ -126,7 +126,7 @@ def test_batched_lstm_equals_serving_item_by_item() -> None:
         (np.array([1.0, -1.0, 2.0, 3.0]), 7, 120, glob),  # invalid: an error value
     ]
     provider = _provider()
-    batched = provider.serve_many(items)
+    batched = provider.serve_many([(*item, None) for item in items])
     for (closes, h, days, lstm), got in zip(items[:-1], batched[:-1], strict=True):
         want = provider.serve(closes, h, days, lstm)
         assert not isinstance(got, Exception)

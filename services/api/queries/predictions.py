@@ -13,7 +13,7 @@ from services.common.schemas import PredictionRecord, PredictionStatus
 
 RECORD_COLUMNS = (
     "symbol, interval, horizon, as_of, target_time, predicted_price, lower_bound, "
-    "upper_bound, model, model_version, fallback_reason, generated_at"
+    "upper_bound, model, model_version, fallback_reason, generated_at, intervals"
 )
 
 # One round trip: is the symbol known, its latest forecast, and why there may be none.
@@ -59,6 +59,7 @@ def record_from_row(row: Any) -> PredictionRecord:
         model_version=row["model_version"],
         fallback_reason=row["fallback_reason"],
         generated_at=_utc(row["generated_at"]),
+        intervals=row["intervals"],
     )
 
 
@@ -135,10 +136,48 @@ _ACCURACY = """
 """
 
 
+# The calibration table: nominal level against observed coverage, with the interval score
+# (Winkler) and MSIS (the score over the naive forecast's MAE on the same targets).
+_BY_LEVEL = """
+    SELECT {group} AS model, (b->>'level')::float8 AS level, count(*) AS evaluated,
+           avg(CASE WHEN actual_price BETWEEN (b->>'lower')::float8 AND (b->>'upper')::float8
+                    THEN 1.0 ELSE 0.0 END) AS coverage,
+           avg((b->>'upper')::float8 - (b->>'lower')::float8
+               + 2 / (1 - (b->>'level')::float8)
+                   * greatest((b->>'lower')::float8 - actual_price, 0)
+               + 2 / (1 - (b->>'level')::float8)
+                   * greatest(actual_price - (b->>'upper')::float8, 0)) AS interval_score,
+           avg(naive_abs_error) AS naive_mae
+    FROM predictions CROSS JOIN LATERAL jsonb_array_elements(intervals) b
+    WHERE {where} AND intervals IS NOT NULL
+    GROUP BY {group_by} ORDER BY 1, 2
+"""
+
+
+def _levels(conn: Connection, clause: str, params: dict[str, Any], per_model: bool) -> Any:
+    group, group_by = ("model", "model, 2") if per_model else ("'all'", "2")
+    sql = _BY_LEVEL.format(group=group, where=clause, group_by=group_by)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in conn.execute(sa.text(sql), params).mappings():
+        score = None if r["interval_score"] is None else float(r["interval_score"])
+        naive = None if r["naive_mae"] is None else float(r["naive_mae"])
+        out.setdefault(str(r["model"]), []).append(
+            {
+                "level": float(r["level"]),
+                "evaluated": int(r["evaluated"]),
+                "coverage": None if r["coverage"] is None else float(r["coverage"]),
+                "interval_score": score,
+                "msis": score / naive if score is not None and naive else None,
+            }
+        )
+    return out
+
+
 def accuracy(
     conn: Connection, symbol: str, interval: str, horizon: int | None, window_days: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Overall and per-model error of forecasts whose actual price is known."""
+    """Overall and per-model error of forecasts whose actual price is known, each with its
+    calibration table per level (``by_level``)."""
     where = [
         "symbol = :s",
         "interval = :i",
@@ -162,7 +201,12 @@ def accuracy(
         ),
         params,
     ).mappings()
-    return _floats(overall), [_floats(r) for r in per_model]
+    overall_levels = _levels(conn, clause, params, per_model=False)
+    model_levels = _levels(conn, clause, params, per_model=True)
+    rows = [_floats(r) for r in per_model]
+    for r in rows:
+        r["by_level"] = model_levels.get(r["model"], [])
+    return {**_floats(overall), "by_level": overall_levels.get("all", [])}, rows
 
 
 def _floats(row: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ written meanwhile is never overwritten).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -20,7 +20,14 @@ from sqlalchemy.engine import Engine
 
 from services.api.core.errors import responses
 from services.api.deps import ConnDep, GuardedRoute, PredictionsReader
-from services.api.params import HorizonQuery, IntervalQuery, Limit, Skip, SymbolPath
+from services.api.params import (
+    HorizonQuery,
+    IntervalQuery,
+    LevelQuery,
+    Limit,
+    Skip,
+    SymbolPath,
+)
 from services.api.queries import assets as asset_queries
 from services.api.queries import predictions as queries
 from services.api.schemas import Accuracy, ModelAccuracy, Page, PredictionHistoryItem
@@ -29,6 +36,7 @@ from services.common.cache import prediction_key, status_key
 from services.common.errors import PricecastError, insufficient_history
 from services.common.metrics import CACHE_REQUESTS
 from services.common.schemas import PredictionRecord, PredictionStatus
+from services.common.staleness import with_freshness
 
 router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"], route_class=GuardedRoute)
 
@@ -46,6 +54,33 @@ def _check_horizon(state: ApiState, interval: str, horizon: int) -> None:
             f"horizon must be between 1 and {limit} for interval {interval}",
             {"field": "horizon", "max": limit},
         )
+
+
+def _check_level(state: ApiState, level: float | None) -> float | None:
+    """None for the default level (the cached bytes answer as they are), else the level."""
+    if level is None or abs(level - state.settings.forecast_default_level) < 1e-9:
+        return None
+    offered = state.settings.offered_levels()
+    if all(abs(level - v) > 1e-9 for v in offered):
+        raise PricecastError(
+            "ERR_VAL_001",
+            f"level {level:g} is not offered; offered levels: "
+            + ", ".join(f"{v:g}" for v in offered),
+            {"field": "level", "offered": list(offered)},
+        )
+    return level
+
+
+def _at_level(record: PredictionRecord, level: float) -> bytes:
+    try:
+        return record.at_level(level).model_dump_json().encode()
+    except KeyError:  # a forecast stored before this level was offered
+        raise PricecastError(
+            "ERR_PRED_003",
+            f"the latest forecast has no interval at level {level:g}",
+            {"level": level},
+            headers={"Retry-After": "60"},
+        ) from None
 
 
 def _refuse_if_insufficient(status: PredictionStatus | None) -> None:
@@ -77,17 +112,24 @@ async def get_prediction(
     symbol: SymbolPath,
     interval: IntervalQuery = "1d",
     horizon: HorizonQuery = 1,
+    level: LevelQuery = None,
 ) -> Response:
     # The hot path (see bench/api_cached_prediction): GuardedRoute already authenticated,
     # authorized and rate-limited the caller ("x-scope" below); no dependency is solved.
+    # A cache entry expires one bar after the next close, so a cached forecast is never
+    # stale; the database path marks a stopped feed's forecast stale.
     state: ApiState = request.app.state.api
     symbol = symbol.upper()
     _check_horizon(state, interval, horizon)
+    wanted = _check_level(state, level)
     key = prediction_key(symbol, interval, horizon)
     admission = await state.gate.read(key, status_key(symbol, interval))
     if admission.cached is not None:
         _HIT.inc()
-        return Response(admission.cached, media_type="application/json", headers=NO_STORE)
+        body = admission.cached
+        if wanted is not None:
+            body = _at_level(PredictionRecord.model_validate_json(body), wanted)
+        return Response(body, media_type="application/json", headers=NO_STORE)
     _MISS.inc()
     if admission.status is not None:
         _refuse_if_insufficient(PredictionStatus.model_validate_json(admission.status))
@@ -107,9 +149,14 @@ async def get_prediction(
         if status is not None and status.detail:
             details["reason"] = status.detail
         raise PricecastError("ERR_PRED_003", details=details, headers={"Retry-After": "60"})
+    record = with_freshness(
+        record, datetime.now(UTC), state.settings.prediction_stale_after_intervals
+    )
     body = record.model_dump_json().encode()
     if admission.redis_ok and state.settings.api_miss_cache_ttl_s > 0:
         await state.gate.cache_if_absent(key, body, state.settings.api_miss_cache_ttl_s)
+    if wanted is not None:
+        body = _at_level(record, wanted)
     return Response(body, media_type="application/json", headers=NO_STORE)
 
 

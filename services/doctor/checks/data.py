@@ -248,9 +248,55 @@ def model_accuracy(ctx: Context) -> Finding:
     )
 
 
+_COVERAGE = sa.text(
+    "SELECT symbol, interval, avg(coverage) AS coverage, min(scored) AS scored, "
+    "max(last_target) AS last_target FROM forecast_calibration "
+    "WHERE level = :level AND coverage IS NOT NULL AND scored >= :min "
+    "GROUP BY symbol, interval ORDER BY symbol, interval"
+)
+
+
+def model_coverage(ctx: Context) -> Finding:
+    """Observed coverage of the default-level interval (the online calibration's record)."""
+    name = "models.coverage"
+    s = ctx.settings
+    level = s.forecast_default_level
+    low, high = level - 0.10, level + 0.10
+    with ctx.engine().connect() as conn:
+        rows = list(
+            conn.execute(_COVERAGE, {"level": level, "min": s.accuracy_min_samples}).mappings()
+        )
+    off = [
+        f"{r['symbol']} {r['interval']}: {float(r['coverage']):.0%} at {level:g} "
+        f"(n>={r['scored']}, newest target {r['last_target']:%Y-%m-%d %H:%M})"
+        for r in rows
+        if not low <= float(r["coverage"]) <= high
+    ]
+    data = {"judged": len(rows), "off": off, "level": level}
+    if off:
+        return Finding(
+            name,
+            "warn",
+            "; ".join(off[:5]) + (f" (+{len(off) - 5} more)" if len(off) > 5 else ""),
+            "a regime change recovers within ~50 scored forecasts; if scoring stopped, fix the "
+            "feed (data.stale_prices); reset a broken state: DELETE FROM forecast_calibration "
+            "WHERE symbol = 'S'",
+            data,
+        )
+    return Finding(
+        name,
+        "ok",
+        f"{len(rows)} series cover {low:.0%}-{high:.0%} at level {level:g}"
+        if rows
+        else f"no series has {s.accuracy_min_samples}+ scored forecasts per level yet",
+        data=data,
+    )
+
+
 CHECKS = (
     CheckSpec("storage.aggregates", storage, needs=_NEEDS_SCHEMA),
     CheckSpec("data.stale_prices", stale_prices, needs=_NEEDS_SCHEMA),
     CheckSpec("data.insufficient_history", insufficient_history, needs=_NEEDS_SCHEMA),
     CheckSpec("models.accuracy", model_accuracy, needs=_NEEDS_SCHEMA),
+    CheckSpec("models.coverage", model_coverage, needs=_NEEDS_SCHEMA),
 )

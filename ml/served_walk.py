@@ -1,0 +1,113 @@
+"""Walk-forward of what the service answers, origin by origin, with its online calibration.
+
+The service scores a forecast when its target bar closes and feeds each level's hit or miss
+into the adaptive conformal state of (symbol, interval, horizon, level); the next forecast is
+built with that state. Here the same happens in the service's order: when bar ``o`` closes
+the service first forecasts from it, then scores the forecasts that targeted it, so the
+forecast from origin ``o`` sees every earlier forecast whose target is before ``o`` (the
+update for horizon ``h`` runs ``h + 1`` steps late, as live); then
+:func:`ml.serving.serve_forecast` answers with the current state. Origins with fewer days
+than the ARIMA minimum get no forecast and are counted the way the API reports them
+(ERR_PRED_001 with required and available days).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ml.calibration import AciState, check_levels
+from ml.evaluation import Bands, WalkForward, naive_scale, target_indices
+from ml.selection import InsufficientHistory, SelectionPolicy
+from ml.serving import Calibration, LoadedModel, serve_forecast
+
+ChampionAt = Callable[[np.ndarray, int], LoadedModel | None]  # (history, days) -> champion
+
+
+@dataclass
+class ServedRun:
+    walk: WalkForward
+    choices: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    insufficient: list[tuple[int, int]] = field(default_factory=list)  # (required, available)
+    state: AciState = field(default_factory=AciState)
+
+    def insufficient_report(self) -> dict[str, Any] | None:
+        """ERR_PRED_001 as the API would answer it, with how many origins got it."""
+        if not self.insufficient:
+            return None
+        required, available = self.insufficient[-1]
+        return {
+            "code": "ERR_PRED_001",
+            "message": (
+                f"Insufficient history. Required: {required} days, Available: {available} days"
+            ),
+            "count": len(self.insufficient),
+            "required_days": required,
+            "available_days": {
+                "min": min(a for _, a in self.insufficient),
+                "max": max(a for _, a in self.insufficient),
+            },
+        }
+
+
+def served_walk_forward(
+    closes: np.ndarray,
+    available_days: np.ndarray,
+    *,
+    horizon: int,
+    test_size: int,
+    policy: SelectionPolicy,
+    champion_at: ChampionAt | None = None,
+    levels: Sequence[float] = (0.5, 0.8, 0.95),
+    level: float = 0.8,
+    state: AciState | None = None,
+    min_history: int = 3,
+    refit_every: int = 25,
+) -> ServedRun:
+    """The served forecast of every test target of ``closes`` (step ``horizon``); the
+    champion (``champion_at``, e.g. a retrained LSTM) is asked again every ``refit_every``
+    targets, ARIMA is fitted at every origin like the service does."""
+    y = np.asarray(closes, dtype=np.float64)
+    lv = check_levels((*levels, level))
+    targets = target_indices(y.size, test_size, horizon, min_history)
+    mean = np.full(targets.size, np.nan)
+    bands: Bands = {v: (np.full(targets.size, np.nan), np.full(targets.size, np.nan)) for v in lv}
+    run = ServedRun(WalkForward(targets, y[targets], y[targets - horizon], mean, *bands[level]))
+    run.walk.bands = bands
+    run.walk.scale = naive_scale(y, int(targets[0])) if targets.size else None
+    st = run.state = state or AciState()
+    pending: deque[int] = deque()  # indices into targets, forecast made, not yet scored
+    champion: LoadedModel | None = None
+    for i, t in enumerate(targets):
+        origin = int(t) - horizon
+        while pending and targets[pending[0]] < origin:
+            j = pending.popleft()
+            actual = y[targets[j]]
+            for v, (lo, hi) in bands.items():
+                st.update(horizon, v, bool(lo[j] <= actual <= hi[j]))
+        history = y[: origin + 1]
+        days = int(available_days[origin])
+        if champion_at is not None and i % refit_every == 0:
+            champion = champion_at(history, days)
+        effective = {(horizon, v): st.effective_level(horizon, v) for v in lv}
+        try:
+            served = serve_forecast(
+                history, horizon, days, champion, policy, Calibration.of(lv, level, effective)
+            )
+        except InsufficientHistory as exc:
+            run.choices["insufficient_history"] += 1
+            run.insufficient.append((exc.required_days, exc.available_days))
+            continue
+        run.choices[served.model] += 1
+        run.reasons[served.fallback_reason or "none"] += 1
+        mean[i] = served.mean[horizon - 1]
+        for b in served.intervals:
+            bands[b.level][0][i] = b.lower[horizon - 1]
+            bands[b.level][1][i] = b.upper[horizon - 1]
+        pending.append(i)
+    return run
