@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 BENCH ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test tools lint fmt bench install test-faults soak status doctor kafka-topics kafka-lag db-shell redis-cli clean
+.PHONY: run test tools lint fmt bench install ui test-faults soak status doctor kafka-topics kafka-lag db-shell redis-cli clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
@@ -17,6 +17,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The web dashboard's chart library (npm ci, pinned by web/package-lock.json): see ops/tools/build-ui.sh.
+UI_VENDOR := services/api/ui/static/vendor/lightweight-charts.js
+$(UI_VENDOR): web/package.json web/package-lock.json
+	bash ops/tools/build-ui.sh
+ui: $(UI_VENDOR)
+install: ui
 
 run: install
 	$(VENV)/bin/pricecast run

@@ -17,6 +17,7 @@ from services.api.core.middleware import ApiMiddleware
 from services.api.core.security import SCOPES
 from services.api.routes import assets, auth, bars, models, predictions, well_known
 from services.api.state import ApiState
+from services.api.ui import mount_ui
 from services.common.config import Settings, get_settings
 from services.common.health import (
     Check,
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(_health(state))
+    mount_ui(app)  # the web dashboard at /ui/ (static files, its own CSP)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -1,0 +1,153 @@
+// The price chart: candles (lightweight-charts), the forecast path and its fan of bands.
+
+import {
+  CandlestickSeries,
+  ColorType,
+  createChart,
+  LineSeries,
+  LineStyle,
+} from "../vendor/lightweight-charts.js";
+import { FanSeries } from "./fan.js";
+
+const VISIBLE_BARS = 160;
+
+const toTime = (iso) => Math.floor(Date.parse(iso) / 1000);
+
+export function toCandle(bar) {
+  return { time: toTime(bar.bucket), open: bar.open, high: bar.high, low: bar.low, close: bar.close };
+}
+
+// The bands of a record: every offered level (`intervals`), or its one interval.
+export function bandsOf(record) {
+  if (Array.isArray(record.intervals) && record.intervals.length) {
+    return record.intervals.map((b) => ({ level: Number(b.level), lower: b.lower, upper: b.upper }));
+  }
+  return [{ level: Number(record.confidence_level ?? 0.8), lower: record.lower_bound, upper: record.upper_bound }];
+}
+
+export class PriceChart {
+  constructor(container) {
+    this.container = container;
+    this.chart = createChart(container, {
+      autoSize: true,
+      layout: {
+        attributionLogo: false, // its <style> element would need 'unsafe-inline'; credited in the footer
+        background: { type: ColorType.Solid, color: "#ffffff" },
+        textColor: "#1f2430",
+      },
+      grid: { vertLines: { color: "#eef0f4" }, horzLines: { color: "#eef0f4" } },
+      timeScale: { timeVisible: true, secondsVisible: false, rightOffset: 4 },
+      rightPriceScale: { scaleMargins: { top: 0.1, bottom: 0.1 } },
+    });
+    this.fan = this.chart.addCustomSeries(new FanSeries(), { selectedLevel: null });
+    this.candles = this.chart.addSeries(CandlestickSeries, {
+      upColor: "#138a5c",
+      downColor: "#c23b3b",
+      borderVisible: false,
+      wickUpColor: "#138a5c",
+      wickDownColor: "#c23b3b",
+    });
+    this.path = this.chart.addSeries(LineSeries, {
+      color: "#2962ff",
+      lineWidth: 2,
+      lineStyle: LineStyle.Dashed,
+      lastValueVisible: true,
+      priceLineVisible: false,
+      title: "forecast",
+    });
+    this.bars = [];
+    this.records = [];
+    this.level = null;
+  }
+
+  setBars(bars) {
+    this.bars = bars.map(toCandle);
+    this.candles.setData(this.bars);
+    this.redrawForecast();
+    const n = this.bars.length;
+    const ahead = this.records.length + 4;
+    if (n) this.chart.timeScale().setVisibleLogicalRange({ from: Math.max(0, n - VISIBLE_BARS), to: n + ahead });
+  }
+
+  updateBar(bar) {
+    const candle = toCandle(bar);
+    const last = this.bars[this.bars.length - 1];
+    if (last && candle.time < last.time) return;
+    if (last && candle.time === last.time) this.bars[this.bars.length - 1] = candle;
+    else this.bars.push(candle);
+    this.candles.update(candle);
+  }
+
+  setForecast(records, level) {
+    this.records = [...records].sort((a, b) => a.horizon - b.horizon);
+    this.level = level;
+    this.redrawForecast();
+  }
+
+  setLevel(level) {
+    this.level = level;
+    this.fan.applyOptions({ selectedLevel: level });
+  }
+
+  redrawForecast() {
+    const records = this.records;
+    if (!records.length) {
+      this.fan.setData([]);
+      this.path.setData([]);
+      return;
+    }
+    const origin = toTime(records[0].as_of);
+    const anchor = this.bars.find((b) => b.time === origin) ?? this.bars[this.bars.length - 1];
+    const points = [];
+    const fan = [];
+    if (anchor && anchor.time < toTime(records[0].target_time)) {
+      const levels = bandsOf(records[0]).map((b) => b.level);
+      points.push({ time: anchor.time, value: anchor.close });
+      fan.push({
+        time: anchor.time,
+        mid: anchor.close,
+        bands: levels.map((level) => ({ level, lower: anchor.close, upper: anchor.close })),
+      });
+    }
+    for (const record of records) {
+      const time = toTime(record.target_time);
+      if (points.length && time <= points[points.length - 1].time) continue;
+      points.push({ time, value: record.predicted_price });
+      fan.push({ time, mid: record.predicted_price, bands: bandsOf(record) });
+    }
+    this.fan.applyOptions({ selectedLevel: this.level });
+    this.fan.setData(fan);
+    this.path.setData(points);
+  }
+
+  // Resolves once the chart has painted what it was given (two animation frames).
+  drawn() {
+    return new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  }
+
+  remove() {
+    this.chart.remove();
+  }
+}
+
+// A small line chart (accuracy over time): one series per entry, each on its own scale.
+export class LineChart {
+  constructor(container, series) {
+    this.chart = createChart(container, {
+      autoSize: true,
+      layout: { attributionLogo: false, background: { type: ColorType.Solid, color: "#ffffff" }, textColor: "#1f2430" },
+      grid: { vertLines: { visible: false }, horzLines: { color: "#eef0f4" } },
+      leftPriceScale: { visible: true },
+      timeScale: { timeVisible: false },
+    });
+    for (const s of series) {
+      const line = this.chart.addSeries(LineSeries, { color: s.color, lineWidth: 2, title: s.title, priceScaleId: s.scale });
+      line.setData(s.points);
+    }
+    this.chart.timeScale().fitContent();
+  }
+
+  remove() {
+    this.chart.remove();
+  }
+}

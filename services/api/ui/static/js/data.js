@@ -1,0 +1,98 @@
+// The dashboard's reads, one function per thing shown; failures that are data come back as
+// {ok: false, error} (see api.attempt).
+
+import { attempt, enc, get } from "./api.js";
+
+export const HORIZONS = { "1h": 24, "1d": 7 }; // the API's defaults; a smaller limit answers 422
+export const BAR_LIMITS = { "1m": 1440, "1h": 8760, "1d": 3650 };
+
+export const forecastInterval = (barInterval) => (barInterval === "1d" ? "1d" : "1h");
+
+export async function assets() {
+  const page = await get("/api/v1/assets?limit=200&active=true");
+  return page.items;
+}
+
+export function latest(symbol, interval, horizon = 1) {
+  return attempt(`/api/v1/predictions/${enc(symbol)}?interval=${interval}&horizon=${horizon}`);
+}
+
+// The latest forecast for every horizon (the cached path): ERR_PRED_001 and the like come
+// back as `error` (from horizon 1); horizons the server does not offer are left out.
+export async function forecast(symbol, interval) {
+  const first = await latest(symbol, interval, 1);
+  if (!first.ok) return { records: [], error: first.error };
+  const rest = await Promise.all(
+    Array.from({ length: HORIZONS[interval] - 1 }, (_, i) => latest(symbol, interval, i + 2)),
+  );
+  const records = [first.value, ...rest.filter((r) => r.ok).map((r) => r.value)];
+  const asOf = first.value.as_of;
+  return { records: records.filter((r) => r.as_of === asOf || r.horizon === 1), error: null };
+}
+
+// The newest forecast run's horizons from the stored history (one request per asset).
+export async function latestRun(symbol, interval) {
+  const result = await attempt(
+    `/api/v1/predictions/${enc(symbol)}/history?interval=${interval}&limit=${HORIZONS[interval]}`,
+  );
+  if (!result.ok || !result.value.items.length) return [];
+  const asOf = result.value.items[0].as_of;
+  return result.value.items.filter((r) => r.as_of === asOf);
+}
+
+export function bars(symbol, interval, limit = BAR_LIMITS[interval]) {
+  return get(`/api/v1/assets/${enc(symbol)}/bars?interval=${interval}&limit=${limit}`);
+}
+
+export async function lastPrice(symbol) {
+  for (const interval of ["1m", "1h", "1d"]) {
+    const result = await attempt(`/api/v1/assets/${enc(symbol)}/bars?interval=${interval}&limit=1`);
+    if (result.ok && result.value.bars.length) return result.value.bars[0];
+  }
+  return null;
+}
+
+export function accuracy(symbol, interval, windowDays = 30) {
+  return attempt(
+    `/api/v1/predictions/${enc(symbol)}/accuracy?interval=${interval}&window_days=${windowDays}`,
+  );
+}
+
+export function history(symbol, interval, limit = 1000) {
+  return attempt(
+    `/api/v1/predictions/${enc(symbol)}/history?interval=${interval}&horizon=1&limit=${limit}`,
+  );
+}
+
+export function models(symbol) {
+  return attempt(`/api/v1/models?symbol=${enc(symbol)}&limit=50`);
+}
+
+// Observed coverage per level: the accuracy answer's per-level figures when the API gives
+// them, else the one 80% figure.
+export function coverageByLevel(acc) {
+  const overall = acc?.overall ?? {};
+  const byLevel = overall.coverage_by_level ?? acc?.coverage_by_level;
+  if (byLevel && typeof byLevel === "object") {
+    return Object.entries(byLevel)
+      .map(([level, observed]) => ({ level: Number(level), observed }))
+      .sort((a, b) => a.level - b.level);
+  }
+  if (overall.coverage !== null && overall.coverage !== undefined) {
+    return [{ level: 0.8, observed: overall.coverage }];
+  }
+  return [];
+}
+
+// A record's staleness: the server's `stale` when it sends one, else the age of its as-of bar.
+export function staleness(record) {
+  const barEnd = Date.parse(record.as_of) / 1000 + (record.interval === "1d" ? 86400 : 3600);
+  const age = Date.now() / 1000 - barEnd;
+  if (!("stale" in record)) return { stale: null, age }; // a server without the field
+  const s = record.stale;
+  if (s === null || s === false) return { stale: false, age };
+  if (typeof s === "boolean") return { stale: s, age };
+  if (typeof s === "number") return { stale: true, age: s };
+  const given = s.age_s ?? s.age_seconds ?? s.bar_age_s;
+  return { stale: s.stale ?? true, age: given ?? age };
+}
