@@ -9,7 +9,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +24,7 @@ from services.api.main import create_app
 from services.common import infra
 from services.common.cache import prediction_key
 from services.common.config import Settings
+from services.common.kafka import ensure_topics, make_producer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -49,20 +50,14 @@ class Server:
 @contextmanager
 def serve(settings: Settings) -> Iterator[Server]:
     """``create_app`` under uvicorn on a free port, in a thread with its own event loop; the
-    app's state is closed on that loop when the server stops."""
+    app's lifespan (whatever it starts, the live stream's feed included) runs on that loop."""
+    in_thread(ensure_topics(settings))
     app = create_app(settings)
     port = infra.free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
-
-    async def run() -> None:
-        try:
-            await server.serve()
-        finally:
-            await app.state.api.close()
-
-    thread = threading.Thread(target=lambda: asyncio.run(run()), daemon=True)
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
@@ -73,6 +68,32 @@ def serve(settings: Settings) -> Iterator[Server]:
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+def in_thread(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine to completion on a loop of its own (the tests here are synchronous)."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(asyncio.run(coro)))
+    thread.start()
+    thread.join(60)
+    return out[0] if out else None
+
+
+async def _publish(settings: Settings, records: list[dict[str, Any]]) -> None:
+    producer = make_producer(settings, linger_ms=0)
+    await producer.start()
+    try:
+        for r in records:
+            await producer.send_and_wait(
+                settings.topic_predictions, json.dumps(r).encode(), key=r["symbol"].encode()
+            )
+    finally:
+        await producer.stop()
+
+
+def publish_records(settings: Settings, records: list[dict[str, Any]]) -> None:
+    """What the prediction service publishes on ``predictions`` (the live stream's feed)."""
+    in_thread(_publish(settings, records))
 
 
 def hour_floor(t: datetime) -> datetime:

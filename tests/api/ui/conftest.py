@@ -5,6 +5,7 @@ A failing test leaves a screenshot in tests/api/ui/artifacts/."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from services.api.queries.auth import create_client
 from services.api.ui import VENDOR_FILE
 from services.common.config import Settings
 
+TOPICS = ("topic_prices", "topic_prices_dlq", "topic_predictions", "topic_model_events")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CLIENT_ID = "dashboard-viewer"
 SECRET = "viewer-secret-for-tests-only"
@@ -62,7 +64,13 @@ def dashboard(
     api_settings: Settings, clean_db: Engine, redis_client: redis.Redis
 ) -> Iterator[Dashboard]:
     assert VENDOR_FILE.is_file(), "the chart library is not built: run `make ui`"
-    settings = api_settings.model_copy(update={"rate_limit_per_minute": 100_000})
+    tag = uuid.uuid4().hex[:8]  # topics of its own on the session's broker
+    settings = api_settings.model_copy(
+        update={
+            "rate_limit_per_minute": 100_000,
+            **{t: f"{getattr(api_settings, t)}-{tag}" for t in TOPICS},
+        }
+    )
     now = datetime.now(UTC)
     add_asset(clean_db, "BTC-USD", "Bitcoin")
     add_asset(clean_db, "NEW-USD", "Newcoin")

@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from _ui_helpers import cache_records, forecast_records
+from _ui_helpers import cache_records, forecast_records, publish_records
 from conftest import CLIENT_ID, SECRET, Dashboard
 from playwright.sync_api import Page, expect
 
 WAIT_MS = 30_000  # bounded waits for conditions, never timed assertions
+LIVE_WAIT_MS = 60_000  # the stream, or polling (every 5 s; every 30 s while the stream is live)
 
 
 def sign_in(page: Page, dashboard: Dashboard) -> None:
@@ -87,8 +88,10 @@ def test_live_update_without_reload(page: Page, dashboard: Dashboard) -> None:
         version="lstm-v4",
         generated_at=datetime.now(UTC) + timedelta(seconds=5),
     )
+    # As the prediction service does: cached and published (the stream's feed).
     cache_records(dashboard.redis, newer)
-    expect(page.locator("#provenance")).to_contain_text("lstm-v4", timeout=WAIT_MS)
+    publish_records(dashboard.server.settings, newer)
+    expect(page.locator("#provenance")).to_contain_text("lstm-v4", timeout=LIVE_WAIT_MS)
     assert page.evaluate("window.__sameDocument") is True
     assert_clean(page)
 

@@ -9,12 +9,14 @@ import { AssetView } from "./views/asset.js";
 import { AssetsView } from "./views/assets.js";
 
 const POLL_MS = 5000;
+const LIVE_POLL_EVERY = 6; // while the stream is live, still poll every 6th round (a safety net)
 const HEALTH_MS = 30000;
 let view = null;
 let charts = null;
 let pollTimer = null;
 let healthTimer = null;
 let polling = false;
+let rounds = 0;
 
 const live = new LiveStream({
   token: session.accessToken,
@@ -59,14 +61,8 @@ async function route() {
   const match = /^#\/asset\/([^/?]+)/.exec(location.hash);
   try {
     if (match) {
-      let mod;
-      try {
-        mod = await chartsModule();
-      } catch {
-        clear(root).append(h("p", { class: "error", role: "alert" }, "The chart library is not built on this server (run make ui)."));
-        return;
-      }
-      view = new AssetView(root, decodeURIComponent(match[1]).toUpperCase(), mod);
+      // The chart library loads while the data is fetched (see AssetView.mount).
+      view = new AssetView(root, decodeURIComponent(match[1]).toUpperCase(), chartsModule());
     } else {
       view = new AssetsView(root);
     }
@@ -80,7 +76,9 @@ async function route() {
 }
 
 async function poll() {
-  if (!view || live.live || polling || document.hidden) return;
+  rounds += 1;
+  if (!view || polling || document.hidden) return;
+  if (live.live && rounds % LIVE_POLL_EVERY !== 0) return;
   polling = true;
   try {
     await view.refresh();

@@ -12,7 +12,8 @@ export class AssetView {
   constructor(root, symbol, charts) {
     this.root = root;
     this.symbol = symbol;
-    this.charts = charts; // the chart module, loaded on demand
+    this.chartsLoading = charts; // a promise of the chart module (js/chart.js)
+    this.charts = null;
     this.barInterval = "1h";
     this.level = 0.8;
     this.records = [];
@@ -77,17 +78,34 @@ export class AssetView {
         h("section", { "aria-labelledby": "models-title" }, h("h3", { id: "models-title" }, "Model versions"), h("div", { id: "models", class: "table-wrap" })),
       ),
     );
+    const fetched = this.fetchMain(); // at once: the chart library loads meanwhile
+    try {
+      this.charts = await this.chartsLoading;
+    } catch {
+      fetched.catch(() => {});
+      const note = "The chart library is not built on this server (run make ui).";
+      clear(byId("chart")).append(h("p", { class: "error", role: "alert" }, note));
+      return;
+    }
+    if (this.destroyed) return;
     this.chart = new this.charts.PriceChart(byId("chart"));
-    await this.loadMain();
+    const main = await fetched;
+    if (this.destroyed) return;
+    this.showMain(main);
     performance.mark("pc:data-ready");
     await this.chart.drawn();
+    if (this.destroyed) return;
     performance.mark("pc:chart-drawn");
     document.body.dataset.chart = "drawn";
+    this.ready = true;
     this.loadSecondary(); // accuracy, calibration, models: after the chart, not before it
   }
 
-  async loadMain() {
-    const [bars, fc] = await Promise.all([data.bars(this.symbol, this.barInterval), data.forecast(this.symbol, this.interval)]);
+  fetchMain() {
+    return Promise.all([data.bars(this.symbol, this.barInterval), data.forecast(this.symbol, this.interval)]);
+  }
+
+  showMain([bars, fc]) {
     this.bars = bars.bars;
     this.applyForecast(fc);
     this.chart.setBars(this.bars);
@@ -100,19 +118,31 @@ export class AssetView {
     const msg = byId("history-message");
     const needs = fmt.needsMoreHistory(fc.error);
     msg.hidden = !fc.error;
-    msg.className = needs ? "needs-history" : "error";
-    msg.textContent = needs ? `${this.symbol} ${needs.text}: forecasts start once it has enough.` : fc.error ? fc.error.message : "";
+    const none = fc.error?.code === "ERR_PRED_003";
+    msg.className = needs || none ? "needs-history" : "error";
+    msg.textContent = needs
+      ? `${this.symbol} ${needs.text}: forecasts start once it has enough.`
+      : none
+        ? `No ${this.interval} forecast for ${this.symbol} yet.`
+        : fc.error
+          ? fc.error.message
+          : "";
     this.fillLevels();
     this.chart.setForecast(this.records, this.level === ALL ? null : this.level);
     const target = byId("forecast");
     clear(target).append(forecastPanel(this.records, this.level === ALL ? 0.8 : this.level));
   }
 
+  // The levels offered: every record's (a record read from the database rather than the
+  // cache may carry its one interval only); the reader's choice stays while it is offered.
   fillLevels() {
     const select = byId("level");
-    const levels = this.records.length ? this.charts.bandsOf(this.records[0]).map((b) => b.level).sort((a, b) => a - b) : [];
+    const levels = [...new Set(this.records.flatMap((r) => this.charts.bandsOf(r).map((b) => b.level)))];
+    levels.sort((a, b) => a - b);
     this.levels = levels;
-    if (this.level !== ALL && levels.length && !levels.includes(this.level)) this.level = levels.includes(0.8) ? 0.8 : levels[levels.length - 1];
+    if (this.level !== ALL && levels.length && !levels.includes(this.level)) {
+      this.level = levels.includes(0.8) ? 0.8 : levels[levels.length - 1];
+    }
     clear(select).append(
       h("option", { value: ALL, selected: this.level === ALL }, "All levels (fan)"),
       ...levels.map((l) => h("option", { value: String(l), selected: l === this.level }, fmt.levelLabel(l))),
@@ -129,7 +159,7 @@ export class AssetView {
       data.history(s, iv),
       data.models(s),
     ]);
-    if (!this.chart) return; // left meanwhile
+    if (this.destroyed || iv !== this.interval) return; // left or switched meanwhile
     const windows = [7, 30, 90].map((days, i) => ({ days, acc: [w7, w30, w90][i].ok ? [w7, w30, w90][i].value : null }));
     clear(byId("accuracy")).append(accuracyTable(windows));
     const items = hist.ok ? hist.value.items : [];
@@ -163,6 +193,7 @@ export class AssetView {
       data.bars(this.symbol, iv),
       before === this.interval ? null : data.forecast(this.symbol, this.interval),
     ]);
+    if (this.destroyed || iv !== this.barInterval) return; // a later switch wins
     this.bars = bars.bars;
     this.chart.setBars(this.bars);
     if (fc) this.applyForecast(fc);
@@ -180,12 +211,19 @@ export class AssetView {
 
   // Polling (while the stream is not live): new bars, and the forecast when a newer one exists.
   async refresh() {
-    const [recent, first] = await Promise.all([data.bars(this.symbol, this.barInterval, 3), data.latest(this.symbol, this.interval, 1)]);
+    if (!this.ready) return;
+    const iv = this.barInterval;
+    const [recent, first] = await Promise.all([data.bars(this.symbol, iv, 3), data.latest(this.symbol, this.interval, 1)]);
+    if (this.destroyed || iv !== this.barInterval) return;
     for (const bar of recent.bars) this.chart.updateBar(bar);
     if (recent.bars.length) this.bars = mergeBars(this.bars, recent.bars);
     const known = this.records[0];
     const changed = first.ok ? !known || first.value.generated_at !== known.generated_at : !this.error || first.error.code !== this.error.code;
-    if (changed) this.applyForecast(await data.forecast(this.symbol, this.interval));
+    if (changed) {
+      const fc = await data.forecast(this.symbol, this.interval);
+      if (this.destroyed || iv !== this.barInterval) return;
+      this.applyForecast(fc);
+    }
     this.summarize();
   }
 
@@ -204,6 +242,7 @@ export class AssetView {
   }
 
   destroy() {
+    this.destroyed = true;
     this.chart?.remove();
     this.accChart?.remove();
     this.chart = null;
