@@ -7,24 +7,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from _ui_helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    Server,
+from _ui_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, CLIENT_ID, SECRET, Dashboard, serve
+from _ui_seed import (
     add_asset,
     add_models,
     add_ticks,
     cache_records,
     forecast_records,
     hour_floor,
-    serve,
     set_insufficient,
     store_records,
 )
@@ -37,26 +32,6 @@ from services.api.ui import VENDOR_FILE
 from services.common.config import Settings
 
 TOPICS = ("topic_prices", "topic_prices_dlq", "topic_predictions", "topic_model_events")
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CLIENT_ID = "dashboard-viewer"
-SECRET = "viewer-secret-for-tests-only"
-
-
-@dataclass
-class Dashboard:
-    server: Server
-    engine: Engine
-    redis: redis.Redis
-    as_of: datetime
-    last_price: float
-
-    @property
-    def base(self) -> str:
-        return self.server.base
-
-    @property
-    def url(self) -> str:
-        return f"{self.server.base}/ui/"
 
 
 @pytest.fixture

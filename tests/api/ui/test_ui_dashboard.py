@@ -7,26 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from _ui_helpers import cache_records, forecast_records, publish_records
-from conftest import CLIENT_ID, SECRET, Dashboard
+from _ui_browser import CLIENT_ID, LIVE_WAIT_MS, SECRET, WAIT_MS, Dashboard, assert_clean, sign_in
+from _ui_seed import cache_records, forecast_records, publish_records
 from playwright.sync_api import Page, expect
-
-WAIT_MS = 30_000  # bounded waits for conditions, never timed assertions
-LIVE_WAIT_MS = 60_000  # the stream, or polling (every 5 s; every 30 s while the stream is live)
-
-
-def sign_in(page: Page, dashboard: Dashboard) -> None:
-    page.goto(dashboard.url)
-    page.get_by_label("Client id").fill(CLIENT_ID)
-    page.get_by_label("Client secret").fill(SECRET)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.locator("#assets-table tbody tr")).to_have_count(2, timeout=WAIT_MS)
-
-
-def assert_clean(page: Page) -> None:
-    assert page.evaluate("window.__csp") == []
-    assert page.problems == []  # type: ignore[attr-defined]
-    assert page.evaluate("localStorage.length") == 0
 
 
 def test_sign_in_assets_and_needs_more_history(page: Page, dashboard: Dashboard) -> None:

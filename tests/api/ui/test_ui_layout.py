@@ -7,9 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
-from conftest import ARTIFACTS, CLIENT_ID, SECRET, Dashboard
+from _ui_browser import ARTIFACTS, CLIENT_ID, SECRET, WAIT_MS, Dashboard, assert_clean, sign_in
 from playwright.sync_api import Browser, Page, expect
-from test_ui_dashboard import WAIT_MS, assert_clean, sign_in
 
 README_IMAGE = Path(__file__).parents[3] / "docs" / "img" / "dashboard.png"
 

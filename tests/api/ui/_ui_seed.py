@@ -1,5 +1,6 @@
-"""The dashboard's browser tests: a real uvicorn server in a thread, headless Debian chromium
-through Playwright, and the data the page shows (written as the services write it)."""
+"""The data the dashboard's tests show, written as the services write it: ticks through COPY
+(bar maintenance runs as for live ticks), forecast runs stored, cached and published, the
+ERR_PRED_001 state, model versions."""
 
 from __future__ import annotations
 
@@ -9,66 +10,20 @@ import json
 import math
 import random
 import threading
-import time
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 import sqlalchemy as sa
-import uvicorn
 from sqlalchemy.engine import Engine
 
-from services.api.main import create_app
-from services.common import infra
 from services.common.cache import prediction_key
 from services.common.config import Settings
-from services.common.kafka import ensure_topics, make_producer
+from services.common.kafka import make_producer
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LEVELS = (0.5, 0.8, 0.95)
 Z = {0.5: 0.674, 0.8: 1.2816, 0.95: 1.96}
-
-
-@dataclass
-class Server:
-    base: str
-    settings: Settings
-
-
-@contextmanager
-def serve(settings: Settings) -> Iterator[Server]:
-    """``create_app`` under uvicorn on a free port, in a thread with its own event loop; the
-    app's lifespan (whatever it starts, the live stream's feed included) runs on that loop."""
-    in_thread(ensure_topics(settings))
-    app = create_app(settings)
-    port = infra.free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the API server did not start"
-    try:
-        yield Server(f"http://127.0.0.1:{port}", settings)
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def in_thread(coro: Coroutine[Any, Any, Any]) -> Any:
