@@ -17,6 +17,7 @@ export class LiveStream {
     this.timer = null;
     this.stopped = true;
     this.state = "offline";
+    this.opened = 0; // sockets opened so far (a renewal in-band needs no new one)
   }
 
   start() {
@@ -80,6 +81,8 @@ export class LiveStream {
     this.setState("connecting");
     // The server waits 5 s for the auth message: it goes out as soon as the socket opens.
     ws.addEventListener("open", () => {
+      this.opened += 1;
+      document.body.dataset.streamOpened = String(this.opened);
       this.send({ type: "auth", token });
       this.authed = true;
       if (this.channels.size) this.send({ type: "subscribe", channels: [...this.channels] });

@@ -35,13 +35,13 @@ function showLiveState(state) {
 function dispatch(message) {
   if (!view) return;
   const { type, channel, data } = message;
-  if (type === "prediction" && data) view.onPrediction?.(data);
-  else if (type === "bar" && data) view.onBar?.(channel, data);
-  else if (type === "snapshot" && data) {
-    const predictions = Array.isArray(data) ? data : data.predictions ?? data.items ?? [];
-    const bars = data.bars ?? [];
-    if (channel?.startsWith("predictions:")) predictions.forEach((p) => view.onPrediction?.(p));
-    if (channel?.startsWith("bars:")) bars.forEach((b) => view.onBar?.(channel, b));
+  if (!data || !channel) return;
+  if (type === "prediction") view.onPredictions?.([data]);
+  else if (type === "bar") view.onBar?.(channel, data);
+  else if (type === "snapshot" && channel.startsWith("predictions:")) {
+    view.onPredictions?.(Array.isArray(data) ? data : data.predictions ?? []);
+  } else if (type === "snapshot" && channel.startsWith("bars:")) {
+    (data.bars ?? []).forEach((b) => view.onBar?.(channel, b));
   }
 }
 

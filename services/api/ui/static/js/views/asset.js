@@ -227,10 +227,18 @@ export class AssetView {
     this.summarize();
   }
 
-  onPrediction(record) {
-    if (record.symbol !== this.symbol || record.interval !== this.interval) return;
-    const rest = this.records.filter((r) => r.horizon !== record.horizon && r.as_of === record.as_of);
-    this.applyForecast({ records: [...rest, record].sort((a, b) => a.horizon - b.horizon), error: null });
+  // Records from the stream (a snapshot, or one new forecast): the newest run wins.
+  onPredictions(records) {
+    const mine = records.filter((r) => r.symbol === this.symbol && r.interval === this.interval);
+    if (!mine.length || !this.ready) return;
+    const byHorizon = new Map(this.records.map((r) => [r.horizon, r]));
+    for (const r of mine) {
+      const known = byHorizon.get(r.horizon);
+      if (!known || Date.parse(r.generated_at) >= Date.parse(known.generated_at)) byHorizon.set(r.horizon, r);
+    }
+    const newest = Math.max(...[...byHorizon.values()].map((r) => Date.parse(r.as_of)));
+    const run = [...byHorizon.values()].filter((r) => Date.parse(r.as_of) === newest);
+    this.applyForecast({ records: run.sort((a, b) => a.horizon - b.horizon), error: null });
     this.summarize();
   }
 

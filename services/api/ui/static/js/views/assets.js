@@ -100,13 +100,18 @@ export class AssetsView {
     };
   }
 
-  onPrediction(record) {
-    const row = this.rows.get(record.symbol);
-    if (!row || record.interval !== this.interval) return;
-    row.byHorizon.set(record.horizon, record);
-    if (record.horizon === 1) row.first = { ok: true, value: record };
-    const old = this.table.querySelector(`tr[data-symbol="${CSS.escape(record.symbol)}"]`);
-    old?.replaceWith(this.render(row));
+  onPredictions(records) {
+    for (const record of records) {
+      const row = this.rows.get(record.symbol);
+      if (!row || record.interval !== this.interval) continue;
+      row.byHorizon.set(record.horizon, record);
+      if (record.horizon === 1) row.first = { ok: true, value: record };
+    }
+    for (const symbol of new Set(records.map((r) => r.symbol))) {
+      const row = this.rows.get(symbol);
+      const old = this.table.querySelector(`tr[data-symbol="${CSS.escape(symbol)}"]`);
+      if (row && old) old.replaceWith(this.render(row));
+    }
   }
 
   render(row) {
