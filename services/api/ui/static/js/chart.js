@@ -7,6 +7,7 @@ import {
   LineSeries,
   LineStyle,
 } from "../vendor/lightweight-charts.js";
+import { bandsOf } from "./data.js";
 import { FanSeries } from "./fan.js";
 
 const VISIBLE_BARS = 160;
@@ -15,14 +16,6 @@ const toTime = (iso) => Math.floor(Date.parse(iso) / 1000);
 
 export function toCandle(bar) {
   return { time: toTime(bar.bucket), open: bar.open, high: bar.high, low: bar.low, close: bar.close };
-}
-
-// The bands of a record: every offered level (`intervals`), or its one interval.
-export function bandsOf(record) {
-  if (Array.isArray(record.intervals) && record.intervals.length) {
-    return record.intervals.map((b) => ({ level: Number(b.level), lower: b.lower, upper: b.upper }));
-  }
-  return [{ level: Number(record.confidence_level ?? 0.8), lower: record.lower_bound, upper: record.upper_bound }];
 }
 
 export class PriceChart {

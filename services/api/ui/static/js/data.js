@@ -8,6 +8,14 @@ export const BAR_LIMITS = { "1m": 1440, "1h": 8760, "1d": 3650 };
 
 export const forecastInterval = (barInterval) => (barInterval === "1d" ? "1d" : "1h");
 
+// The bands of a record (a fan chart's): every offered level (`intervals`), or its one interval.
+export function bandsOf(record) {
+  if (Array.isArray(record.intervals) && record.intervals.length) {
+    return record.intervals.map((b) => ({ level: Number(b.level), lower: b.lower, upper: b.upper }));
+  }
+  return [{ level: Number(record.confidence_level ?? 0.8), lower: record.lower_bound, upper: record.upper_bound }];
+}
+
 export async function assets() {
   const page = await get("/api/v1/assets?limit=200&active=true");
   return page.items;
@@ -20,14 +28,13 @@ export function latest(symbol, interval, horizon = 1) {
 // The latest forecast for every horizon (the cached path): ERR_PRED_001 and the like come
 // back as `error` (from horizon 1); horizons the server does not offer are left out.
 export async function forecast(symbol, interval) {
-  const first = await latest(symbol, interval, 1);
+  // Every horizon at once (one round trip, not two): horizon 1's error is the answer's.
+  const all = await Promise.all(Array.from({ length: HORIZONS[interval] }, (_, i) => latest(symbol, interval, i + 1)));
+  const [first] = all;
   if (!first.ok) return { records: [], error: first.error };
-  const rest = await Promise.all(
-    Array.from({ length: HORIZONS[interval] - 1 }, (_, i) => latest(symbol, interval, i + 2)),
-  );
-  const records = [first.value, ...rest.filter((r) => r.ok).map((r) => r.value)];
   const asOf = first.value.as_of;
-  return { records: records.filter((r) => r.as_of === asOf || r.horizon === 1), error: null };
+  const records = all.filter((r) => r.ok).map((r) => r.value);
+  return { records: records.filter((r) => r.as_of === asOf), error: null };
 }
 
 // The newest forecast run's horizons from the stored history (one request per asset).

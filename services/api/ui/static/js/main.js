@@ -119,7 +119,7 @@ function showSignedIn(signedIn) {
   if (signedIn) {
     pollTimer = setInterval(poll, POLL_MS);
     healthTimer = setInterval(checkHealth, HEALTH_MS);
-    checkHealth();
+    setTimeout(checkHealth, 1500); // after the first view's own reads: it checks every dependency
     live.start();
   } else {
     live.stop();

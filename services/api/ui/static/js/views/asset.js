@@ -137,7 +137,7 @@ export class AssetView {
   // cache may carry its one interval only); the reader's choice stays while it is offered.
   fillLevels() {
     const select = byId("level");
-    const levels = [...new Set(this.records.flatMap((r) => this.charts.bandsOf(r).map((b) => b.level)))];
+    const levels = [...new Set(this.records.flatMap((r) => data.bandsOf(r).map((b) => b.level)))];
     levels.sort((a, b) => a - b);
     this.levels = levels;
     if (this.level !== ALL && levels.length && !levels.includes(this.level)) {

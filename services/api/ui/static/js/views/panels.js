@@ -1,6 +1,6 @@
 // The asset view's panels: forecast provenance, accuracy, calibration and model versions.
 
-import { bandsOf } from "../chart.js";
+import { bandsOf } from "../data.js";
 import { h } from "../dom.js";
 import * as fmt from "../format.js";
 
