@@ -10,7 +10,8 @@ import {
 import { bandsOf } from "./data.js";
 import { FanSeries } from "./fan.js";
 
-const VISIBLE_BARS = 160;
+// Bars in view at first: about 7.5 px per candle (160 at 1280 px wide, ~50 on a phone).
+const visibleBars = (width) => Math.max(48, Math.min(160, Math.round(width / 7.5)));
 
 const toTime = (iso) => Math.floor(Date.parse(iso) / 1000);
 
@@ -59,7 +60,8 @@ export class PriceChart {
     this.redrawForecast();
     const n = this.bars.length;
     const ahead = this.records.length + 4;
-    if (n) this.chart.timeScale().setVisibleLogicalRange({ from: Math.max(0, n - VISIBLE_BARS), to: n + ahead });
+    const shown = visibleBars(this.container.clientWidth || 1200);
+    if (n) this.chart.timeScale().setVisibleLogicalRange({ from: Math.max(0, n - shown), to: n + ahead });
   }
 
   updateBar(bar) {
