@@ -137,7 +137,7 @@ def _seed(settings: Settings) -> None:
                 "upper_bound": intervals[1]["upper"], "confidence_level": 0.8,
                 "model": "lstm", "model_version": "lstm-bench", "fallback_reason": None,
                 "generated_at": datetime.now(UTC).isoformat(), "intervals": intervals,
-                "stale": None,
+                "stale": False, "as_of_age_s": 60.0,
             }  # fmt: skip
             client.set(prediction_key(SYMBOL, "1h", h), json.dumps(record))
 

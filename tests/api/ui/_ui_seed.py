@@ -140,7 +140,8 @@ def forecast_records(
                 "fallback_reason": None,
                 "generated_at": generated.isoformat(),
                 "intervals": intervals,
-                "stale": None,
+                "stale": False,
+                "as_of_age_s": (generated - as_of - timedelta(hours=1)).total_seconds(),
             }
         )
     return out
@@ -163,7 +164,11 @@ def store_records(
     )
     rows = [
         {
-            **{k: r[k] for k in r if k not in ("intervals", "stale", "confidence_level")},
+            **{
+                k: r[k]
+                for k in r
+                if k not in ("intervals", "stale", "as_of_age_s", "confidence_level")
+            },
             "actual_price": actual,
             "abs_error": abs(actual - r["predicted_price"]) if actual is not None else None,
             "naive_abs_error": abs(actual) * 0.006 if actual is not None else None,

@@ -75,31 +75,26 @@ export function models(symbol) {
   return attempt(`/api/v1/models?symbol=${enc(symbol)}&limit=50`);
 }
 
-// Observed coverage per level: the accuracy answer's per-level figures when the API gives
-// them, else the one 80% figure.
+// Observed coverage per level: the accuracy answer's calibration rows (`by_level`) when the
+// API gives them, else the one 80% figure.
 export function coverageByLevel(acc) {
   const overall = acc?.overall ?? {};
-  const byLevel = overall.coverage_by_level ?? acc?.coverage_by_level;
-  if (byLevel && typeof byLevel === "object") {
-    return Object.entries(byLevel)
-      .map(([level, observed]) => ({ level: Number(level), observed }))
+  if (Array.isArray(overall.by_level) && overall.by_level.length) {
+    return overall.by_level
+      .map((r) => ({ level: Number(r.level), observed: r.coverage, n: r.evaluated, score: r.interval_score }))
       .sort((a, b) => a.level - b.level);
   }
   if (overall.coverage !== null && overall.coverage !== undefined) {
-    return [{ level: 0.8, observed: overall.coverage }];
+    return [{ level: 0.8, observed: overall.coverage, n: overall.evaluated }];
   }
   return [];
 }
 
-// A record's staleness: the server's `stale` when it sends one, else the age of its as-of bar.
+// A record's staleness: the server's `stale` (and `as_of_age_s`) when it sends them, else
+// the age of its as-of bar (null: the server does not say).
 export function staleness(record) {
   const barEnd = Date.parse(record.as_of) / 1000 + (record.interval === "1d" ? 86400 : 3600);
-  const age = Date.now() / 1000 - barEnd;
-  if (!("stale" in record)) return { stale: null, age }; // a server without the field
-  const s = record.stale;
-  if (s === null || s === false) return { stale: false, age };
-  if (typeof s === "boolean") return { stale: s, age };
-  if (typeof s === "number") return { stale: true, age: s };
-  const given = s.age_s ?? s.age_seconds ?? s.bar_age_s;
-  return { stale: s.stale ?? true, age: given ?? age };
+  const age = typeof record.as_of_age_s === "number" ? record.as_of_age_s : Date.now() / 1000 - barEnd;
+  if (!("stale" in record)) return { stale: null, age };
+  return { stale: Boolean(record.stale), age };
 }

@@ -152,7 +152,7 @@ export class AssetsView {
     const ageText = `as-of bar ${fmt.age(st.age)} old`;
     cells.push(h("td", { class: stale ? "stale" : "" }, stale ? `Stale: ${ageText}` : `Fresh: ${ageText}`));
     cells.push(
-      h("td", {}, row.coverage.length ? row.coverage.map((c) => h("div", {}, `${fmt.levelLabel(c.level)}: ${fmt.pct(c.observed)}`)) : h("span", { class: "muted" }, "not scored yet")),
+      h("td", {}, row.coverage.length ? row.coverage.map((c) => h("div", {}, h("span", { class: "muted" }, `${fmt.levelLabel(c.level)} `), fmt.pct(c.observed))) : h("span", { class: "muted" }, "not scored yet")),
     );
     return h("tr", { "data-symbol": row.symbol }, cells);
   }

@@ -109,30 +109,31 @@ export function accuracySeries(items) {
   };
 }
 
-// Nominal against observed coverage: the API's per-level figures, else counted from the
-// scored history's intervals.
+// Nominal against observed coverage: the API's per-level rows, else counted from the scored
+// history's intervals (the 80% figure alone when neither has more).
 export function calibrationTable(fromApi, items, levels) {
   let rows = fromApi;
-  if (!rows.length || rows.length < levels.length) {
+  if (rows.length < levels.length) {
     const counted = levels.map((level) => {
       let n = 0;
       let inside = 0;
       for (const it of items) {
         if (it.actual_price == null) continue;
         const band = bandsOf(it).find((b) => b.level === level);
-        if (!band) continue;
+        if (!band || (band.level !== Number(it.confidence_level ?? 0.8) && !it.intervals?.length)) continue;
         n += 1;
         if (it.actual_price >= band.lower && it.actual_price <= band.upper) inside += 1;
       }
       return { level, observed: n ? inside / n : null, n };
     });
-    if (counted.some((r) => r.n)) rows = counted;
+    if (counted.filter((r) => r.n).length > rows.length) rows = counted.filter((r) => r.n);
   }
+  const cell = (v) => h("td", { class: "num" }, v);
   return h(
     "table",
     { id: "calibration-table" },
     h("caption", {}, "Calibration: nominal against observed interval coverage"),
-    h("thead", {}, h("tr", {}, ["Level (nominal)", "Observed coverage", "Gap"].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", {}, h("tr", {}, ["Level (nominal)", "Observed coverage", "Gap", "Scored", "Interval score"].map((t) => h("th", { scope: "col" }, t)))),
     h(
       "tbody",
       {},
@@ -142,11 +143,13 @@ export function calibrationTable(fromApi, items, levels) {
               "tr",
               {},
               h("th", { scope: "row" }, fmt.levelLabel(r.level)),
-              h("td", { class: "num" }, fmt.pct(r.observed)),
-              h("td", { class: "num" }, r.observed == null ? "–" : `${((r.observed - r.level) * 100).toFixed(1)} pts`),
+              cell(fmt.pct(r.observed)),
+              cell(r.observed == null ? "–" : `${((r.observed - r.level) * 100).toFixed(1)} pts`),
+              cell(r.n ?? "–"),
+              cell(r.score == null ? "–" : fmt.price(r.score)),
             ),
           )
-        : h("tr", {}, h("td", { colspan: 3, class: "muted" }, "No scored forecasts yet.")),
+        : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No scored forecasts yet.")),
     ),
   );
 }
