@@ -74,7 +74,9 @@ def dashboard(
         yield Dashboard(server, clean_db, redis_client, as_of, last)
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API holds an event loop on the main thread
+# while it runs, and async tests after these must find none.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

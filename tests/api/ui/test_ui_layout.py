@@ -10,6 +10,7 @@ from pathlib import Path
 from _ui_browser import ARTIFACTS, CLIENT_ID, SECRET, WAIT_MS, Dashboard, assert_clean, sign_in
 from playwright.sync_api import Browser, Page, expect
 
+POLLED = "(before) => (document.body.dataset.polled ?? '0') !== before"
 README_IMAGE = Path(__file__).parents[3] / "docs" / "img" / "dashboard.png"
 
 
@@ -21,7 +22,12 @@ def test_keyboard_only(page: Page, dashboard: Dashboard) -> None:
     page.keyboard.type(SECRET)
     page.keyboard.press("Enter")
     expect(page.locator("#assets-table tbody tr")).to_have_count(2, timeout=WAIT_MS)
-    page.get_by_role("link", name="BTC-USD").focus()
+    link = page.get_by_role("link", name="BTC-USD")
+    link.focus()
+    # The rows re-render on every poll (and stream message): the focus stays on the link.
+    polled = page.evaluate("document.body.dataset.polled ?? '0'")
+    page.wait_for_function(POLLED, arg=polled, timeout=WAIT_MS)
+    expect(link).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator("body")).to_have_attribute("data-chart", "drawn", timeout=WAIT_MS)
     page.get_by_role("radio", name="1h").focus()

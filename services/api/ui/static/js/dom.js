@@ -30,3 +30,12 @@ export function clear(el) {
 export function byId(id) {
   return document.getElementById(id);
 }
+
+// Re-rendering must not take the keyboard focus away: when it was on a link inside `root`,
+// it moves to the link with the same address in the new content.
+export function keepFocus(root, render) {
+  const active = document.activeElement;
+  const href = active && root.contains(active) ? active.getAttribute("href") : null;
+  render();
+  if (href) root.querySelector(`a[href="${CSS.escape(href)}"]`)?.focus();
+}

@@ -1,7 +1,7 @@
 // Assets: latest price, forecast per horizon, model, staleness and observed coverage.
 
 import * as data from "../data.js";
-import { clear, h } from "../dom.js";
+import { clear, h, keepFocus } from "../dom.js";
 import * as fmt from "../format.js";
 
 const SHOWN_HORIZONS = { "1h": [1, 6, 12, 24], "1d": [1, 3, 7] };
@@ -72,12 +72,14 @@ export class AssetsView {
     const list = await data.assets();
     const body = this.table.tBodies[0];
     const rows = await Promise.all(list.map((a) => this.load(a)));
-    clear(body);
-    this.rows.clear();
-    for (const row of rows) {
-      this.rows.set(row.symbol, row);
-      body.append(this.render(row));
-    }
+    keepFocus(body, () => {
+      clear(body);
+      this.rows.clear();
+      for (const row of rows) {
+        this.rows.set(row.symbol, row);
+        body.append(this.render(row));
+      }
+    });
   }
 
   async load(asset) {
@@ -110,7 +112,7 @@ export class AssetsView {
     for (const symbol of new Set(records.map((r) => r.symbol))) {
       const row = this.rows.get(symbol);
       const old = this.table.querySelector(`tr[data-symbol="${CSS.escape(symbol)}"]`);
-      if (row && old) old.replaceWith(this.render(row));
+      if (row && old) keepFocus(this.table, () => old.replaceWith(this.render(row)));
     }
   }
 
