@@ -165,7 +165,9 @@ export class AssetView {
     const items = hist.ok ? hist.value.items : [];
     const fromApi = w30.ok ? data.coverageByLevel(w30.value) : [];
     clear(byId("calibration")).append(calibrationTable(fromApi, items, this.levels.length ? this.levels : [0.8]));
-    clear(byId("models")).append(modelsTable(mods.ok ? mods.value.items : []));
+    clear(byId("models")).append(
+      mods.ok ? modelsTable(mods.value.items) : h("p", { class: "muted" }, refused(mods.error, "models:read")),
+    );
     const series = accuracySeries(items);
     this.accChart?.remove();
     this.accChart = new this.charts.LineChart(byId("accuracy-chart"), [
@@ -256,6 +258,10 @@ export class AssetView {
     this.chart = null;
     this.accChart = null;
   }
+}
+
+function refused(error, scope) {
+  return error.code === "ERR_AUTH_002" ? `Not shown: this sign-in lacks the ${scope} scope.` : error.message;
 }
 
 function mergeBars(bars, recent) {
