@@ -33,6 +33,8 @@ async def test_ui_headers_and_api_headers_apart(client: httpx.AsyncClient) -> No
     assert module.headers["x-content-type-options"] == "nosniff"
     missing = await client.get("/ui/nope.js")  # the API's error shape, as JSON
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "ERR_NOT_FOUND"
+    metrics = (await client.get("/metrics")).text
+    assert 'pricecast_http_requests_total{method="GET",route="/ui",status="200"}' in metrics
     for path in ("/health", "/.well-known/jwks.json", "/api/v1/assets"):
         r = await client.get(path)
         assert "content-security-policy" not in r.headers, path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
@@ -55,15 +56,19 @@ _STATIC_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 
 
 class DashboardHeaders:
-    """Wraps the static files app: every answer under ``/ui`` gets the dashboard's headers."""
+    """Wraps the static files app: every answer under ``/ui`` gets the dashboard's headers,
+    and the request is counted under the route ``/ui`` (not "unmatched") in the metrics."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.route: Any = None  # the Mount, once mounted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.route is not None:
+            scope["route"] = self.route  # read back by ApiMiddleware for the route label
         host = next((v for k, v in scope["headers"] if k == b"host"), None)
         csp = content_security_policy(host)
 
@@ -85,4 +90,6 @@ def mount_ui(app: FastAPI) -> None:
     built, in which case the page says so instead of drawing charts."""
     if not VENDOR_FILE.is_file():
         log.warning("dashboard chart library missing (%s): run `make ui`", VENDOR_FILE)
-    app.mount(MOUNT, DashboardHeaders(StaticFiles(directory=STATIC_DIR, html=True)), name="ui")
+    dashboard = DashboardHeaders(StaticFiles(directory=STATIC_DIR, html=True))
+    app.mount(MOUNT, dashboard, name="ui")
+    dashboard.route = app.router.routes[-1]
