@@ -53,6 +53,7 @@ async function chartsModule() {
 async function route() {
   view?.destroy();
   view = null;
+  delete document.body.dataset.chart; // set again once this view's chart is painted
   const root = byId("view");
   if (!session.accessToken()) {
     clear(root);
