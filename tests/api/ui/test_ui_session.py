@@ -1,4 +1,4 @@
-"""Refresh rotation by the page: with 10-second access tokens the page rotates before expiry
+"""Refresh rotation by the page: with 8-second access tokens the page rotates before expiry
 (at 80% of the lifetime), goes on reading with the new tokens, and renews the stream's token
 in-band (no new socket) when the stream is up; the rotated-away refresh token is spent."""
 
@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from services.common.config import Settings
 
-TTL_S = 10
+TTL_S = 8
 SESSION = "JSON.parse(sessionStorage.getItem('pricecast.session'))"
 # A function, not a string: the page's CSP forbids evaluating strings (no 'unsafe-eval').
 ROTATED = f"(before) => {SESSION}.access !== before"
