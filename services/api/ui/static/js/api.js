@@ -11,11 +11,21 @@ export class ApiError extends Error {
   }
 }
 
+// A read js/main.js already started for this path and token, taken once.
+function prefetched(path, token) {
+  const early = window.pricecastPrefetch;
+  if (!early || early.token !== token || !early.started.has(path)) return null;
+  const response = early.started.get(path);
+  early.started.delete(path);
+  return response;
+}
+
 async function once(path) {
   const token = accessToken();
   const headers = { Accept: "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(path, { headers, credentials: "omit", cache: "no-store" });
+  const early = prefetched(path, token);
+  const response = (early && (await early.catch(() => null))) || (await fetch(path, { headers, credentials: "omit", cache: "no-store" }));
   if (response.ok) return response.json();
   const body = await response.json().catch(() => ({}));
   throw new ApiError(response.status, body.error);
