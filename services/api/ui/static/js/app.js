@@ -25,10 +25,13 @@ const live = new LiveStream({
   onState: showLiveState,
 });
 
+// The words change only when what the reader gets changes: reconnect attempts while polling
+// stay "Polling" (a live region that flapped would keep a screen reader talking).
 function showLiveState(state) {
-  const labels = { live: "Live", connecting: "Connecting…", polling: "Polling", offline: "Offline" };
-  byId("live-state").textContent = labels[state] ?? state;
-  byId("live-state").dataset.state = state;
+  const labels = { live: "Live", connecting: "Polling", polling: "Polling", offline: "Offline" };
+  const el = byId("live-state");
+  if (el.textContent !== labels[state]) el.textContent = labels[state] ?? state;
+  el.dataset.state = state;
   document.body.dataset.live = state;
 }
 
