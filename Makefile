@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 BENCH ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test tools lint fmt bench install lock test-faults soak status doctor kafka-topics kafka-lag db-shell redis-cli clean
+.PHONY: run test tools lint fmt bench install lock ui test-faults soak status doctor kafka-topics kafka-lag db-shell redis-cli clean
 
 # The locked set (requirements/*.txt, pip-compile with hashes; `make lock` refreshes it):
 # torch 2.13.0 (CPU build) first, on its own (see requirements/README.md), then exactly the
@@ -33,6 +33,13 @@ lock: install
 	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_UPGRADE) -o requirements/runtime.txt pyproject.toml
 	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_UPGRADE) --extra dev --extra embedded \
 		-c requirements/runtime.txt -o requirements/dev.txt pyproject.toml
+
+# The web dashboard's chart library (npm ci, pinned by web/package-lock.json): see ops/tools/build-ui.sh.
+UI_VENDOR := services/api/ui/static/vendor/lightweight-charts.js
+$(UI_VENDOR): web/package.json web/package-lock.json
+	bash ops/tools/build-ui.sh
+ui: $(UI_VENDOR)
+install: ui
 
 run: install
 	$(VENV)/bin/pricecast run

@@ -7,6 +7,9 @@
 #   promtool, prometheus    Debian's prometheus package: `promtool test rules` on the alert rules
 #   amtool, prometheus-alertmanager   Debian's prometheus-alertmanager: `amtool check-config`, and
 #                            both servers for the end-to-end alert test (tests/e2e/test_alerting.py)
+#   /usr/bin/chromium        the dashboard's browser tests and bench (tests/api/ui, dashboard_load):
+#                            Debian's chromium package, driven by Playwright (never
+#                            `playwright install`); installed with apt-get when run as root.
 # Idempotent: does nothing when the tools are already there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -59,6 +62,15 @@ with open(dest, "wb") as out:
 os.chmod(dest, 0o755)
 PY
   kustomize_v5 "$TOOLS/bin/kubectl"
+fi
+if [[ ! -x /usr/bin/chromium ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing chromium (Debian package) for the dashboard's browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+  else
+    echo "WARNING: /usr/bin/chromium missing: run 'sudo apt-get install -y chromium' (tests/api/ui need it)" >&2
+  fi
 fi
 echo "deploy tools ready: $("$TOOLS/bin/checkov" --version 2>/dev/null | tail -1) (checkov)," \
   "$(promtool --version 2>&1 | head -1 | cut -d' ' -f1-3)," \

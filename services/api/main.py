@@ -17,6 +17,7 @@ from services.api.core.security import SCOPES
 from services.api.health import DataReport, api_health_router
 from services.api.routes import assets, auth, bars, models, predictions, well_known
 from services.api.state import ApiState
+from services.api.ui import mount_ui
 from services.common.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The data report of /health/detailed; a stream hub attaches its numbers (``.streams``).
     app.state.data_report = DataReport(state)
     app.include_router(api_health_router(state, app.state.data_report))
+    mount_ui(app)  # the web dashboard at /ui/ (static files, its own CSP)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
