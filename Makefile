@@ -29,9 +29,9 @@ install: $(VENV)/.installed
 # Re-resolve the lock from pyproject.toml, keeping every pin that still satisfies it
 # (`make lock LOCK_UPGRADE=--upgrade` moves everything to the newest releases).
 LOCK_UPGRADE ?=
-lock: install
+lock: $(VENV)/.installed
 	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_UPGRADE) -o requirements/runtime.txt pyproject.toml
-	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_UPGRADE) --extra dev --extra embedded \
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_UPGRADE) --extra dev --extra embedded --extra bench \
 		-c requirements/runtime.txt -o requirements/dev.txt pyproject.toml
 
 # The web dashboard's chart library (npm ci, pinned by web/package-lock.json): see ops/tools/build-ui.sh.

@@ -5,7 +5,8 @@
 3. development JWT keys under ``.pricecast/keys`` unless keys are configured;
 4. the three services as child processes (what each Kubernetes Deployment runs);
 5. demo history through the normal ingestion path when the database is empty;
-6. once the API answers: ``API: ...`` and ``TOKEN: ...`` lines, token in ``.pricecast/demo-token``;
+6. once the API answers: ``API: ...``, ``TOKEN: ...`` and ``UI: ...`` lines, the token also in
+   ``.pricecast/demo-token``;
 7. Ctrl-C or SIGTERM stops the services, then the infrastructure it started.
 
 Every child runs in a process group of its own: a terminal sends Ctrl-C's SIGINT to its whole
@@ -201,6 +202,7 @@ def main(args: argparse.Namespace) -> int:
             os.chmod(state / "demo-token", 0o600)
             print(f"API: {base}", flush=True)
             print(f"TOKEN: {token}", flush=True)
+            print(f"UI: {base}/ui/", flush=True)
             print("Ctrl-C stops everything.", flush=True)
             while not stop.wait(1.0):
                 if history_stored.is_set() and "train" not in stack.jobs:

@@ -174,6 +174,11 @@ def test_first_training_run_promotes_the_lstm_that_then_serves(stack: RunningSta
 def test_run_serves_predictions(stack: RunningStack) -> None:
     api = stack.wait_for("API:", STARTUP_LIMIT_S)
     token = stack.wait_for("TOKEN:", 30)
+    ui = stack.wait_for("UI:", 30)
+    assert ui == f"{api}/ui/"
+    page = _get(ui)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"], page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
     assert token.count(".") == 2
 
     eth = _await_prediction(api, token, "ETH-USD", 120)
