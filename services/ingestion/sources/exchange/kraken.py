@@ -130,7 +130,7 @@ class KrakenSource(ExchangeSource):
 
     async def rest_gap(self, gap: Gap) -> list[RawTick]:
         out: dict[int, RawTick] = {}
-        since = f"{gap.after.timestamp():.6f}"
+        since = f"{gap.after.timestamp() - 0.001:.6f}"  # trades of the same millisecond too
         async for page in self._pages(gap.symbol, since):
             for t in page:
                 tid = int(t["trade_id"])
