@@ -204,9 +204,7 @@ async def test_binance_connection_renewed_before_its_age_limit(
     trades = make_trades("BTCUSDT", n, int(time.time() * 1000) - 600_000)
     venue = await FakeVenue(DIALECTS["binance"](), trades, pace_s=0.01).start()
     venues.append(venue)
-    s = settings_for(
-        ing_settings, "binance", venue, tmp_path, binance_max_connection_age_s=0.3
-    )
+    s = settings_for(ing_settings, "binance", venue, tmp_path, binance_max_connection_age_s=0.3)
     await start_writer(s)
     running = Running(build_exchange_source(s, "binance"), publisher)
     try:
@@ -227,7 +225,8 @@ async def test_finnhub_wrong_key_is_refused_and_retried(
     trades = make_trades("AAPL", 4, int(time.time() * 1000) - 60_000)
     venue = await FakeVenue(DIALECTS["finnhub"](), trades, require_token="another-key").start()
     venues.append(venue)
-    source = build_exchange_source(settings_for(ing_settings, "finnhub", venue, tmp_path), "finnhub")
+    s = settings_for(ing_settings, "finnhub", venue, tmp_path)
+    source = build_exchange_source(s, "finnhub")
     source.start()
     try:
         await wait_for(lambda: source.stats.reconnects.get("refused", 0) >= 2, 30, "refused")
