@@ -48,6 +48,13 @@ PAGE = 1000
 class BinanceSource(ExchangeSource):
     kind = "binance"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # "BTCUSDT" (events) and "btcusdt" (streams, settings) -> (venue symbol, symbol)
+        self._names = {v.upper(): (v.lower(), s) for v, s in self.pairs.items()}
+        self._names.update({v.lower(): (v.lower(), s) for v, s in self.pairs.items()})
+        self.pairs = {v.lower(): s for v, s in self.pairs.items()}
+
     def _raw_endpoint(self) -> bool:
         return urlsplit(self.config.ws_url).path.rstrip("/").endswith("/ws")
 
@@ -86,10 +93,10 @@ class BinanceSource(ExchangeSource):
             return Parsed(rejects=[rejected(exc, frame)])
 
     def _trade(self, data: dict[str, Any], tid: Any, price: Any, qty: Any, ms: Any) -> RawTick:
-        venue = str(data["s"]).lower()
-        symbol = self.pairs.get(venue)
-        if symbol is None:
-            raise ValidationFailed("invalid_symbol", f"unsubscribed symbol {venue[:20]!r}")
+        found = self._names.get(data["s"])
+        if found is None:
+            raise ValidationFailed("invalid_symbol", f"unsubscribed symbol {data['s']!r:.20}")
+        venue, symbol = found
         return trade(
             self.name,
             symbol,
@@ -107,7 +114,7 @@ class BinanceSource(ExchangeSource):
             f"{self.config.rest_url.rstrip('/')}/api/v3/historicalTrades",
             {"symbol": venue.upper(), "fromId": from_id, "limit": limit},
         )
-        row = {"s": venue}
+        row = {"s": venue.lower()}
         return [self._trade(row, r["id"], r["price"], r["qty"], r["time"]) for r in rows]
 
     async def rest_gap(self, gap: Gap) -> list[RawTick]:

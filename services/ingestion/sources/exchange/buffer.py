@@ -24,12 +24,24 @@ class TradeBuffer:
     def __len__(self) -> int:
         return len(self._items)
 
-    async def put(self, items: list[Any]) -> None:
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self.max_items
+
+    def add(self, items: list[Any]) -> None:
+        """Append now (the reader checks :attr:`full` after each frame and waits then)."""
+        self._items.extend(items)
+        self._ready.set()
+
+    async def room(self) -> None:
+        """Until the buffer is below ``max_items``."""
         while len(self._items) >= self.max_items:
             self._room.clear()
             await self._room.wait()
-        self._items.extend(items)
-        self._ready.set()
+
+    async def put(self, items: list[Any]) -> None:
+        await self.room()
+        self.add(items)
 
     async def take(self, max_items: int, timeout_s: float) -> list[Any]:
         """Up to ``max_items``, waiting at most ``timeout_s`` for the first."""

@@ -38,7 +38,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from services.common.metrics import (
@@ -52,6 +51,7 @@ from services.common.metrics import (
 from services.ingestion.sources.base import RawTick, Source
 from services.ingestion.sources.exchange.buffer import TradeBuffer
 from services.ingestion.sources.exchange.gaps import Gap, SequenceTracker
+from services.ingestion.sources.exchange.wire import Connection
 from services.ingestion.validation import Rejection, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class StreamConfig:
     api_key: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Parsed:
     """One frame, parsed: trades (raw ticks), rejections, and a venue error if it said so."""
 
@@ -134,6 +134,7 @@ class ExchangeSource(Source):
         self._reconnected: set[str] = set()  # time-window venues: symbols since a reconnect
         self._last_message = 0.0
         self._messages = SOURCE_MESSAGES.labels(self.kind)
+        self._messages_counted = 0
         self._connected = SOURCE_CONNECTED.labels(self.kind)
         self._connected.set(0)
 
@@ -199,13 +200,8 @@ class ExchangeSource(Source):
             reason = "error"
             healthy = False
             try:
-                async with connect(
-                    self.ws_url(),
-                    open_timeout=self.config.open_timeout_s,
-                    ping_interval=self.config.ping_interval_s or None,
-                    ping_timeout=self.config.ping_interval_s or None,
-                    close_timeout=2.0,
-                    max_size=2**23,
+                async with Connection(
+                    self.ws_url(), open_timeout_s=self.config.open_timeout_s
                 ) as ws:
                     reason, healthy = await self._session(ws)
             except InvalidStatus as exc:
@@ -230,7 +226,7 @@ class ExchangeSource(Source):
             )
             await asyncio.sleep(delay)
 
-    async def _session(self, ws: ClientConnection) -> tuple[str, bool]:
+    async def _session(self, ws: Connection) -> tuple[str, bool]:
         """One connection until it ends; (why it ended, whether it delivered messages)."""
         for message in self.subscribe_messages():
             await ws.send(message)
@@ -246,25 +242,47 @@ class ExchangeSource(Source):
         got = False
         reason = "closed"  # the venue closed it cleanly
         try:
-            async for frame in ws:
+            buffer = self.buffer
+            while True:
+                frames = await ws.recv_batch()  # every message of one socket read
+                if not frames:
+                    continue
                 self._last_message = time.monotonic()
                 got = True
-                await self._frame(frame)
+                for frame in frames:
+                    self._frame(frame)
+                if buffer.full:  # the publisher is behind: stop reading, TCP pushes back
+                    await buffer.room()
         except ConnectionClosed as exc:
+            reason = "closed" if exc.rcvd is not None else "dropped"
+            if not ended:
+                self._error(f"connection {reason}: {exc}")
+        except OSError as exc:  # reset, or aborted by the watchdog
             reason = "dropped"
             if not ended:
-                self._error(f"connection dropped: {exc}")
+                self._error(f"connection dropped: {type(exc).__name__}: {exc}")
         finally:
             watchdog.cancel()
             await asyncio.gather(watchdog, return_exceptions=True)
+            self._count_messages()
         return (ended[0] if ended else reason), got
 
-    async def _watch(self, ws: ClientConnection, opened: float, ended: list[str]) -> None:
+    async def _watch(self, ws: Connection, opened: float, ended: list[str]) -> None:
         cfg = self.config
         step = max(0.05, min(1.0, cfg.silence_s / 4))
+        pinged = opened
         while True:
             await asyncio.sleep(step)
+            self._count_messages()
             now = time.monotonic()
+            if cfg.ping_interval_s and now - pinged >= cfg.ping_interval_s:
+                if ws.last_pong < pinged and pinged > opened:  # the last ping got no answer
+                    ended.append("ping_timeout")
+                    self._error(f"no pong within {cfg.ping_interval_s:g}s: connection dead")
+                    ws.abort()
+                    return
+                pinged = now
+                await ws.ping()
             if cfg.max_age_s and now - opened >= cfg.max_age_s:
                 ended.append("max_age")
                 log.info("%s: connection %.0fs old: renewing it", self.kind, now - opened)
@@ -273,7 +291,7 @@ class ExchangeSource(Source):
             if now - self._last_message >= cfg.silence_s:
                 ended.append("silence")
                 self._error(f"no message for {cfg.silence_s:g}s: connection taken as dead")
-                ws.transport.abort()
+                ws.abort()
                 return
 
     def _error(self, message: str) -> None:
@@ -282,19 +300,34 @@ class ExchangeSource(Source):
         log.warning("%s: %s", self.kind, message)
 
     # --- frames ----------------------------------------------------------------------------
-    async def _frame(self, frame: str | bytes) -> None:
+    def _count_messages(self) -> None:
+        """Messages received, into the Prometheus counter (in steps: not once per frame)."""
+        new = self.stats.messages - self._messages_counted
+        if new:
+            self._messages.inc(new)
+            self._messages_counted += new
+
+    def _frame(self, frame: str | bytes) -> None:
         self.stats.messages += 1
-        self._messages.inc()
         parsed = self.parse(frame)
         if parsed.error is not None:
             self._error(f"venue says: {parsed.error}")
-        trades = self._track(parsed.trades) if parsed.trades else parsed.trades
         if parsed.rejects:
             self.stats.malformed += len(parsed.rejects)
-            await self.buffer.put(parsed.rejects)
+            self.buffer.add(parsed.rejects)
+        trades = parsed.trades
         if trades:
+            if len(trades) == 1 and self.sequential_ids:  # the common frame (Binance)
+                t = trades[0]
+                keep, gap = self.tracker.observe(t.pop("_venue"), int(t["trade_id"]), t["ts"])
+                if gap is not None:
+                    self._found(gap)
+                if not keep:
+                    return
+            else:
+                trades = self._track(trades)
             self.stats.trades += len(trades)
-            await self.buffer.put(trades)
+            self.buffer.add(trades)
 
     def _track(self, trades: list[RawTick]) -> list[RawTick]:
         """Drop trades seen already; queue the holes they reveal for repair."""
