@@ -21,7 +21,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -54,6 +54,8 @@ class BinanceSource(ExchangeSource):
         self._names = {v.upper(): (v.lower(), s) for v, s in self.pairs.items()}
         self._names.update({v.lower(): (v.lower(), s) for v, s in self.pairs.items()})
         self.pairs = {v.lower(): s for v, s in self.pairs.items()}
+        self._last_ms: object = None
+        self._last_ts = datetime.now(UTC)
 
     def _raw_endpoint(self) -> bool:
         return urlsplit(self.config.ws_url).path.rstrip("/").endswith("/ws")
@@ -97,11 +99,13 @@ class BinanceSource(ExchangeSource):
         if found is None:
             raise ValidationFailed("invalid_symbol", f"unsubscribed symbol {data['s']!r:.20}")
         venue, symbol = found
+        if ms != self._last_ms:  # busy streams print many trades per millisecond
+            self._last_ts, self._last_ms = epoch_ms(ms, "T"), ms
         return trade(
             self.name,
             symbol,
             venue,
-            epoch_ms(ms, "T"),
+            self._last_ts,
             decimal_value(price, "p"),
             decimal_value(qty, "q"),
             str(sequential_id(tid, "t")),
