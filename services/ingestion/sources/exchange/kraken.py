@@ -146,7 +146,8 @@ class KrakenSource(ExchangeSource):
     async def history(
         self, venue_symbol: str, start: datetime, end: datetime
     ) -> AsyncIterator[list[RawTick]]:
-        async for page in self._pages(venue_symbol, f"{start.timestamp():.6f}"):
+        since = f"{start.timestamp() - 0.001:.6f}"  # ``since`` is exclusive
+        async for page in self._pages(venue_symbol, since):
             inside = [t for t in page if start <= t["ts"] < end]
             if inside:
                 yield plain(inside)
