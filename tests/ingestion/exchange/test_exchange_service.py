@@ -39,7 +39,7 @@ async def test_ingest_service_streams_binance_from_the_environment(
         PRICECAST_BINANCE_SYMBOLS="btcusdt:SB-USD",
     )
     port = int(env["PRICECAST_INGEST_HEALTH_PORT"])
-    proc = subprocess.Popen([*PRICECAST, "ingest"], env=env)
+    proc = subprocess.Popen([*PRICECAST, "ingest"], env=env)  # noqa: ASYNC220 - starts at once
     try:
         await wait_serving(port, proc, "pricecast ingest")
         await wait_for(lambda: count_ticks(clean_db, "symbol = 'SB-USD'") >= 200, 60, "stored")

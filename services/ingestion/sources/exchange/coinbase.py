@@ -139,7 +139,9 @@ class CoinbaseSource(ExchangeSource):
     async def history(
         self, venue_symbol: str, start: datetime, end: datetime
     ) -> AsyncIterator[list[RawTick]]:
+        seen: set[str] = set()  # consecutive windows share their boundary second
         async for page in self._pages(venue_symbol, start, end):
-            inside = [t for t in page if start <= t["ts"] < end]
+            inside = [t for t in page if start <= t["ts"] < end and t["trade_id"] not in seen]
+            seen.update(t["trade_id"] for t in inside)
             if inside:
                 yield plain(inside)
