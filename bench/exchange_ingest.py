@@ -14,7 +14,9 @@ measured. Two clients read the same frames in the same run:
   is acknowledged; the topic's end offsets are checked to hold every trade.
 
 The machine is shared: the two are measured in alternating rounds and the best round of each
-is reported (every round is in ``extra``).
+is reported (every round is in ``extra``). ``extra.cpu_ratio`` compares the CPU this process
+spends per frame (bare client) and per trade (source, publisher included; the broker's CPU is
+not counted): a figure the machine's load moves much less than wall-clock rates.
 
 Environment: ``EXCHANGE_BENCH_TRADES`` (default 300,000), ``EXCHANGE_BENCH_SYMBOLS`` (10),
 ``EXCHANGE_BENCH_ROUNDS`` (3).
@@ -63,8 +65,8 @@ def wire_frames(n: int) -> bytes:
             "E": start_ms + k,
             "s": syms[s].upper(),
             "t": 1_000_000 + k,
-            "p": f"{27000 + (k % 50) * 0.01:.2f}",
-            "q": "0.01500000",
+            "p": f"{27000 + (k * 37 % 2000) * 0.01:.2f}",  # 2,000 price levels
+            "q": f"{(k * 7919 % 1_000_000 + 1) / 1e6:.8f}",  # sizes mostly distinct
             "T": start_ms + k // 4,
             "m": bool(k & 1),
             "M": True,
@@ -95,16 +97,17 @@ def serve_forever(port_out: Any, n: int) -> None:
     asyncio.run(main())
 
 
-async def bare_client(url: str, n: int) -> float:
-    """Frames/s a plain websockets client reads (the baseline)."""
+async def bare_client(url: str, n: int) -> tuple[float, float]:
+    """Frames/s a plain websockets client reads (the baseline), and its CPU us per frame."""
     got = 0
     async with connect(url, max_size=2**23) as ws:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         async for _ in ws:
             got += 1
             if got >= n:
                 break
-        return n / (time.perf_counter() - started)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        return n / seconds, cpu / n * 1e6
 
 
 async def through_source(settings: Settings, n: int) -> tuple[float, dict[str, Any]]:
@@ -115,7 +118,7 @@ async def through_source(settings: Settings, n: int) -> tuple[float, dict[str, A
     published = rejected = batches = 0
     try:
         raw = await source.fetch()  # connects; the first trades are in
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         while True:
             if raw:
                 good, bad = await publisher.validate_and_publish(raw, source.name)
@@ -126,7 +129,7 @@ async def through_source(settings: Settings, n: int) -> tuple[float, dict[str, A
             if published + rejected >= n:
                 break
             raw = await source.fetch()
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         await source.close()
         await publisher.stop()
@@ -136,6 +139,7 @@ async def through_source(settings: Settings, n: int) -> tuple[float, dict[str, A
         "batches": batches,
         "mean_batch": round(published / max(1, batches), 1),
         "seconds": round(seconds, 3),
+        "cpu_us_per_trade": round(cpu / n * 1e6, 2),
         "gaps_found": source.stats.gaps["found"],
         "duplicates_dropped": source.tracker.duplicates,
     }
@@ -166,10 +170,13 @@ async def run(settings: Settings, url: str) -> None:
     await ensure_topics(settings)
     await bare_client(url, min(TRADES, 20_000))  # warm-up (imports, first connection)
     baselines: list[float] = []
+    baseline_cpu: list[float] = []
     values: list[float] = []
     runs: list[dict[str, Any]] = []
     for _ in range(ROUNDS):  # alternating, so both see the same (shared) machine
-        baselines.append(await bare_client(url, TRADES))
+        rate, cpu_us = await bare_client(url, TRADES)
+        baselines.append(rate)
+        baseline_cpu.append(cpu_us)
         value, extra = await through_source(settings, TRADES)
         values.append(value)
         runs.append(extra)
@@ -200,6 +207,10 @@ async def run(settings: Settings, url: str) -> None:
             "in_topic": in_topic,
             "rounds_value": [round(v, 1) for v in values],
             "rounds_baseline": [round(v, 1) for v in baselines],
+            # CPU of this process per trade: what load on the shared machine does not change
+            "rounds_cpu_us_per_trade": [r["cpu_us_per_trade"] for r in runs],
+            "rounds_baseline_cpu_us_per_frame": [round(v, 2) for v in baseline_cpu],
+            "cpu_ratio": round(min(baseline_cpu) / min(r["cpu_us_per_trade"] for r in runs), 4),
             "loadavg_1m": round(os.getloadavg()[0], 2),
         },
     )

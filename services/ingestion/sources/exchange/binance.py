@@ -38,7 +38,6 @@ from services.ingestion.sources.exchange.stream import (
     load_frame,
     plain,
     rejected,
-    trade,
 )
 from services.ingestion.validation import ValidationFailed
 
@@ -80,7 +79,9 @@ class BinanceSource(ExchangeSource):
     def parse(self, frame: str | bytes) -> Parsed:
         try:
             doc = load_frame(frame)
-            data = doc.get("data", doc) if "stream" in doc else doc
+            data = doc.get("data")
+            if data is None:  # the raw endpoint (/ws): events come unwrapped
+                data = doc
             event = data.get("e")
             if event == "trade":
                 return Parsed([self._trade(data, data["t"], data["p"], data["q"], data["T"])])
@@ -101,15 +102,15 @@ class BinanceSource(ExchangeSource):
         venue, symbol = found
         if ms != self._last_ms:  # busy streams print many trades per millisecond
             self._last_ts, self._last_ms = epoch_ms(ms, "T"), ms
-        return trade(
-            self.name,
-            symbol,
-            venue,
-            self._last_ts,
-            decimal_value(price, "p"),
-            decimal_value(qty, "q"),
-            str(sequential_id(tid, "t")),
-        )
+        return {  # stream.trade(), inlined: one of these per frame
+            "symbol": symbol,
+            "ts": self._last_ts,
+            "price": decimal_value(price, "p"),
+            "volume": decimal_value(qty, "q"),
+            "source": "binance",
+            "trade_id": str(tid) if type(tid) is int and tid >= 0 else str(sequential_id(tid)),
+            "_venue": venue,
+        }
 
     # --- REST ------------------------------------------------------------------------------
     async def _page(self, venue: str, from_id: int, limit: int) -> list[RawTick]:

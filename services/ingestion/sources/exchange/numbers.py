@@ -20,12 +20,27 @@ _DECIMAL_RE = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
 _plain = _DECIMAL_RE.fullmatch
 
 
+# Prices sit on a tick grid and sizes repeat: most strings were parsed a moment ago. A bounded
+# memo of exact parses (text -> double) saves the Decimal round trip for them.
+_PARSED: dict[str, float] = {}
+_PARSED_MAX = 65_536
+
+
 def decimal_value(value: object, field: str) -> float:
     """A venue's decimal (string, or a JSON number where the venue sends numbers) as the
     double nearest to its exact value; ``ValidationFailed`` (``invalid_type``) otherwise."""
     if type(value) is str:
-        text = value
-    elif type(value) is int:
+        known = _PARSED.get(value)
+        if known is not None:
+            return known
+        if not _plain(value):
+            return _bad(value, field)
+        parsed = float(Decimal(value))
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[value] = parsed
+        return parsed
+    if type(value) is int:
         text = str(value)
     elif type(value) is float:
         # A JSON number (Kraken v2, Finnhub): the JSON parser already rounded the venue's

@@ -25,6 +25,7 @@ broker outage loses no trade (the DLQ may see a malformed frame twice).
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import random
@@ -78,13 +79,21 @@ class StreamConfig:
     api_key: str | None = None
 
 
-@dataclass(slots=True)
 class Parsed:
-    """One frame, parsed: trades (raw ticks), rejections, and a venue error if it said so."""
+    """One frame, parsed: trades (raw ticks), rejections, and a venue error if it said so.
+    (A plain class: one is made per frame.)"""
 
-    trades: list[RawTick] = field(default_factory=list)
-    rejects: list[Rejection] = field(default_factory=list)
-    error: str | None = None
+    __slots__ = ("error", "rejects", "trades")
+
+    def __init__(
+        self,
+        trades: list[RawTick] | None = None,
+        rejects: list[Rejection] | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.trades: list[RawTick] = [] if trades is None else trades
+        self.rejects: list[Rejection] = [] if rejects is None else rejects
+        self.error = error
 
 
 @dataclass
@@ -99,6 +108,20 @@ class StreamStats:
     )
     connected_since: datetime | None = None
     last_error: str | None = None
+
+
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Raise the cyclic GC's young-generation threshold (never lower it) in a process that
+    runs a stream. Every trade allocates about ten short-lived, acyclic objects (frame text,
+    dicts, datetimes, the record bytes); with the default threshold (700) a collection runs
+    every few dozen trades and costs some 15% of the CPU per trade. Reference counting still
+    frees all of them at once; only cycles wait a little longer."""
+    young, *older = gc.get_threshold()
+    if young < GC_YOUNG_THRESHOLD:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *older)
 
 
 def redact(url: str) -> str:
@@ -173,6 +196,7 @@ class ExchangeSource(Source):
         self._unacked = None
 
     def start(self) -> None:
+        tune_gc()
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self._run(), name=f"{self.kind}-stream"),
