@@ -7,9 +7,9 @@ import asyncio
 from websockets.exceptions import InvalidStatus
 
 from services.doctor.model import CheckSpec, Context, Finding, describe
+from services.ingestion.sources.exchange.common import redact
 from services.ingestion.sources.exchange.numbers import parse_pairs
 from services.ingestion.sources.exchange.registry import VENUES, build_exchange_source
-from services.ingestion.sources.exchange.stream import redact
 from services.ingestion.sources.exchange.wire import Connection
 
 

@@ -9,11 +9,11 @@ import pytest
 
 from services.ingestion.sources.exchange.binance import BinanceSource
 from services.ingestion.sources.exchange.coinbase import CoinbaseSource
+from services.ingestion.sources.exchange.common import StreamConfig, redact
 from services.ingestion.sources.exchange.finnhub import FinnhubSource
 from services.ingestion.sources.exchange.gaps import SequenceTracker
 from services.ingestion.sources.exchange.kraken import KrakenSource
 from services.ingestion.sources.exchange.numbers import decimal_value, parse_pairs, rfc3339
-from services.ingestion.sources.exchange.stream import StreamConfig, redact
 from services.ingestion.validation import Rejection, Tick, ValidationFailed, Validator
 
 CFG = StreamConfig("wss://venue.example", "https://venue.example", api_key="secret-key")

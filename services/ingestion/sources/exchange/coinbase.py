@@ -24,18 +24,18 @@ from typing import Any
 import orjson
 
 from services.ingestion.sources.base import RawTick
-from services.ingestion.sources.exchange.gaps import Gap
-from services.ingestion.sources.exchange.numbers import decimal_value, rfc3339, sequential_id
-from services.ingestion.sources.exchange.rest import get_json
-from services.ingestion.sources.exchange.stream import (
+from services.ingestion.sources.exchange.common import (
     FRAME_ERRORS,
-    ExchangeSource,
     Parsed,
     load_frame,
     plain,
     rejected,
     trade,
 )
+from services.ingestion.sources.exchange.gaps import Gap
+from services.ingestion.sources.exchange.numbers import decimal_value, rfc3339, sequential_id
+from services.ingestion.sources.exchange.rest import get_json
+from services.ingestion.sources.exchange.stream import ExchangeSource
 from services.ingestion.validation import ValidationFailed
 
 PAGE = 1000

@@ -28,18 +28,18 @@ from urllib.parse import urlencode
 import orjson
 
 from services.ingestion.sources.base import RawTick
-from services.ingestion.sources.exchange.gaps import Gap
-from services.ingestion.sources.exchange.numbers import decimal_value, epoch_ms
-from services.ingestion.sources.exchange.rest import get_json
-from services.ingestion.sources.exchange.stream import (
+from services.ingestion.sources.exchange.common import (
     FRAME_ERRORS,
-    ExchangeSource,
     Parsed,
     load_frame,
     plain,
     rejected,
     trade,
 )
+from services.ingestion.sources.exchange.gaps import Gap
+from services.ingestion.sources.exchange.numbers import decimal_value, epoch_ms
+from services.ingestion.sources.exchange.rest import get_json
+from services.ingestion.sources.exchange.stream import ExchangeSource
 from services.ingestion.validation import ValidationFailed
 
 PAGE = 25_000

@@ -7,10 +7,11 @@ import httpx
 from services.common.config import Settings
 from services.ingestion.sources.exchange.binance import BinanceSource
 from services.ingestion.sources.exchange.coinbase import CoinbaseSource
+from services.ingestion.sources.exchange.common import StreamConfig
 from services.ingestion.sources.exchange.finnhub import FinnhubSource
 from services.ingestion.sources.exchange.kraken import KrakenSource
 from services.ingestion.sources.exchange.numbers import parse_pairs
-from services.ingestion.sources.exchange.stream import ExchangeSource, StreamConfig
+from services.ingestion.sources.exchange.stream import ExchangeSource
 
 VENUES: dict[str, type[ExchangeSource]] = {
     "binance": BinanceSource,
