@@ -54,6 +54,8 @@ async def test_binance_combined_stream_and_subscribe() -> None:
     assert (t["symbol"], t["price"], t["volume"], t["trade_id"]) == ("BTC-USD", 0.001, 100.0, "12")
     assert t["ts"] == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
     assert src.parse('{"result": null, "id": 1}').trades == []
+    assert not src.renew_now
+    assert src.parse('{"e": "serverShutdown", "E": 1}').trades == [] and src.renew_now
     assert src.parse("nope").rejects[0].reason == "invalid_json"
     bad = src.parse(orjson.dumps({"data": {**event, "s": "XRPUSDT"}, "stream": "x"}))
     assert bad.rejects[0].reason == "invalid_symbol"

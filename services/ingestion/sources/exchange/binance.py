@@ -8,7 +8,8 @@
 * A trade event: ``{"e": "trade", "E": event ms, "s": "BTCUSDT", "t": trade id, "p": "price",
   "q": "quantity", "T": trade ms, "m": buyer is maker, "M": ignore}``. ``t`` is sequential per
   symbol: a jump is a gap.
-* A connection lasts at most 24 hours; the server pings every 20 s and drops a client that
+* A connection lasts at most 24 hours (a ``serverShutdown`` event announces an earlier end:
+  the source renews the connection at once); the server pings every 20 s and drops a client that
   does not pong within a minute (the websockets library answers pings by itself). The source
   renews the connection after ``PRICECAST_BINANCE_MAX_CONNECTION_AGE_S`` (default 23.5 h).
 * REST (``PRICECAST_BINANCE_REST_URL``, default ``https://api.binance.com``):
@@ -89,8 +90,11 @@ class BinanceSource(ExchangeSource):
                 return Parsed()  # SUBSCRIBE acknowledged
             if "code" in doc and "msg" in doc:
                 return Parsed(error=f"{doc['code']}: {doc['msg']}")
+            if event == "serverShutdown":  # the server goes away soon: move on now
+                self.renew_now = True
+                return Parsed()
             if event is not None:
-                return Parsed()  # another event type (serverShutdown, ...): not a trade
+                return Parsed()  # another event type: not a trade
             raise ValidationFailed("unknown_shape", "neither a trade nor an acknowledgement")
         except FRAME_ERRORS as exc:
             return Parsed(rejects=[rejected(exc, frame)])

@@ -84,6 +84,7 @@ class ExchangeSource(Source):
         self._unacked: list[Any] | None = None
         self._reconnected: set[str] = set()  # time-window venues: symbols since a reconnect
         self._last_message = 0.0
+        self.renew_now = False  # set by a venue that announces its end (Binance serverShutdown)
         self._messages = SOURCE_MESSAGES.labels(self.kind)
         self._messages_counted = 0
         self._connected = SOURCE_CONNECTED.labels(self.kind)
@@ -235,8 +236,9 @@ class ExchangeSource(Source):
                     return
                 pinged = now
                 await ws.ping()
-            if cfg.max_age_s and now - opened >= cfg.max_age_s:
+            if (cfg.max_age_s and now - opened >= cfg.max_age_s) or self.renew_now:
                 ended.append("max_age")
+                self.renew_now = False
                 log.info("%s: connection %.0fs old: renewing it", self.kind, now - opened)
                 await ws.close(1000, "renewing before the venue's limit")
                 return
