@@ -235,3 +235,33 @@ async def test_finnhub_wrong_key_is_refused_and_retried(
     state = source.state()
     assert state["connected"] is False and "HTTP 401" in state["last_error"]
     assert "test-key" not in str(state)  # the key is never shown
+
+
+async def test_a_batch_is_offered_again_until_published(
+    ing_settings: Settings, venues: list[FakeVenue], tmp_path: Path
+) -> None:
+    """A broker outage (publish fails, ``published`` not called) loses no trade: the same
+    batch comes back from ``fetch`` until it is confirmed."""
+    trades = make_trades("BTCUSDT", 40, int(time.time() * 1000) - 60_000)
+    venue = await FakeVenue(DIALECTS["binance"](), trades).start()
+    venues.append(venue)
+    source = build_exchange_source(
+        settings_for(ing_settings, "binance", venue, tmp_path), "binance"
+    )
+    try:
+        first: list[Any] = []
+        while not first:
+            first = await source.fetch()
+        again = await source.fetch()
+        assert again == first
+        source.published(again)
+        await wait_for(lambda: source.stats.trades >= 40, 30, "all received")
+        rest: list[Any] = []
+        while len(first) + len(rest) < 40:
+            batch = await source.fetch()
+            source.published(batch)
+            rest.extend(batch)
+    finally:
+        await source.close()
+    ids = [t["trade_id"] for t in first + rest]
+    assert sorted(ids) == sorted(str(t.tid) for t in trades)
