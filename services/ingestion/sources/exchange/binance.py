@@ -37,7 +37,12 @@ from services.ingestion.sources.exchange.common import (
     rejected,
 )
 from services.ingestion.sources.exchange.gaps import Gap
-from services.ingestion.sources.exchange.numbers import decimal_value, epoch_ms, sequential_id
+from services.ingestion.sources.exchange.numbers import (
+    PARSED,
+    decimal_value,
+    epoch_ms,
+    sequential_id,
+)
 from services.ingestion.sources.exchange.rest import get_json
 from services.ingestion.sources.exchange.stream import ExchangeSource
 from services.ingestion.validation import ValidationFailed
@@ -79,7 +84,10 @@ class BinanceSource(ExchangeSource):
 
     def parse(self, frame: str | bytes) -> Parsed:
         try:
-            doc = load_frame(frame)
+            try:
+                doc = orjson.loads(frame)
+            except orjson.JSONDecodeError:
+                doc = load_frame(frame)  # raises, with the reason
             data = doc.get("data")
             if data is None:  # the raw endpoint (/ws): events come unwrapped
                 data = doc
@@ -106,11 +114,12 @@ class BinanceSource(ExchangeSource):
         venue, symbol = found
         if ms != self._last_ms:  # busy streams print many trades per millisecond
             self._last_ts, self._last_ms = epoch_ms(ms, "T"), ms
-        return {  # stream.trade(), inlined: one of these per frame
+        p, q = PARSED.get(price), PARSED.get(qty)  # decimal_value()'s memo, looked up here
+        return {  # common.trade(), inlined: one of these per frame
             "symbol": symbol,
             "ts": self._last_ts,
-            "price": decimal_value(price, "p"),
-            "volume": decimal_value(qty, "q"),
+            "price": p if p is not None else decimal_value(price, "p"),
+            "volume": q if q is not None else decimal_value(qty, "q"),
             "source": "binance",
             "trade_id": str(tid) if type(tid) is int and tid >= 0 else str(sequential_id(tid)),
             "_venue": venue,

@@ -22,23 +22,23 @@ _plain = _DECIMAL_RE.fullmatch
 
 # Prices sit on a tick grid and sizes repeat: most strings were parsed a moment ago. A bounded
 # memo of exact parses (text -> double) saves the Decimal round trip for them.
-_PARSED: dict[str, float] = {}
-_PARSED_MAX = 65_536
+PARSED: dict[str, float] = {}
+PARSED_MAX = 65_536
 
 
 def decimal_value(value: object, field: str) -> float:
     """A venue's decimal (string, or a JSON number where the venue sends numbers) as the
     double nearest to its exact value; ``ValidationFailed`` (``invalid_type``) otherwise."""
     if type(value) is str:
-        known = _PARSED.get(value)
+        known = PARSED.get(value)
         if known is not None:
             return known
         if not _plain(value):
             return _bad(value, field)
         parsed = float(Decimal(value))
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()
-        _PARSED[value] = parsed
+        if len(PARSED) >= PARSED_MAX:
+            PARSED.clear()
+        PARSED[value] = parsed
         return parsed
     if type(value) is int:
         text = str(value)

@@ -273,11 +273,16 @@ class ExchangeSource(Source):
         if trades:
             if len(trades) == 1 and self.sequential_ids:  # the common frame (Binance)
                 t = trades[0]
-                keep, gap = self.tracker.observe(t.pop("_venue"), int(t["trade_id"]), t["ts"])
-                if gap is not None:
-                    self._found(gap)
-                if not keep:
-                    return
+                venue, tid, last = t.pop("_venue"), int(t["trade_id"]), self.tracker.last
+                prev = last.get(venue)
+                if prev is not None and tid == prev[0] + 1:  # in sequence: observe(), inlined
+                    last[venue] = (tid, t["ts"])
+                else:
+                    keep, gap = self.tracker.observe(venue, tid, t["ts"])
+                    if gap is not None:
+                        self._found(gap)
+                    if not keep:
+                        return
             else:
                 trades = self._track(trades)
             self.stats.trades += len(trades)
