@@ -146,3 +146,11 @@ async def test_backoff_has_full_jitter_and_a_cap_and_urls_are_redacted() -> None
     assert all(0 <= d <= 8 for d in delays) and max(delays) > 4 and min(delays) < 4
     assert redact("wss://ws.finnhub.io?token=abc&x=1") == "wss://ws.finnhub.io?token=***&x=1"
     await src.close()
+
+
+def test_a_bad_websocket_url_is_a_configuration_error() -> None:
+    from services.common.config import Settings
+    from services.ingestion.sources.exchange.registry import build_exchange_source
+
+    with pytest.raises(ValueError, match="PRICECAST_KRAKEN_WS_URL"):
+        build_exchange_source(Settings(kraken_ws_url="http://not-a-websocket"), "kraken")

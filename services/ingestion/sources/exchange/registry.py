@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import httpx
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
 
 from services.common.config import Settings
 from services.ingestion.sources.exchange.binance import BinanceSource
@@ -46,4 +48,9 @@ def build_exchange_source(
     settings: Settings, kind: str, client: httpx.AsyncClient | None = None
 ) -> ExchangeSource:
     pairs = parse_pairs(getattr(settings, f"{kind}_symbols"), kind)
-    return VENUES[kind](stream_config(settings, kind), pairs, client)
+    source = VENUES[kind](stream_config(settings, kind), pairs, client)
+    try:
+        parse_uri(source.ws_url())  # a bad URL is a configuration error, said at start
+    except InvalidURI as exc:
+        raise ValueError(f"PRICECAST_{kind.upper()}_WS_URL: {exc}") from exc
+    return source

@@ -165,6 +165,9 @@ class ExchangeSource(Source):
             except ConnectionClosed as exc:  # while subscribing
                 reason = "dropped"
                 self._error(f"connection dropped: {exc}")
+            except Exception as exc:  # the stream must outlive any one failure
+                self._error(f"connection failed: {type(exc).__name__}: {exc}")
+                log.debug("%s: connection failure", self.kind, exc_info=True)
             finally:
                 self._connected.set(0)
                 self.stats.connected_since = None
@@ -333,8 +336,8 @@ class ExchangeSource(Source):
         for attempt in range(cfg.repair_attempts):
             try:
                 trades = await self.rest_gap(gap)
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-                self._error(f"gap repair of {gap.describe()} failed: {exc!r}")
+            except Exception as exc:  # noqa: BLE001 - HTTP, JSON, a malformed trade: retried
+                self._error(f"gap repair of {gap.describe()} failed: {exc!r}"[:300])
                 await asyncio.sleep(self.backoff_s(attempt))
                 continue
             if trades:
