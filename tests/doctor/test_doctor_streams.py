@@ -26,8 +26,7 @@ def _refuse_wrong_token(conn: ServerConnection, request: Request) -> Response | 
 
 
 def _until_closed(ws: ServerConnection) -> None:
-    for _ in ws:
-        pass
+    ws.close()  # the check only needs the handshake
 
 
 @pytest.fixture

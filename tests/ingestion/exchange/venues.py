@@ -278,7 +278,12 @@ class FakeVenue:
 
     async def start(self) -> FakeVenue:
         self._server = await serve(
-            self._handler, "127.0.0.1", 0, process_request=self._http, compression=None
+            self._handler,
+            "127.0.0.1",
+            0,
+            process_request=self._http,
+            compression=None,
+            close_timeout=1,
         )
         return self
 
