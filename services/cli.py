@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--step-minutes", type=int, default=60, help="synthetic tick spacing")
+    p.add_argument("--venue", default=None, help="binance|coinbase|kraken|finnhub: REST trades")
+    p.add_argument("--pair", default=None, help="with --venue: venue-symbol:SYMBOL")
+    p.add_argument("--since", default=None, help="with --venue: start (ISO 8601, UTC)")
+    p.add_argument("--until", default=None, help="with --venue: end (ISO 8601; default now)")
     p.add_argument("--with-writer", action="store_true", help="store it with an in-process writer")
     p.add_argument(
         "--no-wait", action="store_true", help="exit once published (do not wait for the writer)"

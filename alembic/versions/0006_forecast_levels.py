@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0006"
+revision = "0006_forecast_levels"
 down_revision = "0005_scored_index"
 branch_labels = None
 depends_on = None

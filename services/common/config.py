@@ -52,7 +52,8 @@ class Settings(BaseSettings):
 
     # --- ingestion ---------------------------------------------------------------------
     ingest_health_port: int = 9101
-    ingest_sources: str = "synthetic"  # comma list: synthetic, csv, coingecko, http_json
+    ingest_sources: str = "synthetic"  # comma list: synthetic, csv, coingecko, http_json,
+    # binance, coinbase, kraken, finnhub
     ingest_symbols: str = "BTC-USD,ETH-USD,TBILL-USD,NEW-USD"
     synthetic_interval_s: float = 1.0
     synthetic_seed: int = 42
@@ -86,6 +87,30 @@ class Settings(BaseSettings):
     http_json_volume_path: str = ""
     http_json_symbol_path: str = ""
     http_json_list_path: str = ""
+
+    # --- exchange streams: sources binance, coinbase, kraken, finnhub (WebSocket) -------
+    # <KIND>_SYMBOLS: venue-symbol:PRICECAST-SYMBOL pairs, comma list.
+    binance_ws_url: str = "wss://stream.binance.com:9443"  # /stream (combined) or /ws
+    binance_rest_url: str = "https://api.binance.com"
+    binance_symbols: str = "btcusdt:BTC-USD,ethusdt:ETH-USD"
+    binance_max_connection_age_s: float = Field(84_600.0, ge=0)  # renew before the 24 h cut
+    coinbase_ws_url: str = "wss://advanced-trade-ws.coinbase.com"
+    coinbase_rest_url: str = "https://api.coinbase.com"
+    coinbase_symbols: str = "BTC-USD:BTC-USD,ETH-USD:ETH-USD"
+    kraken_ws_url: str = "wss://ws.kraken.com/v2"
+    kraken_rest_url: str = "https://api.kraken.com"
+    kraken_symbols: str = "BTC/USD:BTC-USD,ETH/USD:ETH-USD"
+    finnhub_ws_url: str = "wss://ws.finnhub.io"
+    finnhub_rest_url: str = "https://finnhub.io"
+    finnhub_symbols: str = "AAPL:AAPL"
+    finnhub_api_key_file: Path | None = None
+    exchange_silence_s: float = Field(30.0, gt=0)  # no message this long: connection dead
+    exchange_backoff_initial_s: float = Field(0.5, gt=0)
+    exchange_backoff_max_s: float = Field(30.0, gt=0)
+    exchange_ping_interval_s: float = Field(20.0, ge=0)  # client pings (0: none)
+    exchange_repair: bool = True  # repair gaps from the venue's REST endpoint
+    exchange_repair_max_trades: int = Field(100_000, ge=1)
+    exchange_batch_max: int = Field(10_000, ge=1)  # trades per publish, at most
 
     # --- storage -----------------------------------------------------------------------
     tick_chunk_interval: str = "1 day"

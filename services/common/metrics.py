@@ -44,6 +44,27 @@ UPSTREAM_ERRORS = Counter(
 CIRCUIT_OPEN = Gauge(
     "pricecast_circuit_open", "1 when a source's circuit breaker is open", ["source"]
 )
+SOURCE_CONNECTED = Gauge(
+    "pricecast_source_connected", "1 while a streaming source's connection is open", ["source"]
+)
+SOURCE_MESSAGES = Counter(
+    "pricecast_source_messages_total", "Messages received by a streaming source", ["source"]
+)
+SOURCE_RECONNECTS = Counter(
+    "pricecast_source_reconnects_total",
+    "Streaming source reconnects, by why the connection ended",
+    ["source", "reason"],
+)
+SOURCE_GAPS = Counter(
+    "pricecast_source_gaps_total",
+    "Holes in a venue's trade stream: found, repaired (from REST) or failed",
+    ["source", "outcome"],
+)
+SOURCE_TRADES_REPAIRED = Counter(
+    "pricecast_source_trades_repaired_total",
+    "Trades recovered from a venue's REST endpoint",
+    ["source"],
+)
 
 # --- storage -------------------------------------------------------------------------
 BAR_AGE = Gauge("pricecast_bar_age_seconds", "Age of the newest bar", ["interval"])
@@ -114,6 +135,11 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     CONSUMER_OFFSET_RESETS,
     UPSTREAM_ERRORS,
     CIRCUIT_OPEN,
+    SOURCE_CONNECTED,
+    SOURCE_MESSAGES,
+    SOURCE_RECONNECTS,
+    SOURCE_GAPS,
+    SOURCE_TRADES_REPAIRED,
     BAR_AGE,
     AGGREGATE_LAG,
     DB_QUERY_SECONDS,

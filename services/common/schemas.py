@@ -26,6 +26,7 @@ class Tick(BaseModel):
     price: float
     volume: float
     source: str
+    trade_id: str = ""  # the venue's trade id; absent (empty) for ticks without one
 
 
 class IntervalBand(BaseModel):

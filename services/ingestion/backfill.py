@@ -2,14 +2,15 @@
 
 ``--synthetic --symbols A B --days N`` publishes the synthetic model's ticks for the last N
 calendar days (UTC), today included, so the daily bars come out with exactly N distinct days;
-``--csv FILE --symbol S`` replays a price file. Ticks go to ``prices``; the writer stores them
-(``--with-writer`` runs one in this process). Once they are stored, the bars of history
-older than the TimescaleDB refresh window are materialised right away (no-op on the plain
-path). Safe to run twice: the ticks have fixed timestamps and values, the writer stores each
-natural key once, and ticks older than what retention already deleted
-(``pricecast_meta.ticks_dropped_before``) are ignored on both storage paths, so a deleted
-tick loaded again is not counted in its bar twice (nor is history older than that horizon
-loaded at all).
+``--csv FILE --symbol S`` replays a price file; ``--venue KIND --pair VENUE:SYMBOL --since T``
+loads trades from an exchange's REST endpoint (:mod:`services.ingestion.venue_backfill`). Ticks
+go to ``prices``; the writer stores them (``--with-writer`` runs one in this process). Once
+they are stored, the bars of history older than the TimescaleDB refresh window are materialised
+right away (no-op on the plain path). Safe to run twice: the ticks have fixed timestamps and
+values, the writer stores each natural key once, and ticks older than what retention already
+deleted (``pricecast_meta.ticks_dropped_before``) are ignored on both storage paths, so a
+deleted tick loaded again is not counted in its bar twice (nor is history older than that
+horizon loaded at all).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -192,11 +193,32 @@ async def _materialize(settings: Settings) -> None:
         print(f"materialised bars of {days} day(s)")
 
 
+async def publish_pages(
+    publisher: TickPublisher, pages: AsyncIterator[list[RawTick]], progress: Progress
+) -> tuple[int, int]:
+    published = rejected = 0
+    async for page in pages:
+        good, bad = await publisher.validate_and_publish(page, "backfill")
+        published += len(good)
+        rejected += len(bad)
+        progress.update(len(good), len(bad))
+    return published, rejected
+
+
 async def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else settings.synthetic_seed
     now = datetime.now(UTC)
-    ticks: Iterable[RawTick]
-    if args.csv:
+    ticks: Iterable[RawTick] = ()
+    pages: AsyncIterator[list[RawTick]] | None = None
+    if getattr(args, "venue", None):
+        from services.ingestion.venue_backfill import parse_time, venue_history
+
+        since = parse_time(args.since)
+        until = parse_time(args.until) if args.until else now
+        pages = venue_history(settings, args.venue, args.pair, since, until)
+        total = None
+        label = f"{args.venue} {args.pair} {since:%Y-%m-%d %H:%M} .. {until:%Y-%m-%d %H:%M}"
+    elif args.csv:
         path = Path(args.csv)
         total = await asyncio.to_thread(_count_rows, path)
         handle = path.open(newline="", encoding="utf-8")  # noqa: ASYNC230 - read lazily
@@ -220,7 +242,10 @@ async def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     publisher = await _started_publisher(settings)
     progress = Progress(total, label)
     try:
-        published, rejected = await publish_all(publisher, ticks, progress)
+        if pages is not None:
+            published, rejected = await publish_pages(publisher, pages, progress)
+        else:
+            published, rejected = await publish_all(publisher, ticks, progress)
     finally:
         progress.close()
         await publisher.stop()
@@ -244,8 +269,16 @@ async def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not args.csv and not args.synthetic:
-        print("backfill needs --csv FILE --symbol S or --synthetic", file=sys.stderr)
+    venue = getattr(args, "venue", None)
+    if not args.csv and not args.synthetic and not venue:
+        print(
+            "backfill needs --csv FILE --symbol S, --synthetic, or --venue KIND --pair"
+            " VENUE:SYMBOL --since T",
+            file=sys.stderr,
+        )
+        return 2
+    if venue and (not args.pair or not args.since):
+        print("--venue needs --pair venue-symbol:SYMBOL and --since", file=sys.stderr)
         return 2
     if args.csv and not Path(args.csv).is_file():
         print(f"no such file: {args.csv}", file=sys.stderr)

@@ -32,6 +32,7 @@ from services.ingestion.producer import TickPublisher
 from services.ingestion.runner import run_source
 from services.ingestion.sink import TickSink
 from services.ingestion.sources.base import Source
+from services.ingestion.sources.exchange.stream import ExchangeSource
 from services.ingestion.sources.http import HttpSource
 from services.ingestion.sources.registry import build_sources
 from services.ingestion.staleness import StalenessTracker
@@ -106,11 +107,21 @@ class IngestionService:
         extra["sources"] = {s.name: _source_state(s) for s in self.sources}
         return extra
 
+    async def _check_streams(self) -> CheckResult:
+        """Exchange streams (not critical: the service degrades while one reconnects)."""
+        streams = [s for s in self.sources if isinstance(s, ExchangeSource)]
+        down = [s.name for s in streams if s.stats.connected_since is None]
+        if not streams:
+            return CheckResult("healthy", 0.0, "no exchange stream configured")
+        detail = f"disconnected: {', '.join(down)}" if down else "every stream connected"
+        return CheckResult("degraded" if down else "healthy", 0.0, detail)
+
     def router(self) -> Any:
         checks: dict[str, Check] = {
             "database": lambda: check_database(self.engine),
             "kafka": lambda: check_kafka(self.settings.kafka_bootstrap_servers),
             "pipeline": self._check_pipeline,
+            "streams": self._check_streams,
         }
         return health_router(checks, critical={"database", "kafka", "pipeline"}, extra=self._extra)
 
@@ -215,6 +226,8 @@ class IngestionService:
 
 def _source_state(source: Source) -> dict[str, Any]:
     state: dict[str, Any] = {"interval_s": source.interval_s, "exhausted": source.exhausted}
+    if isinstance(source, ExchangeSource):
+        state.update(source.state())
     if isinstance(source, HttpSource):
         state.update(
             breaker=source.breaker.state,

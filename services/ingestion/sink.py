@@ -4,9 +4,11 @@ The sink takes a batch as COPY text lines (:func:`services.ingestion.validation.
 the writer's :func:`~services.ingestion.validation.decode_batch`). A batch is COPYed straight
 into ``price_ticks`` when none of it is stored yet (the common case); otherwise it is COPYed
 into a session temp table and ``INSERT .. SELECT .. ON CONFLICT DO NOTHING`` moves it (natural
-key ``(symbol, ts, source)``): a tick delivered twice, in one batch or in two, is stored once
-(the first of a batch's copies wins). New symbols are upserted into ``assets`` in the same
-transaction. Bars are the storage layer's business (its trigger or continuous aggregates).
+key ``(symbol, ts, source, trade_id)``: ``trade_id`` is the venue's id of a trade, empty for
+ticks without one): a tick delivered twice, in one batch or in two, is stored once (the first of
+a batch's copies wins), and distinct trades of the same millisecond are distinct rows. New
+symbols are upserted into ``assets`` in the same transaction. Bars are the storage layer's
+business (its trigger or continuous aggregates).
 
 Connection: the sink keeps one connection (taken from the engine's pool, in autocommit mode)
 for all its batches and is used by one thread at a time. A batch without new symbols is then
@@ -37,23 +39,25 @@ log = logging.getLogger(__name__)
 TEMP_TABLE = "pricecast_ticks_in"
 CREATE_TEMP = (
     f"CREATE TEMP TABLE IF NOT EXISTS {TEMP_TABLE} (symbol text, ts timestamptz,"
-    " price double precision, volume double precision, source text) ON COMMIT DELETE ROWS"
+    " price double precision, volume double precision, source text, trade_id text)"
+    " ON COMMIT DELETE ROWS"
 )
 MOVE = (
-    "INSERT INTO price_ticks (symbol, ts, price, volume, source)"
-    f" SELECT symbol, ts, price, volume, source FROM {TEMP_TABLE} ON CONFLICT DO NOTHING"
+    "INSERT INTO price_ticks (symbol, ts, price, volume, source, trade_id)"
+    f" SELECT symbol, ts, price, volume, source, trade_id FROM {TEMP_TABLE}"
+    " ON CONFLICT DO NOTHING"
 )
 UPSERT_ASSETS = (
     "INSERT INTO assets (symbol, first_seen)"
     " SELECT * FROM unnest(%s::text[], %s::timestamptz[])"
     " ON CONFLICT (symbol) DO UPDATE SET first_seen = LEAST(assets.first_seen, EXCLUDED.first_seen)"
 )
-COPY_DIRECT = "COPY price_ticks (symbol, ts, price, volume, source) FROM STDIN"
-COPY_TEMP = f"COPY {TEMP_TABLE} (symbol, ts, price, volume, source) FROM STDIN"
+COPY_DIRECT = "COPY price_ticks (symbol, ts, price, volume, source, trade_id) FROM STDIN"
+COPY_TEMP = f"COPY {TEMP_TABLE} (symbol, ts, price, volume, source, trade_id) FROM STDIN"
 MERGE_AFTER_CONFLICT = 5
 INSERT_ONE = (
-    "INSERT INTO price_ticks (symbol, ts, price, volume, source) VALUES (%s, %s, %s, %s, %s)"
-    " ON CONFLICT DO NOTHING"
+    "INSERT INTO price_ticks (symbol, ts, price, volume, source, trade_id)"
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
 # Errors after which the connection is not trusted again.
 CONNECTION_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
@@ -220,7 +224,8 @@ class TickSink:
             for i, t in enumerate(ticks):
                 cur.execute("SAVEPOINT one_tick")
                 try:
-                    cur.execute(INSERT_ONE, (t.symbol, t.ts, t.price, t.volume, t.source))
+                    row = (t.symbol, t.ts, t.price, t.volume, t.source, t.trade_id)
+                    cur.execute(INSERT_ONE, row)
                     inserted += int(cur.rowcount)
                     cur.execute("RELEASE SAVEPOINT one_tick")
                 except (psycopg2.DataError, psycopg2.IntegrityError) as exc:

@@ -11,6 +11,10 @@ be 0 (or absent). Everything else must hold:
 * timestamp parseable (ISO 8601, or epoch seconds/milliseconds), not beyond
   ``max_clock_skew_s`` in the future (``invalid_timestamp``, ``future_timestamp``);
 * symbol and source formats (``invalid_symbol``, ``invalid_source``);
+* an optional ``trade_id`` (the venue's id of the trade: text of 1-64 letters, digits and
+  ``_.:-``, or a non-negative integer) (``invalid_trade_id``). Ticks without one have the
+  empty id: the stored key is ``(symbol, ts, source, trade_id)``, so distinct trades of one
+  millisecond are distinct rows and a redelivered trade is the same row;
 * the jump guard (publish side only): a move beyond ``jump_guard_pct`` from the last good price
   of the symbol is quarantined (``price_jump``). Three consecutive quarantined ticks that agree
   with each other confirm a new level, so a real repricing is not blocked forever.
@@ -31,11 +35,13 @@ import orjson
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,16}(?:-[A-Z0-9]{1,16})?$")
 SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+TRADE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_trade_id_ok = TRADE_ID_RE.fullmatch
 # The wire form of ``ts`` (``services.common.kafka.dumps``: orjson, UTC, "Z"),
 # "YYYY-MM-DDTHH:MM:SSZ" or "YYYY-MM-DDTHH:MM:SS.ffffffZ": the writer passes a timestamp of
 # this form through to COPY as it came (see :func:`is_wire_ts`).
 REQUIRED = ("symbol", "ts", "price", "volume", "source")
-KNOWN_FIELDS = frozenset((*REQUIRED, "kind"))
+KNOWN_FIELDS = frozenset((*REQUIRED, "kind", "trade_id"))
 JUMP_CONFIRMATIONS = 3
 
 REASONS = (
@@ -52,6 +58,7 @@ REASONS = (
     "non_finite_volume",
     "non_positive_volume",
     "price_jump",
+    "invalid_trade_id",
 )
 
 
@@ -76,15 +83,19 @@ class Tick(NamedTuple):
     price: float
     volume: float
     source: str
+    trade_id: str = ""  # the venue's trade id ("": none)
 
     def wire(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "symbol": self.symbol,
             "ts": self.ts,
             "price": self.price,
             "volume": self.volume,
             "source": self.source,
         }
+        if self.trade_id:
+            out["trade_id"] = self.trade_id
+        return out
 
 
 class ValidationFailed(Exception):
@@ -188,9 +199,27 @@ def check_fields(
                     dt = None
             elif type(ts) is datetime:
                 dt = ts
-            if dt is not None and dt.tzinfo is UTC and dt <= limit:
-                return Tick(symbol, dt, price, volume, source)
+            tid = payload.get("trade_id", "")
+            if (
+                dt is not None
+                and dt.tzinfo is UTC
+                and dt <= limit
+                and type(tid) is str
+                and (not tid or _trade_id_ok(tid))
+            ):
+                return Tick(symbol, dt, price, volume, source, tid)
     return _check_slow(payload, limit)
+
+
+def _trade_id(payload: Mapping[str, Any], sym: str | None) -> str:
+    tid = payload.get("trade_id")
+    if tid is None or tid == "":
+        return ""
+    if type(tid) is int and tid >= 0:
+        return str(tid)
+    if type(tid) is str and _trade_id_ok(tid):
+        return tid
+    raise ValidationFailed("invalid_trade_id", f"bad trade id {str(tid)[:40]!r}", sym)
 
 
 def _check_slow(payload: Any, limit: datetime) -> Tick:
@@ -221,6 +250,7 @@ def _check_slow(payload: Any, limit: datetime) -> Tick:
         price = _number(payload, "price")
         volume = 0.0 if payload.get("volume") is None else _number(payload, "volume")
         ts = parse_ts(payload["ts"])
+        trade_id = _trade_id(payload, sym)
     except ValidationFailed as exc:
         exc.symbol = sym
         raise
@@ -235,7 +265,7 @@ def _check_slow(payload: Any, limit: datetime) -> Tick:
     if ts > limit:
         raise ValidationFailed("future_timestamp", f"ts {ts.isoformat()} is in the future", sym)
     _remember(symbol, source)
-    return Tick(symbol, ts, price, volume, source)
+    return Tick(symbol, ts, price, volume, source, trade_id)
 
 
 def decode(raw: bytes | None) -> Any:
@@ -257,11 +287,15 @@ def is_wire_ts(ts: str) -> bool:
 
 
 def copy_line(tick: Tick) -> str:
-    """One ``price_ticks`` row in COPY text format (symbol, ts, price, volume, source).
+    """One ``price_ticks`` row in COPY text format (symbol, ts, price, volume, source,
+    trade_id).
 
-    Symbol and source passed their format checks (no tab, newline or backslash), so nothing
-    needs escaping; ``repr`` of a float is its shortest exact text."""
-    return f"{tick.symbol}\t{tick.ts.isoformat()}\t{tick.price!r}\t{tick.volume!r}\t{tick.source}\n"
+    Symbol, source and trade id passed their format checks (no tab, newline or backslash),
+    so nothing needs escaping; ``repr`` of a float is its shortest exact text."""
+    return (
+        f"{tick.symbol}\t{tick.ts.isoformat()}\t{tick.price!r}\t{tick.volume!r}"
+        f"\t{tick.source}\t{tick.trade_id}\n"
+    )
 
 
 @dataclass(slots=True)
@@ -283,13 +317,12 @@ def decode_batch(values: Sequence[bytes | None], limit: datetime) -> DecodedBatc
     """Decode and validate consumed ``prices`` messages (the writer's per-record work).
 
     Exactly the checks of :func:`check_fields` after :func:`decode`. The common message (the
-    wire form :class:`Tick` is published in: the five fields, float price and volume, a
-    known-good symbol and source, ``ts`` in wire form (:func:`is_wire_ts`) and not beyond
-    ``limit``)
-    becomes its COPY line directly, its ``ts`` text passed through (it names the instant that
-    ``datetime.fromisoformat`` parsed, and PostgreSQL reads it the same way); every other
-    message, valid or not, takes the full check and its line is formatted from the
-    normalised :class:`Tick`.
+    wire form :class:`Tick` is published in: the five fields, plus a well-formed
+    ``trade_id`` or none, float price and volume, a known-good symbol and source, ``ts`` in
+    wire form (:func:`is_wire_ts`) and not beyond ``limit``) becomes its COPY line directly,
+    its ``ts`` text passed through (it names the instant that ``datetime.fromisoformat``
+    parsed, and PostgreSQL reads it the same way); every other message, valid or not, takes
+    the full check and its line is formatted from the normalised :class:`Tick`.
     """
     out = DecodedBatch()
     rows, good, newest = out.rows, out.good, out.newest
@@ -301,7 +334,9 @@ def decode_batch(values: Sequence[bytes | None], limit: datetime) -> DecodedBatc
                 d = loads(raw)
             except orjson.JSONDecodeError:
                 d = None
-            if type(d) is dict and len(d) == 5:
+            n_fields = len(d) if type(d) is dict else 0
+            tid = d.get("trade_id", "") if n_fields == 6 else ""
+            if n_fields == 5 or (n_fields == 6 and type(tid) is str and _trade_id_ok(tid)):
                 symbol = d.get("symbol")
                 ts = d.get("ts")
                 price = d.get("price")
@@ -328,7 +363,7 @@ def decode_batch(values: Sequence[bytes | None], limit: datetime) -> DecodedBatc
                     except ValueError:
                         dt = None  # the full check says why
                     if dt is not None and dt <= limit:
-                        rows.append(f"{symbol}\t{ts}\t{price!r}\t{volume!r}\t{source}\n")
+                        rows.append(f"{symbol}\t{ts}\t{price!r}\t{volume!r}\t{source}\t{tid}\n")
                         good.append(i)
                         last = newest.get(symbol)
                         if last is None or dt > last:
@@ -394,7 +429,10 @@ class Validator:
         self.guard = JumpGuard(self.jump_guard_pct)
 
     def validate(self, payload: Any, limit: datetime | None = None) -> Tick | Rejection:
-        """One payload; pass ``limit`` (:func:`future_limit`) when validating a batch."""
+        """One payload; pass ``limit`` (:func:`future_limit`) when validating a batch. A
+        :class:`Rejection` (a source refused a malformed frame already) stays what it is."""
+        if type(payload) is Rejection:
+            return payload
         try:
             if type(payload) is dict:
                 data = payload

@@ -13,7 +13,7 @@ Commit semantics (at-least-once delivery, exactly-once effect):
    topic/partition/offset; the DLQ send is acknowledged before step 4.
 3. The good ticks are written in ONE database transaction (normally one ``COPY`` straight into
    ``price_ticks``; after a conflict, COPY into a temp table then ``INSERT .. ON CONFLICT DO
-   NOTHING`` on ``(symbol, ts, source)``) and committed.
+   NOTHING`` on ``(symbol, ts, source, trade_id)``) and committed.
 4. Only then are the offsets (last offset + 1 per partition of the batch) committed to Kafka.
 
 Pipelining: steps 3-4 of batch N run in a task (the database work in a thread, where psycopg2

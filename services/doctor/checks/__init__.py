@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from services.doctor.checks import alerts, auth, cache, config, data, kafka, postgres, runtime
+from services.doctor.checks import (
+    alerts,
+    auth,
+    cache,
+    config,
+    data,
+    kafka,
+    postgres,
+    runtime,
+    streams,
+)
 from services.doctor.model import CheckSpec
 
 ALL_CHECKS: tuple[CheckSpec, ...] = (
@@ -14,5 +24,6 @@ ALL_CHECKS: tuple[CheckSpec, ...] = (
     *auth.CHECKS,
     *runtime.CHECKS,
     *alerts.CHECKS,
+    *streams.CHECKS,
 )
 NAMES: tuple[str, ...] = tuple(c.name for c in ALL_CHECKS)

@@ -9,11 +9,12 @@ from services.common.config import Settings
 from services.ingestion.sources.base import Source
 from services.ingestion.sources.coingecko import CoinGeckoSource, parse_ids
 from services.ingestion.sources.csv_replay import CsvReplaySource
+from services.ingestion.sources.exchange.registry import VENUES, build_exchange_source
 from services.ingestion.sources.http import HttpPolicy
 from services.ingestion.sources.http_json import HttpJsonSource, JsonMapping
 from services.ingestion.sources.synthetic import SyntheticSource
 
-KINDS = ("synthetic", "csv", "coingecko", "http_json")
+KINDS = ("synthetic", "csv", "coingecko", "http_json", *VENUES)
 
 
 def http_policy(settings: Settings) -> HttpPolicy:
@@ -36,7 +37,9 @@ def build_sources(
         raise ValueError(f"unknown source(s) {unknown}; known: {', '.join(KINDS)}")
     sources: list[Source] = []
     for kind in kinds:
-        if kind == "synthetic":
+        if kind in VENUES:
+            sources.append(build_exchange_source(settings, kind))
+        elif kind == "synthetic":
             sources.append(
                 SyntheticSource(
                     settings.symbols(),

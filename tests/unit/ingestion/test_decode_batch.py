@@ -126,13 +126,14 @@ def test_wire_timestamps_pass_through_as_sent() -> None:
     for t, raw, row in zip(ticks, raws, out.rows, strict=True):
         wire_ts = orjson.loads(raw or b"")["ts"]
         assert is_wire_ts(wire_ts)
-        symbol, ts, price, volume, source = row.rstrip("\n").split("\t")
+        symbol, ts, price, volume, source, trade_id = row.rstrip("\n").split("\t")
         assert ts == wire_ts and datetime.fromisoformat(ts) == t.ts
-        assert (symbol, float(price), float(volume), source) == (
+        assert (symbol, float(price), float(volume), source, trade_id) == (
             t.symbol,
             t.price,
             t.volume,
             t.source,
+            "",
         )
     assert out.newest == {"WIRE-USD": ticks[-1].ts}
 
