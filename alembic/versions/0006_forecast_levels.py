@@ -13,7 +13,7 @@ Both storage paths run the same statements: on TimescaleDB ``predictions`` is a 
 (not compressed), where adding a nullable column is a catalog change on every chunk;
 ``forecast_calibration`` is a small plain table on both.
 
-Revision ID: 0006
+Revision ID: 0006_forecast_levels
 Revises: 0005_scored_index
 Create Date: 2026-12-01
 """
