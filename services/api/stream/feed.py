@@ -45,6 +45,7 @@ class KafkaFeed:
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self.assigned: list[TopicPartition] = []
+        self.ready = False  # both topics assigned, start offsets resolved
         self.records = 0
         self.last_record_at: float | None = None
         self.error: str | None = None
@@ -71,10 +72,16 @@ class KafkaFeed:
             return False
         positions = {tp: await consumer.position(tp) for tp in self.assigned}
         consumer.assign(wanted)
-        for tp, offset in positions.items():
-            if tp in wanted:
-                consumer.seek(tp, offset)
+        for tp in wanted:
+            if tp in positions:
+                consumer.seek(tp, positions[tp])
+            else:
+                await consumer.position(tp)  # resolve "latest" now: nothing after is missed
         self.assigned = wanted
+        self.ready = all(
+            consumer.partitions_for_topic(t)
+            for t in (self.settings.topic_predictions, self.settings.topic_prices)
+        )
         log.info("stream feed reads %d partitions", len(wanted))
         return True
 
@@ -84,7 +91,7 @@ class KafkaFeed:
             consumer = self._consumer = self._make_consumer()
             try:
                 await consumer.start()
-                self.assigned = []
+                self.assigned, self.ready = [], False
                 await self._consume(consumer)
             except asyncio.CancelledError:
                 raise
@@ -107,7 +114,7 @@ class KafkaFeed:
         refreshed = 0.0
         while True:
             now = time.monotonic()
-            if now - refreshed >= (REFRESH_S if self.assigned else 1.0):
+            if now - refreshed >= (REFRESH_S if self.ready else 1.0):
                 refreshed = now
                 await self._assign(consumer)
             if not self.assigned:
@@ -166,6 +173,7 @@ class KafkaFeed:
     def stats(self) -> dict[str, Any]:
         return {
             "running": self._task is not None and not self._task.done(),
+            "ready": self.ready,
             "partitions": len(self.assigned),
             "records": self.records,
             "last_record_age_s": (
