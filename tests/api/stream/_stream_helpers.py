@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from service_process import wait_serving
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -148,3 +156,118 @@ async def close_code(ws: ClientConnection, timeout_s: float = 20) -> int | None:
                 await ws.recv()
     except ConnectionClosed as exc:
         return exc.rcvd.code if exc.rcvd is not None else None
+
+
+# --- API processes ----------------------------------------------------------------------------
+
+_CARRIED = (
+    "env",
+    "state_dir",
+    "topic_prices",
+    "topic_prices_dlq",
+    "topic_predictions",
+    "topic_model_events",
+    "jwt_private_key_file",
+    "jwt_public_keys_dir",
+    "api_local_cache_ms",
+    "api_sync_interval_ms",
+)
+
+
+def api_env(settings: Settings, **extra: Any) -> dict[str, str]:
+    """The environment of an API process with ``settings`` (stream settings included)."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        PRICECAST_LOG_LEVEL="WARNING",
+    )
+    names = [*_CARRIED, *(n for n in Settings.model_fields if n.startswith("stream_"))]
+    for name in names:
+        env[f"PRICECAST_{name.upper()}"] = str(getattr(settings, name))
+    env.update({f"PRICECAST_{k.upper()}": str(v) for k, v in extra.items()})
+    return env
+
+
+@dataclass
+class ApiProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/stream"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    async def metric(self, name: str) -> float:
+        async with httpx.AsyncClient(base_url=self.http, timeout=5) as http:
+            text = (await http.get("/metrics")).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def _popen_api(settings: Settings, log: Path, port: int, **extra: Any) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "api", "--port", str(port)],
+            env=api_env(settings, **extra),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def spawn_api(settings: Settings, log: Path, **extra: Any) -> ApiProcess:
+    port = infra.free_port()
+    api = ApiProcess(_popen_api(settings, log, port, **extra), port)
+    proc = api.proc
+    try:
+        await wait_serving(port, proc, "api")
+    except BaseException:
+        api.stop()
+        raise
+    return api
+
+
+async def warm_up(
+    p: AIOKafkaProducer, topic: str, clients: list[ClientConnection], symbol: str
+) -> None:
+    """Publish a marker prediction until every client has received one: each process's
+    feed is then reading (it starts at the end of the topic)."""
+    pending = set(range(len(clients)))
+    deadline = time.monotonic() + 60
+    while pending:
+        assert time.monotonic() < deadline, "stream feeds never delivered"
+        await publish_predictions(p, topic, [record(symbol, "1h", 1)])
+        for i in list(pending):
+            try:
+                msg = await next_message(clients[i], "prediction", timeout_s=1.0)
+            except (AssertionError, TimeoutError):
+                continue
+            if msg["data"]["symbol"] == symbol:
+                pending.discard(i)
+    for ws in clients:  # drain what the extra markers left behind
+        with contextlib.suppress(AssertionError, TimeoutError):
+            while True:
+                await next_message(ws, "prediction", timeout_s=0.5)

@@ -86,7 +86,8 @@ async def test_revoked_token_ends_the_stream(api: RunningApi, mint: Callable[...
         await ws.send(subscribe("ticks:BTC-USD"))
         await next_message(ws, "snapshot")
         async with httpx.AsyncClient(base_url=api.http) as http:
-            assert (await http.post("/api/v1/auth/revoke", headers=bearer(token))).status_code == 200
+            revoked = await http.post("/api/v1/auth/revoke", headers=bearer(token))
+            assert revoked.status_code == 200
         assert await close_code(ws) == 4401
     async with await ws_connect(api.ws, token) as ws:  # and it cannot come back
         assert await close_code(ws) == 4401
@@ -170,9 +171,7 @@ async def test_sse_refusals_are_http_errors_never_500(
             assert response.json()["error"]["code"] == code
 
 
-async def test_closed_by_server_is_a_clean_close(
-    api: RunningApi, mint: Callable[..., str]
-) -> None:
+async def test_closed_by_server_is_a_clean_close(api: RunningApi, mint: Callable[..., str]) -> None:
     """A refused client sees a close frame with a code and reason, not a dropped socket."""
     ws = await ws_connect(api.ws, "not-a-jwt")
     with pytest.raises(ConnectionClosed) as info:
