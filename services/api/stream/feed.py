@@ -125,25 +125,31 @@ class KafkaFeed:
             for tp, records in batches.items():
                 if tp.topic == self.settings.topic_predictions:
                     for r in records:
-                        self._prediction(r)
+                        if self._prediction(r):
+                            # Let the senders drain between messages of a burst: a burst
+                            # longer than a queue must not overflow clients that keep up.
+                            await asyncio.sleep(0)
                 else:
                     for r in records:
                         self._tick(r)
                 self.records += len(records)
                 self.last_record_at = time.time()
 
-    def _prediction(self, record: Any) -> None:
+    def _prediction(self, record: Any) -> bool:
+        """Publish one prediction record; True when some subscriber here took it."""
         raw: bytes | None = record.value
         if raw is None:
-            return
+            return False
         try:
             head = orjson.loads(raw)
             channel = f"predictions:{head['symbol']}:{head['interval']}"
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.debug("unreadable prediction record at offset %s skipped", record.offset)
-            return
-        if self.hub.interested(channel):
-            self.hub.publish("prediction", channel, raw.decode(), record.timestamp / 1000, False)
+            return False
+        if not self.hub.interested(channel):
+            return False
+        born = record.timestamp / 1000
+        return self.hub.publish("prediction", channel, raw.decode(), born, False) > 0
 
     def _tick(self, record: Any) -> None:
         key: bytes | None = record.key

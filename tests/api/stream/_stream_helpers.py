@@ -76,7 +76,14 @@ async def start_api(settings: Settings) -> RunningApi:
     app = create_app(settings)
     port = infra.free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", ws_ping_interval=None
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="on",
+        log_level="warning",
+        ws_ping_interval=None,
+        ws_per_message_deflate=False,  # as services/api/server.py runs it
+        timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
