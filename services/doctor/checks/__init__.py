@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from services.doctor.checks import auth, cache, config, data, kafka, postgres, runtime
+from services.doctor.checks import (
+    auth,
+    cache,
+    config,
+    data,
+    kafka,
+    postgres,
+    runtime,
+    stream,
+)
 from services.doctor.model import CheckSpec
 
 ALL_CHECKS: tuple[CheckSpec, ...] = (
@@ -13,5 +22,6 @@ ALL_CHECKS: tuple[CheckSpec, ...] = (
     *cache.CHECKS,
     *auth.CHECKS,
     *runtime.CHECKS,
+    *stream.CHECKS,
 )
 NAMES: tuple[str, ...] = tuple(c.name for c in ALL_CHECKS)
