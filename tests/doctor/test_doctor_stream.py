@@ -16,7 +16,7 @@ from services.api.core.keys import ensure_dev_keys
 from services.common.config import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api" / "stream"))
-from _stream_helpers import start_api  # noqa: E402
+from _stream_helpers import start_api
 
 Diagnose = Callable[..., dict[str, Any]]
 
