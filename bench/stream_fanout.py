@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, WebSocket
 
-from bench.api_cached_prediction import _seed, load_avg, saturate
+from bench.api_cached_prediction import _seed, load_avg, profiled, saturate
 from bench.common import bench_settings, latency_extra, write_result
 from services.api.core.keys import ensure_dev_keys
 from services.common import infra
@@ -53,6 +53,7 @@ DURATION_S = float(os.environ.get("BENCH_STREAM_DURATION_S", "30"))
 INTERVAL_MS = float(os.environ.get("BENCH_STREAM_INTERVAL_MS", "100"))
 REST_ROUNDS = int(os.environ.get("BENCH_STREAM_REST_ROUNDS", "3"))
 REST_SLICE_S = float(os.environ.get("BENCH_STREAM_REST_SLICE_S", "3"))
+PROFILE = os.environ.get("BENCH_STREAM_PROFILE")  # py-spy raw stacks of the API, latency phase
 SYMBOL = "FAN-USD"
 CHANNEL = f"predictions:{SYMBOL}:1h"
 BARE_WS = "/bench/ws"
@@ -110,6 +111,12 @@ def api_server(env: dict[str, str]) -> Iterator[tuple[int, int]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
@@ -352,6 +359,7 @@ def latency(env: dict[str, str], settings: Any, token: str) -> dict[str, Any]:
         procs.wait_ready(1)
         rss_connected = rss_kb(pid)
         load = {"start": load_avg()}
+        cpu_before = cpu_s(pid)
         # Warm-up: the feeds read from the end, so wait until markers reach every reader.
         warmed = [0]
 
@@ -359,7 +367,9 @@ def latency(env: dict[str, str], settings: Any, token: str) -> dict[str, Any]:
             warmed[0] += procs.ready_count()
             return warmed[0] >= SUBSCRIBERS + 1
 
-        asyncio.run(_publish(settings, warm, total))
+        with profiled(pid, round(DURATION_S + 10), PROFILE):
+            asyncio.run(_publish(settings, warm, total))
+        server_cpu = cpu_s(pid) - cpu_before
         load["end"] = load_avg()
         results = procs.finish(CLIENT_PROCS + 1)
         rss_end = rss_kb(pid)
@@ -375,6 +385,7 @@ def latency(env: dict[str, str], settings: Any, token: str) -> dict[str, Any]:
         "samples_ms": samples,
         "baseline_ms": baseline,
         "rss_connected_kb": rss_connected,
+        "server_cpu_s": round(server_cpu, 3),
         "rss_end_kb": rss_end,
         "load_avg": load,
     }
@@ -510,6 +521,11 @@ def _report(
             "baseline_p50_ms": base["p50_ms"],
             "baseline_p99_ms": base["p99_ms"],
             "deliveries": lat["deliveries"],
+            # The API process's CPU during the publishing phase (warm-up included) per
+            # delivery: what one worker pays per message and subscriber, load-independent.
+            "server_cpu_us_per_delivery": round(lat["server_cpu_s"] / lat["deliveries"] * 1e6, 2)
+            if lat["deliveries"]
+            else None,
             "delivered_fraction": round(delivered, 6),
             "min_messages_per_client": lat["min_per_client"],
             "api_rss_with_subscribers_kb": lat["rss_connected_kb"],
