@@ -36,7 +36,9 @@ def subscribe(*channels: str) -> str:
 
 async def expired(mint: Callable[..., str]) -> str:
     token = mint(ttl_s=1)
-    deadline = time.time() + 1.5
+    # exp is whole seconds and python-jose compares it with the current whole second: past
+    # exp + 1 s every check refuses it.
+    deadline = time.time() + 2.5
     await wait_for(lambda: time.time() > deadline, 10, "token expiry")
     return token
 
