@@ -130,8 +130,10 @@ class KafkaFeed:
                             # longer than a queue must not overflow clients that keep up.
                             await asyncio.sleep(0)
                 else:
+                    wanted = self.hub.price_keys
                     for r in records:
-                        self._tick(r)
+                        if r.key in wanted:
+                            self._tick(r)
                 self.records += len(records)
                 self.last_record_at = time.time()
 

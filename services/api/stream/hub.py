@@ -76,6 +76,9 @@ class Hub:
         self._by_channel: dict[str, set[Subscriber]] = {}
         self._per_subject: dict[str, int] = {}
         self._windows: dict[str, _Window] = {}
+        # Record keys (symbols) of ``prices`` that some tick or bar channel here wants: the
+        # feed skips every other tick with one set lookup, before decoding anything.
+        self.price_keys: frozenset[bytes] = frozenset()
         self._window_idle: dict[str, float] = {}
         self._seq = time.time_ns() // 1000
         self._task: asyncio.Task[None] | None = None
@@ -129,6 +132,7 @@ class Hub:
             self._by_channel.setdefault(channel.name, set()).add(sub)
             if channel.name not in self._windows:
                 self._windows[channel.name] = _Window(self._seq, self.settings.stream_resume_window)
+                self._refresh_price_keys()
             self._window_idle.pop(channel.name, None)
         STREAM_SUBSCRIPTIONS.inc(len(fresh))
         return fresh
@@ -145,6 +149,11 @@ class Hub:
                     self._window_idle[name] = time.monotonic()
         STREAM_SUBSCRIPTIONS.dec(len(gone))
         return gone
+
+    def _refresh_price_keys(self) -> None:
+        self.price_keys = frozenset(
+            name.split(":")[1].encode() for name in self._windows if not name.startswith("pred")
+        )
 
     def interested(self, channel: str) -> bool:
         """Someone here subscribes to ``channel`` (or may resume it): worth building."""
@@ -214,6 +223,7 @@ class Hub:
             if now - since >= WINDOW_KEEP_S and name not in self._by_channel:
                 del self._window_idle[name]
                 self._windows.pop(name, None)
+                self._refresh_price_keys()
 
     async def _sweep_loop(self) -> None:
         while not self.closing:

@@ -76,7 +76,8 @@ async def test_replay_only_when_the_window_reaches_back() -> None:
     hub = Hub(Settings(stream_resume_window=3), _NoDenyList())  # type: ignore[arg-type]
     sub = Subscriber(principal(), capacity=10, slow_after_s=1, transport="sse")
     hub.register(sub)
-    hub.subscribe(sub, [parse_channel("ticks:A")])
+    hub.subscribe(sub, [parse_channel("ticks:A"), parse_channel("predictions:B:1h")])
+    assert hub.price_keys == {b"A"}  # the feed decodes only ticks someone here wants
     start = hub.seq
     seqs = [hub.publish("tick", "ticks:A", "{}", None, False) and hub.seq for _ in range(3)]
     assert [m.seq for m in hub.replay(["ticks:A"], seqs[0]) or []] == seqs[1:]
