@@ -61,7 +61,6 @@ class WsConnection:
     def __init__(self, ws: WebSocket, service: StreamService) -> None:
         self.ws = ws
         self.service = service
-        self.sub: Subscriber | None = None
 
     async def serve(self) -> None:
         await self.ws.accept()
@@ -76,7 +75,6 @@ class WsConnection:
         except Refused as r:
             await self._close(r.code, r.reason)
             return
-        self.sub = sub
         self.service.authenticated(sub, "authenticated")
         sender = asyncio.create_task(self._send_loop(sub))
         receiver = asyncio.create_task(self._receive_loop(sub))
