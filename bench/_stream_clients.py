@@ -5,6 +5,7 @@ own, started and stopped through :class:`Procs`."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing as mp
 import time
 from datetime import datetime
@@ -50,6 +51,7 @@ async def _open(url: str, token: str, n: int, subscribe: bool) -> list[Any]:
 def _client_proc(url: str, token: str, n: int, ready: Any, stop: Any, out: Any) -> None:
     async def main() -> None:
         conns = await _open(url, token, n, subscribe=True)
+        quiet_gc()
         ready.put(n)
         samples: list[float] = []
         counts = [0] * len(conns)
@@ -107,6 +109,7 @@ def _baseline_proc(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any) 
         consumer.assign(parts)
         for tp in parts:
             await consumer.position(tp)
+        quiet_gc()
         ready.put(1)
         samples: list[float] = []
         warmed = False
@@ -126,6 +129,14 @@ def _baseline_proc(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any) 
         await consumer.stop()
 
     _run(main())
+
+
+def quiet_gc() -> None:
+    """No cyclic-GC pauses in a measuring process: a full collection over 500 connections
+    takes tens of milliseconds and would be charged to the server as delivery latency."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
 
 
 def _run(coro: Any) -> None:

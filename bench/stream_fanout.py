@@ -341,7 +341,8 @@ def _report(
             "server": "uvicorn, one worker, options of services/api/server.py",
             "latency": "client receive time minus the record's publish time (generated_at = "
             "Kafka timestamp), same clock; baseline: a bare aiokafka consumer (no group, all "
-            "partitions, same fetch wait) in its own process, same messages",
+            "partitions, same fetch wait) in its own process, same messages; every measuring "
+            "process runs with the cyclic GC frozen and off (its pauses are the tool's)",
             "idle_connections": IDLE,
             "idle_memory": "RSS growth of the API process for authenticated, subscribed, idle "
             "WebSockets / connections, after one warm-up connection; baseline: a bare Starlette "
