@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import deque
 from typing import Any
@@ -82,7 +83,6 @@ class Hub:
         self._window_idle: dict[str, float] = {}
         self._seq = time.time_ns() // 1000
         self._task: asyncio.Task[None] | None = None
-        self._last_ping = time.monotonic()
         self._empty = asyncio.Event()
         self.closing = False
         self.slow_closes = 0
@@ -98,6 +98,9 @@ class Hub:
         subject = sub.principal.subject
         if self._per_subject.get(subject, 0) >= s.stream_max_connections_per_subject:
             raise Refused(CLOSE_LIMIT, "too many connections for this subject")
+        # The first heartbeat at a random point of the second half of the interval, so that
+        # connections opened together do not ping together forever after.
+        sub.next_ping = time.monotonic() + s.stream_heartbeat_s * (0.5 + random.random() / 2)
         self._subs.add(sub)
         self._per_subject[subject] = self._per_subject.get(subject, 0) + 1
         STREAM_CONNECTIONS.labels(sub.transport).inc()
@@ -205,6 +208,7 @@ class Hub:
     # --- the sweep: expiry, revocation, slow clients, heartbeat -------------------------------
     def sweep(self) -> None:
         now_wall, now = time.time(), time.monotonic()
+        ping: Message | None = None
         for sub in list(self._subs):
             if sub.close_code is not None:
                 continue
@@ -214,11 +218,10 @@ class Hub:
                 sub.kick(CLOSE_AUTH, "token revoked")
             elif sub.is_slow(now):
                 sub.kick(CLOSE_SLOW, "client too slow to keep up")
-        if now - self._last_ping >= self.settings.stream_heartbeat_s:
-            self._last_ping = now
-            ping = self.message("ping", None, "{}")
-            for sub in self._subs:
+            elif sub.next_ping <= now:  # each on its own phase: no burst of 1,000 pings
+                ping = ping or self.message("ping", None, "{}")
                 sub.offer(ping, coalesce=True, now=now)
+                sub.next_ping = now + self.settings.stream_heartbeat_s
         for name, since in list(self._window_idle.items()):
             if now - since >= WINDOW_KEEP_S and name not in self._by_channel:
                 del self._window_idle[name]

@@ -42,6 +42,7 @@ class Subscriber:
         "fifo",
         "full_since",
         "latest",
+        "next_ping",
         "principal",
         "slow_after_s",
         "transport",
@@ -59,6 +60,7 @@ class Subscriber:
         self.latest: dict[str, Message] = {}
         self.full_since: float | None = None
         self.busy_since: float | None = None
+        self.next_ping = float("inf")  # when the hub queues its next heartbeat (monotonic)
         self.dropped = 0
         self.close_code: int | None = None
         self.close_reason = ""
