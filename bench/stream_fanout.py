@@ -10,8 +10,8 @@ Three measurements, each on a fresh API process (uvicorn, one worker, the option
    measurement, not a throughput one (at 100 ms, 10,000 deliveries a second, the worker
    spends about a third of a core on them and on this shared 2-core machine it queues).
    Latency per delivery = the client's receive time minus the record's publish time (its
-   ``generated_at``, also its Kafka timestamp). The baseline, same run, same messages: a bare aiokafka consumer (no group,
-   every partition, the same fetch wait) in a process of its own.
+   ``generated_at``, also its Kafka timestamp). The baseline, same run, same messages: a bare
+   aiokafka consumer (no group, every partition, the same fetch wait) in a process of its own.
 2. **Idle connection memory**: RSS growth of the API process for 5,000 authenticated,
    subscribed, idle WebSocket connections, divided by 5,000; baseline: the same number of
    connections to a bare Starlette WebSocket route (accept, then receive) on a fresh process of
