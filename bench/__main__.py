@@ -12,7 +12,9 @@ SKIP = {"common", "__main__", "real_series"}
 
 def names() -> list[str]:
     here = Path(__file__).parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name not in SKIP)
+    modules = pkgutil.iter_modules([str(here)])
+    # ``_name`` modules are helpers of a benchmark, not benchmarks.
+    return sorted(m.name for m in modules if m.name not in SKIP and not m.name.startswith("_"))
 
 
 def main(argv: list[str]) -> int:

@@ -121,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = ssub.add_parser("maintain", help="one round: tick retention, storage status as JSON")
     p.set_defaults(func=_lazy("services.storage.maintenance:main"))
 
+    p = sub.add_parser("watch", help="print a symbol's predictions as they arrive (live stream)")
+    p.add_argument("symbol")
+    p.add_argument("--interval", default="1d", choices=("1h", "1d"))
+    p.add_argument("--url", default=None, help="ws(s)://host/api/v1/stream (default: the API)")
+    p.add_argument("--token-file", default=None, help="access token (default: the demo token)")
+    p.add_argument("--json", action="store_true", help="one JSON record per line")
+    p.add_argument("--count", type=int, default=None, help="exit after N predictions")
+    p.set_defaults(func=_lazy("services.api.stream.watch:main"))
+
     p = sub.add_parser("doctor", help="check every dependency and known failure mode")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(

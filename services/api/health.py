@@ -47,10 +47,10 @@ def _age_s(now: datetime, then: datetime | None) -> float | None:
 class DataReport:
     """The cached ``data`` section of ``/health/detailed`` (module docstring)."""
 
-    def __init__(self, state: ApiState) -> None:
+    def __init__(self, state: ApiState, streams: StreamStats | None = None) -> None:
         self.state = state
         self.settings: Settings = state.settings
-        self.streams: StreamStats | None = None  # set by the stream hub once it runs
+        self.streams = streams  # the live streams' numbers, read on every answer (in memory)
         self._last: dict[str, Any] | None = None
         self._read_at = 0.0
         self._task: asyncio.Task[dict[str, Any]] | None = None

@@ -17,6 +17,9 @@ from services.api.core.security import SCOPES
 from services.api.health import DataReport, api_health_router
 from services.api.routes import assets, auth, bars, models, predictions, well_known
 from services.api.state import ApiState
+from services.api.stream import sse as stream_sse
+from services.api.stream import ws as stream_ws
+from services.api.stream.service import StreamService
 from services.api.ui import mount_ui
 from services.common.config import Settings, get_settings
 
@@ -28,14 +31,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Built eagerly (connections are opened lazily), so the app also works where the
     # lifespan does not run; the lifespan only releases them.
     state = ApiState.build(settings)
+    stream = StreamService(state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # GC's scans, so full collections stay short on the request path (p99).
         gc.freeze()
+        stream.start()
+        stream.install_signal_hook()
         yield
         gc.unfreeze()
+        await stream.close()
         await state.close()
 
     app = FastAPI(
@@ -48,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.api = state
+    app.state.stream = stream  # stream.stream_stats(): connections, subscriptions, feed
     install_error_handlers(app)
 
     for router in (
@@ -57,11 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bars.router,
         predictions.router,
         models.router,
+        stream_ws.router,
+        stream_sse.router,
     ):
         app.include_router(router)
-    # The data report of /health/detailed; a stream hub attaches its numbers (``.streams``).
-    app.state.data_report = DataReport(state)
-    app.include_router(api_health_router(state, app.state.data_report))
+    # /health/detailed's data report carries the stream's numbers too (subscribers, feed).
+    app.include_router(api_health_router(state, DataReport(state, streams=stream.stream_stats)))
     mount_ui(app)  # the web dashboard at /ui/ (static files, its own CSP)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]

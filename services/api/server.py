@@ -38,5 +38,11 @@ def main(args: argparse.Namespace) -> int:
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=10,
+        # Live streams: protocol pings find dead peers; client messages are small; no
+        # permessage-deflate (its zlib state costs ~300 kB per connection, messages are small).
+        ws_per_message_deflate=False,
+        ws_ping_interval=settings.stream_heartbeat_s,
+        ws_ping_timeout=settings.stream_heartbeat_s,
+        ws_max_size=settings.stream_max_message_bytes,
     )
     return 0

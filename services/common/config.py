@@ -200,6 +200,22 @@ class Settings(BaseSettings):
     health_budget_s: float = Field(0.8, gt=0, le=5)
     health_data_cache_s: float = Field(3.0, ge=0)
 
+    # --- live streams (WebSocket /api/v1/stream, SSE /api/v1/stream/sse) ----------------
+    stream_enabled: bool = True  # the API reads predictions and prices from Kafka itself
+    stream_auth_timeout_s: float = 5.0  # no Authorization header: first "auth" message by then
+    stream_heartbeat_s: float = 20.0  # {"type": "ping"} / SSE ": ping" every this long
+    stream_queue_size: int = 256  # per client: messages waiting to be sent (ticks/bars coalesce)
+    stream_slow_client_s: float = 2.0  # a client whose queue stays full this long: 4408
+    stream_max_connections: int = 10_000  # per API worker process (4429 beyond)
+    stream_max_connections_per_subject: int = 20  # per subject per worker (4429 beyond)
+    stream_connects_per_minute: int = 60  # connection attempts per subject (all replicas)
+    stream_max_subscriptions: int = 50  # channels per connection
+    stream_max_message_bytes: int = 16 * 1024  # client messages larger than this: 1009
+    stream_tick_interval_ms: int = 250  # ticks:{SYMBOL} at most once per this, newest wins
+    stream_resume_window: int = 200  # SSE Last-Event-ID: messages kept per channel
+    stream_sweep_interval_s: float = 1.0  # expiry, revocation and slow-client checks
+    stream_fetch_max_wait_ms: int = 20  # the stream's Kafka fetch wait (delivery latency)
+
     # --- doctor (operations) -----------------------------------------------------------
     doctor_check_timeout_s: float = 5.0  # every check is bounded by this (GPU probe: x4)
     doctor_slow_query_s: float = 5.0  # an active statement older than this is slow

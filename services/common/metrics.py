@@ -123,6 +123,31 @@ AUTH_FAILURES = Counter("pricecast_auth_failures_total", "Rejected authenticatio
 RATE_LIMITED = Counter("pricecast_rate_limited_total", "Requests refused by the rate limiter")
 DEPENDENCY_UP = Gauge("pricecast_dependency_up", "1 when a dependency answers", ["dependency"])
 
+# --- live streams (API: WebSocket and SSE) ----------------------------------------------
+STREAM_CONNECTIONS = Gauge(
+    "pricecast_stream_connections", "Open live-stream connections", ["transport"]
+)
+STREAM_SUBSCRIPTIONS = Gauge("pricecast_stream_subscriptions", "Channel subscriptions held")
+STREAM_MESSAGES_SENT = Counter(
+    "pricecast_stream_messages_sent_total", "Stream messages sent to clients", ["type"]
+)
+STREAM_MESSAGES_DROPPED = Counter(
+    "pricecast_stream_messages_dropped_total",
+    "Stream messages not sent: replaced by a newer tick/bar or dropped from a full queue",
+)
+STREAM_CLOSES = Counter(
+    "pricecast_stream_closes_total", "Stream connections the server closed", ["code"]
+)
+STREAM_SLOW_CLOSES = Counter(
+    "pricecast_stream_slow_client_closes_total", "Clients closed with 4408 (too slow)"
+)
+STREAM_DELIVERY_LATENCY = Histogram(
+    "pricecast_stream_delivery_latency_seconds",
+    "Kafka record timestamp to the message handed to the client's connection",
+    ["type"],
+    buckets=_LATENCY_BUCKETS,
+)
+
 ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     TICKS_INGESTED,
     VALIDATION_ERRORS,
@@ -157,6 +182,13 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     AUTH_FAILURES,
     RATE_LIMITED,
     DEPENDENCY_UP,
+    STREAM_CONNECTIONS,
+    STREAM_SUBSCRIPTIONS,
+    STREAM_MESSAGES_SENT,
+    STREAM_MESSAGES_DROPPED,
+    STREAM_CLOSES,
+    STREAM_SLOW_CLOSES,
+    STREAM_DELIVERY_LATENCY,
 )
 
 

@@ -35,6 +35,8 @@ PROTECTED: list[tuple[str, str, str, str | None]] = [
     ("POST", "/api/v1/models/retrain", "/api/v1/models/retrain", "models:write"),
     ("POST", "/api/v1/auth/revoke", "/api/v1/auth/revoke", None),
 ]
+# Live streams: the scope depends on the channels asked for (tests/api/stream covers them).
+STREAMS = {("GET", "/api/v1/stream/sse")}
 PUBLIC = {
     ("POST", "/api/v1/auth/token"),
     ("POST", "/api/v1/auth/refresh"),

@@ -133,6 +133,7 @@ async def test_lag_ages_champions_and_a_stopped_feed(
     (champion,) = data["champions"]
     assert champion["model"] == "lstm" and champion["version"] == 3
     assert 7000 < champion["age_s"] < 7400
+    assert data["streams"]["connections"] == 0 and "subscriptions" in data["streams"]
 
     await feed.stop()
     body = await _until(api, lambda b: b["status"] == "degraded", 30)

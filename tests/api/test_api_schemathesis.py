@@ -74,6 +74,8 @@ def test_openapi_contract(api_server: tuple[str, str]) -> None:
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
     failures: dict[str, str] = {}
     operations = [result.ok() for result in schema.get_all_operations()]
+    # An event stream never ends, so no generated case could be validated: tests/api/stream.
+    operations = [op for op in operations if op.path != "/api/v1/stream/sse"]
     assert len(operations) >= 15
 
     for operation in operations:

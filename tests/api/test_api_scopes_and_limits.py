@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from _api_helpers import PROTECTED, PUBLIC, add_asset, bearer
+from _api_helpers import PROTECTED, PUBLIC, STREAMS, add_asset, bearer
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
@@ -19,7 +19,7 @@ def test_every_api_route_is_classified(app: FastAPI) -> None:
         if path.startswith(("/api/", "/.well-known"))
         for method in operations
     }
-    known = {(m, t) for m, t, _, _ in PROTECTED} | PUBLIC
+    known = {(m, t) for m, t, _, _ in PROTECTED} | PUBLIC | STREAMS
     assert routes == known
 
 

@@ -117,6 +117,10 @@ class RedisGate:
         if n + self._global.get(subject, 0) > limit:
             _refuse_rate(window)
 
+    def is_denied(self, jti: str) -> bool:
+        """``jti`` is on the deny-list as last synced (live streams re-check it)."""
+        return jti in self._denied
+
     async def read(self, key: str, status_key: str) -> Admission:
         """The cached forecast and status: the in-process copy while it is younger than
         ``local_cache_s`` (refreshed in the background during its second half, so steady

@@ -23,6 +23,7 @@ from services.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 log = logging.getLogger("services.api.access")
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+_EVENT_STREAM = b"text/event-stream"
 _MAX_SERIES = 1024  # labelled children kept at hand (route templates x methods x statuses)
 
 
@@ -63,6 +64,10 @@ class ApiMiddleware:
                 state["status"] = message["status"]
                 elapsed = (time.perf_counter() - start) * 1000
                 headers = list(message.get("headers", ()))
+                if any(k == b"content-type" and v.startswith(_EVENT_STREAM) for k, v in headers):
+                    # A live stream lasts as long as its client: its latency is the time to
+                    # the start of the answer, not its length (no "slow request" either).
+                    state["stream_s"] = elapsed / 1000
                 headers.append((b"x-request-id", request_id))
                 headers.append((b"x-process-time", b"%.3f" % elapsed))
                 message["headers"] = headers
@@ -97,7 +102,7 @@ class ApiMiddleware:
             if not state["started"]:
                 await send_error(500, "ERR_INTERNAL", "Internal server error")
         finally:
-            elapsed_s = time.perf_counter() - start
+            elapsed_s = state.get("stream_s") or time.perf_counter() - start
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             latency, requests = self._metrics(template, scope["method"], state["status"])

@@ -8,10 +8,11 @@ from services.doctor.checks import (
     cache,
     config,
     data,
+    exchange,
     kafka,
     postgres,
     runtime,
-    streams,
+    stream,
 )
 from services.doctor.model import CheckSpec
 
@@ -24,6 +25,7 @@ ALL_CHECKS: tuple[CheckSpec, ...] = (
     *auth.CHECKS,
     *runtime.CHECKS,
     *alerts.CHECKS,
-    *streams.CHECKS,
+    *exchange.CHECKS,
+    *stream.CHECKS,
 )
 NAMES: tuple[str, ...] = tuple(c.name for c in ALL_CHECKS)

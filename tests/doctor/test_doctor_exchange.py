@@ -13,7 +13,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from services.common import infra
 from services.common.config import Settings
-from services.doctor.checks.streams import exchange_streams
+from services.doctor.checks.exchange import exchange_streams
 from services.doctor.model import Context
 
 KEY = "doctor-key"

@@ -1,0 +1,112 @@
+"""What a subscribe answers with at once: the channel's current state.
+
+* ``predictions:S:I``: the latest forecast of every horizon, the records REST serves (Redis
+  ``prediction:S:I:h`` first, the database for horizons Redis does not hold).
+* ``bars:S:I``: the newest ``SNAPSHOT_BARS`` bars, as ``/bars`` returns them (the last one may
+  still be filling).
+* ``ticks:S``: the newest stored tick, or null.
+
+Each is ``{"predictions": [...]}``, ``{"bars": [...]}`` or ``{"tick": ...}`` as JSON text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from services.api.core.gate import REDIS_BUDGET_S, RedisFailure
+from services.api.queries.predictions import RECORD_COLUMNS, record_from_row
+from services.api.schemas import Bar
+from services.api.state import ApiState
+from services.api.stream.protocol import Channel
+from services.common.bars import get_bars
+from services.common.cache import prediction_key
+from services.common.schemas import Tick
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_BARS = 100
+
+_LATEST_PER_HORIZON = sa.text(
+    f"SELECT DISTINCT ON (horizon) {RECORD_COLUMNS} FROM predictions "
+    "WHERE symbol = :s AND interval = :i AND horizon = ANY(:h) ORDER BY horizon, as_of DESC"
+)
+_NEWEST_TICK = sa.text(
+    "SELECT symbol, ts, price, volume, source FROM price_ticks WHERE symbol = :s "
+    "ORDER BY ts DESC LIMIT 1"
+)
+
+
+def bar_json(bar: Any) -> str:
+    """One bar exactly as ``/bars`` serialises it."""
+    return Bar(
+        bucket=bar.bucket.astimezone(UTC),
+        open=bar.open,
+        high=bar.high,
+        low=bar.low,
+        close=bar.close,
+        volume=bar.volume,
+        trade_count=bar.trade_count,
+        vwap=bar.vwap,
+    ).model_dump_json()
+
+
+async def snapshot(state: ApiState, channel: Channel) -> str:
+    if channel.kind == "predictions":
+        assert channel.interval is not None
+        return await _predictions(state, channel.symbol, channel.interval)
+    if channel.kind == "bars":
+        assert channel.interval is not None
+        bars = await asyncio.to_thread(_bars, state.engine, channel.symbol, channel.interval)
+        return '{"bars":[' + ",".join(bars) + "]}"
+    tick = await asyncio.to_thread(_tick, state.engine, channel.symbol)
+    return '{"tick":' + (tick or "null") + "}"
+
+
+async def _predictions(state: ApiState, symbol: str, interval: str) -> str:
+    s = state.settings
+    horizons = list(range(1, (s.horizons_1h if interval == "1h" else s.horizons_1d) + 1))
+    cached: list[bytes | None] = [None] * len(horizons)
+    if state.gate.redis_usable:
+        try:
+            async with asyncio.timeout(REDIS_BUDGET_S):
+                keys = [prediction_key(symbol, interval, h) for h in horizons]
+                cached = await state.redis.mget(keys)
+        except RedisFailure as exc:
+            state.gate.mark_down(exc)
+    records = {h: v.decode() for h, v in zip(horizons, cached, strict=True) if v is not None}
+    missing = [h for h in horizons if h not in records]
+    if missing:
+        stored = await asyncio.to_thread(_stored, state.engine, symbol, interval, missing)
+        records.update(stored)
+    return '{"predictions":[' + ",".join(records[h] for h in sorted(records)) + "]}"
+
+
+def _stored(engine: Engine, symbol: str, interval: str, horizons: list[int]) -> dict[int, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(_LATEST_PER_HORIZON, {"s": symbol, "i": interval, "h": horizons})
+        return {int(r["horizon"]): record_from_row(r).model_dump_json() for r in rows.mappings()}
+
+
+def _bars(engine: Engine, symbol: str, interval: str) -> list[str]:
+    with engine.connect() as conn:
+        return [bar_json(b) for b in get_bars(conn, symbol, interval, limit=SNAPSHOT_BARS)]
+
+
+def _tick(engine: Engine, symbol: str) -> str | None:
+    with engine.connect() as conn:
+        row = conn.execute(_NEWEST_TICK, {"s": symbol}).mappings().first()
+    if row is None:
+        return None
+    return Tick(
+        symbol=row["symbol"],
+        ts=row["ts"].astimezone(UTC),
+        price=row["price"],
+        volume=row["volume"],
+        source=row["source"],
+    ).model_dump_json()
