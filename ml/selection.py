@@ -1,4 +1,4 @@
-"""The design.md model-choice rule, with the reason for every fallback."""
+"""The docs/architecture.md model-choice rule, with the reason for every fallback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``pricecast`` command line (design.md, "Command line").
+"""The ``pricecast`` command line (docs/architecture.md, "Command line").
 
 Each subcommand names the function that implements it as ``module:function``; modules are
 imported only when their command runs, so ``pricecast --help`` stays fast.

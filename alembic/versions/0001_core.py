@@ -50,7 +50,7 @@ def upgrade() -> None:
         );
         CREATE INDEX ix_price_ticks_symbol_ts ON price_ticks (symbol, ts DESC);
 
-        -- One forecast: provenance as design.md lists it. Idempotent on
+        -- One forecast: provenance as docs/architecture.md lists it. Idempotent on
         -- (symbol, interval, horizon, as_of): re-forecasting the same bar overwrites.
         CREATE TABLE predictions (
             symbol          text NOT NULL,

@@ -19,7 +19,7 @@ _BACKOFF = ExponentialBackoff(cap=0.2, base=0.05)
 
 
 def prediction_key(symbol: str, interval: str, horizon: int) -> str:
-    """``prediction:{symbol}:{interval}:{horizon}`` (design.md)."""
+    """``prediction:{symbol}:{interval}:{horizon}`` (docs/architecture.md)."""
     return f"prediction:{symbol}:{interval}:{horizon}"
 
 

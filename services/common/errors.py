@@ -1,4 +1,4 @@
-"""The error catalogue of design.md: one exception type carries code, HTTP status and details."""
+"""The error catalogue of docs/architecture.md: one exception type carries code, HTTP status and details."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ class IntervalBand(BaseModel):
 
 
 class PredictionRecord(BaseModel):
-    """One forecast with its provenance (design.md, "Prediction").
+    """One forecast with its provenance (docs/architecture.md, "Prediction").
 
     ``lower_bound``/``upper_bound`` are the interval at ``confidence_level`` (the default
     level, or the one a client asked for with ``?level=``); ``intervals`` has every offered

@@ -1,4 +1,4 @@
-"""Turn one served forecast into the wire records of design.md (pure)."""
+"""Turn one served forecast into the wire records of docs/architecture.md (pure)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Samples every 10 s: each service's resident memory (RSS), the CPU share of each 
 (its worker processes included) and of the test broker, the writer's and the prediction
 service's consumer lag, the API's answers. The broker's CPU is there to tell a broker that
 slows down from a service that does (docs/faults.md, "The test broker over a long run").
-Writes ``bench/results/soak.json`` (design.md's result format): value = the largest RSS
+Writes ``bench/results/soak.json`` (docs/architecture.md's result format): value = the largest RSS
 growth per hour over the services after warm-up, baseline = that service's RSS after
 warm-up; extra holds every figure and verdict.
 

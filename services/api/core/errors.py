@@ -17,7 +17,7 @@ from services.common.metrics import AUTH_FAILURES
 
 log = logging.getLogger(__name__)
 
-# Protocol-level answers that are outside design.md's catalogue keep the same shape.
+# Protocol-level answers that are outside docs/architecture.md's catalogue keep the same shape.
 HTTP_CODES: dict[int, str] = {
     400: "ERR_HTTP_400",
     404: "ERR_NOT_FOUND",

@@ -1,4 +1,4 @@
-"""``bench/results/faults.json`` (design.md's result format) from a finished fault run."""
+"""``bench/results/faults.json`` (docs/architecture.md's result format) from a finished fault run."""
 
 from __future__ import annotations
 
