@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,6 +27,7 @@ from services.api.stream.protocol import Channel
 from services.common.bars import get_bars
 from services.common.cache import prediction_key
 from services.common.schemas import Tick
+from services.common.staleness import with_freshness
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,27 @@ async def _predictions(state: ApiState, symbol: str, interval: str) -> str:
     records = {h: v.decode() for h, v in zip(horizons, cached, strict=True) if v is not None}
     missing = [h for h in horizons if h not in records]
     if missing:
-        stored = await asyncio.to_thread(_stored, state.engine, symbol, interval, missing)
+        stale_after = s.prediction_stale_after_intervals
+        stored = await asyncio.to_thread(
+            _stored, state.engine, symbol, interval, missing, stale_after
+        )
         records.update(stored)
     return '{"predictions":[' + ",".join(records[h] for h in sorted(records)) + "]}"
 
 
-def _stored(engine: Engine, symbol: str, interval: str, horizons: list[int]) -> dict[int, str]:
+def _stored(
+    engine: Engine, symbol: str, interval: str, horizons: list[int], stale_after: float
+) -> dict[int, str]:
+    """The database's records, marked stale as the REST database path marks them."""
+    now = datetime.now(UTC)
     with engine.connect() as conn:
         rows = conn.execute(_LATEST_PER_HORIZON, {"s": symbol, "i": interval, "h": horizons})
-        return {int(r["horizon"]): record_from_row(r).model_dump_json() for r in rows.mappings()}
+        return {
+            int(r["horizon"]): with_freshness(
+                record_from_row(r), now, stale_after
+            ).model_dump_json()
+            for r in rows.mappings()
+        }
 
 
 def _bars(engine: Engine, symbol: str, interval: str) -> list[str]:
