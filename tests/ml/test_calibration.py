@@ -1,5 +1,5 @@
-"""ml.calibration: EWMA volatility, conformal quantiles per horizon, the adaptive conformal
-step, the interval score; and recovery after a volatility shift through ml.served_walk."""
+"""ml.calibration: GARCH-like volatility, signed conformal quantiles per horizon, the adaptive
+conformal step, the interval score; and recovery after a volatility shift through ml.served_walk."""
 
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ from ml.calibration import (
     aci_step,
     calibrated_bands,
     check_levels,
-    ewma_volatility,
+    garch_volatility,
     interval_score,
 )
 from ml.selection import SelectionPolicy
 from ml.served_walk import served_walk_forward
 
 
-def test_ewma_volatility_follows_a_regime() -> None:
+def test_garch_volatility_follows_a_regime() -> None:
     rng = np.random.default_rng(0)
     r = np.r_[rng.normal(0, 0.01, 500), rng.normal(0, 0.03, 200)]
-    sigma = ewma_volatility(r)
+    sigma = garch_volatility(r)
     assert sigma.shape == r.shape
     assert 0.007 < float(np.median(sigma[300:500])) < 0.013
     assert 0.022 < float(np.median(sigma[600:])) < 0.038
@@ -36,16 +36,27 @@ def test_conformal_quantile_of_gaussian_scores_and_growth_with_horizon() -> None
     rng = np.random.default_rng(1)
     y = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 3000)))
     cal = VolatilityCalibrator.from_prices(y, 5)
-    # scores are |h-step move| / sigma: about |N(0, h)|
-    assert cal.quantile(1, 0.8) == pytest.approx(1.2816, rel=0.1)
-    assert cal.quantile(5, 0.8) == pytest.approx(1.2816 * math.sqrt(5), rel=0.15)
-    qs = [cal.quantile(1, lv) for lv in (0.5, 0.8, 0.95, 0.999)]
-    assert qs == sorted(qs) and cal.quantile(1, 0.0) == 0.0
+    # scores are h-step move / sigma: about N(0, h), the band about +-1.2816 sqrt(h) at 80%
+    lo, hi = cal.quantiles(1, 0.8)
+    assert hi == pytest.approx(1.2816, rel=0.1) and -lo == pytest.approx(1.2816, rel=0.1)
+    assert cal.quantiles(5, 0.8)[1] == pytest.approx(1.2816 * math.sqrt(5), rel=0.15)
+    highs = [cal.quantiles(1, lv)[1] for lv in (0.5, 0.8, 0.95, 0.999)]
+    assert highs == sorted(highs)
+    # at level 0 both ends are next to the median score: a (near) empty band
+    q0 = cal.quantiles(1, 0.0)
+    assert 0.0 <= q0[1] - q0[0] < 0.02
+
+
+def test_signed_scores_lean_the_band_with_the_drift() -> None:
+    rng = np.random.default_rng(4)
+    y = 100 * np.exp(np.cumsum(rng.normal(0.004, 0.01, 1500)))  # drifts up 0.4 sigma a bar
+    down, up = VolatilityCalibrator.from_prices(y, 1).bounds(1, 0.8)
+    assert up > 1.3 * down > 0
 
 
 def test_short_history_uses_the_gaussian_quantile() -> None:
     cal = VolatilityCalibrator.from_prices(np.array([100.0, 101.0, 100.5, 100.7]), 2)
-    assert cal.quantile(2, 0.8) == pytest.approx(math.sqrt(2) * 1.2816, rel=1e-3)
+    assert cal.quantiles(2, 0.8)[1] == pytest.approx(math.sqrt(2) * 1.2816, rel=1e-3)
 
 
 def test_bands_are_nested_and_around_the_mean() -> None:
