@@ -1,4 +1,5 @@
-"""The error catalogue of docs/architecture.md: one exception type carries code, HTTP status and details."""
+"""The error catalogue (docs/architecture.md, "API"): one exception type carries code, HTTP
+status and details."""
 
 from __future__ import annotations
 

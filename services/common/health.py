@@ -3,7 +3,8 @@
 ``/health`` is liveness: it checks nothing but the process. ``/health/ready`` fails when a
 *critical* dependency is down (the database for every service; Kafka for the workers).
 ``/health/detailed`` runs every check concurrently, each bounded by a timeout, and answers
-docs/architecture.md's shape; a non-critical dependency down (Redis for the API) makes it ``degraded``.
+the shape docs/architecture.md gives; a non-critical dependency down (Redis for the API) makes
+it ``degraded``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``bench/results/faults.json`` (docs/architecture.md's result format) from a finished fault run."""
+"""``bench/results/faults.json`` (the result format of docs/architecture.md, "Benchmarks")
+from a finished fault run."""
 
 from __future__ import annotations
 
