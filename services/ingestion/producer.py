@@ -23,6 +23,7 @@ from aiokafka.partitioner import murmur2
 from services.common.config import Settings
 from services.common.kafka import dumps, ensure_topics, make_producer
 from services.common.metrics import DLQ_MESSAGES, TICKS_INGESTED, VALIDATION_ERRORS
+from services.ingestion.batch import validate_batch, wire_records
 from services.ingestion.dlq import Origin, Stage, dlq_record
 from services.ingestion.validation import Rejection, Tick, Validator, future_limit
 
@@ -124,10 +125,7 @@ class TickPublisher:
 
     async def publish(self, ticks: Sequence[Tick]) -> int:
         """Publish already-validated ticks; returns once all are acknowledged."""
-        sent = await self.send_keyed(
-            self.settings.topic_prices,
-            ((t.symbol.encode(), dumps(t.wire())) for t in ticks),
-        )
+        sent = await self.send_keyed(self.settings.topic_prices, wire_records(ticks))
         by_source: dict[str, int] = {}
         for t in ticks:
             by_source[t.source] = by_source.get(t.source, 0) + 1
@@ -159,13 +157,8 @@ class TickPublisher:
         self, payloads: Iterable[Any], source: str | None = None
     ) -> tuple[list[Tick], list[Rejection]]:
         """The publish path of every source: validate, publish the good, dead-letter the bad."""
-        good: list[Tick] = []
-        bad: list[Rejection] = []
         limit = future_limit(self.validator.max_clock_skew_s)
-        validate = self.validator.validate
-        for payload in payloads:
-            result = validate(payload, limit)
-            (good if isinstance(result, Tick) else bad).append(result)  # type: ignore[arg-type]
+        good, bad = validate_batch(self.validator, payloads, limit)
         if bad:
             await self.dead_letter(bad, "publish", source=source)
         if good:

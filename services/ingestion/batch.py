@@ -1,0 +1,123 @@
+"""The publish path's per-tick work, done a batch at a time: validation and the wire form.
+
+A busy stream hands the publisher tens of thousands of raw ticks per call. Per tick,
+:meth:`Validator.validate <services.ingestion.validation.Validator.validate>` makes three
+Python calls (validate, ``check_fields``, the jump guard) and ``dumps(tick.wire())`` builds a
+dict and formats the timestamp again. Here one loop does both for the common tick, with the
+same checks and the same result:
+
+* :func:`validate_batch`: a plain dict with a known-good symbol and source, float price and
+  volume in (0, inf), an aware UTC ``datetime`` not beyond the limit (the ticks of one
+  millisecond share one datetime, checked once), a well-formed trade id or none, and a price
+  within the jump guard of the symbol's last good price becomes its :class:`Tick` here;
+  anything else (valid or not) goes through ``Validator.validate``, in order, so every
+  rejection keeps its reason;
+* :func:`wire_records`: (key, value) for ``prices``, byte for byte what
+  ``(t.symbol.encode(), dumps(t.wire()))`` gives, with each distinct timestamp formatted (by
+  orjson, as ``dumps`` does) once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from services.common.kafka import dumps
+from services.ingestion.validation import (
+    _OK_SOURCES,
+    _OK_SYMBOLS,
+    Rejection,
+    Tick,
+    Validator,
+    _trade_id_ok,
+)
+
+_new = tuple.__new__
+
+
+def validate_batch(
+    validator: Validator, payloads: Iterable[Any], limit: datetime
+) -> tuple[list[Tick], list[Rejection]]:
+    """(good ticks, rejections), each in input order: what ``validator.validate`` gives for
+    each payload (the jump guard's state advances the same way)."""
+    good: list[Tick] = []
+    bad: list[Rejection] = []
+    validate = validator.validate
+    guard = validator.guard
+    pct, last_good, pending = guard.pct, guard.last_good, guard._pending
+    symbols, sources, inf = _OK_SYMBOLS, _OK_SOURCES, math.inf
+    checked: object = None  # the last datetime found aware UTC and within the limit
+    for p in payloads:
+        if type(p) is dict and "kind" not in p:
+            symbol, source = p.get("symbol"), p.get("source")
+            price, volume, ts = p.get("price"), p.get("volume"), p.get("ts")
+            tid = p.get("trade_id", "")
+            if (
+                type(price) is float
+                and type(volume) is float
+                and 0.0 < price < inf
+                and 0.0 < volume < inf
+                and type(symbol) is str
+                and symbol in symbols
+                and type(source) is str
+                and source in sources
+                and type(tid) is str
+                and (
+                    (tid.isascii() and tid.isdigit() and len(tid) <= 64)
+                    or not tid
+                    or _trade_id_ok(tid)
+                )
+            ):
+                if ts is not checked and type(ts) is datetime and ts.tzinfo is UTC and ts <= limit:
+                    checked = ts
+                if ts is checked:
+                    if pct > 0:  # the jump guard's common case, inlined
+                        last = last_good.get(symbol)
+                        if last is not None and abs(price - last) / last * 100.0 > pct:
+                            result = validate(p, limit)  # quarantined, or a confirmed level
+                            (good if isinstance(result, Tick) else bad).append(result)  # type: ignore[arg-type]
+                            continue
+                        last_good[symbol] = price
+                        if pending:
+                            pending.pop(symbol, None)
+                    good.append(_new(Tick, (symbol, ts, price, volume, source, tid)))
+                    continue
+        result = validate(p, limit)
+        (good if isinstance(result, Tick) else bad).append(result)  # type: ignore[arg-type]
+    return good, bad
+
+
+def wire_records(ticks: Sequence[Tick]) -> list[tuple[bytes, bytes]]:
+    """(symbol key, JSON value) of each tick, as published to ``prices``."""
+    out: list[tuple[bytes, bytes]] = []
+    keys: dict[str, bytes] = {}
+    encode = orjson.dumps
+    last_ts: object = None
+    text = ""
+    for symbol, ts, price, volume, source, tid in ticks:
+        if ts is not last_ts:
+            last_ts, text = ts, dumps(ts)[1:-1].decode()
+        key = keys.get(symbol)
+        if key is None:
+            key = keys[symbol] = symbol.encode()
+        if tid:
+            value = encode(
+                {
+                    "symbol": symbol,
+                    "ts": text,
+                    "price": price,
+                    "volume": volume,
+                    "source": source,
+                    "trade_id": tid,
+                }
+            )
+        else:
+            value = encode(
+                {"symbol": symbol, "ts": text, "price": price, "volume": volume, "source": source}
+            )
+        out.append((key, value))
+    return out
