@@ -20,7 +20,7 @@ same checks and the same result:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,10 +40,17 @@ _new = tuple.__new__
 
 
 def validate_batch(
-    validator: Validator, payloads: Iterable[Any], limit: datetime
+    validator: Validator,
+    payloads: Iterable[Any],
+    limit: datetime,
+    records: list[tuple[bytes, bytes]] | None = None,
 ) -> tuple[list[Tick], list[Rejection]]:
     """(good ticks, rejections), each in input order: what ``validator.validate`` gives for
-    each payload (the jump guard's state advances the same way)."""
+    each payload (the jump guard's state advances the same way). With ``records``, the
+    :func:`wire_records` of the good ticks are appended to it in the same pass."""
+    encode = orjson.dumps
+    keys: dict[str, bytes] = {}
+    text = ""
     good: list[Tick] = []
     bad: list[Rejection] = []
     validate = validator.validate
@@ -74,26 +81,46 @@ def validate_batch(
             ):
                 if ts is not checked and type(ts) is datetime and ts.tzinfo is UTC and ts <= limit:
                     checked = ts
-                if ts is checked:
-                    if pct > 0:  # the jump guard's common case, inlined
-                        last = last_good.get(symbol)
-                        if last is not None and abs(price - last) / last * 100.0 > pct:
-                            result = validate(p, limit)  # quarantined, or a confirmed level
-                            (good if isinstance(result, Tick) else bad).append(result)  # type: ignore[arg-type]
-                            continue
+                    if records is not None:
+                        text = dumps(ts)[1:-1].decode()
+                if ts is checked and (  # the jump guard's common case, inlined
+                    pct <= 0
+                    or (last := last_good.get(symbol)) is None
+                    or abs(price - last) / last * 100.0 <= pct
+                ):
+                    if pct > 0:
                         last_good[symbol] = price
                         if pending:
                             pending.pop(symbol, None)
                     good.append(_new(Tick, (symbol, ts, price, volume, source, tid)))
+                    if records is not None:
+                        key = keys.get(symbol)
+                        if key is None:
+                            key = keys[symbol] = symbol.encode()
+                        wire = {
+                            "symbol": symbol,
+                            "ts": text,
+                            "price": price,
+                            "volume": volume,
+                            "source": source,
+                        }
+                        if tid:
+                            wire["trade_id"] = tid
+                        records.append((key, encode(wire)))
                     continue
         result = validate(p, limit)
-        (good if isinstance(result, Tick) else bad).append(result)  # type: ignore[arg-type]
+        if isinstance(result, Tick):
+            good.append(result)
+            if records is not None:
+                records.append((result.symbol.encode(), dumps(result.wire())))
+        else:
+            bad.append(result)
     return good, bad
 
 
-def wire_records(ticks: Sequence[Tick]) -> list[tuple[bytes, bytes]]:
-    """(symbol key, JSON value) of each tick, as published to ``prices``."""
-    out: list[tuple[bytes, bytes]] = []
+def wire_records(ticks: Iterable[Tick]) -> Iterator[tuple[bytes, bytes]]:
+    """(symbol key, JSON value) of each tick, as published to ``prices`` (one at a time: each
+    value is copied into its record batch and freed)."""
     keys: dict[str, bytes] = {}
     encode = orjson.dumps
     last_ts: object = None
@@ -119,5 +146,4 @@ def wire_records(ticks: Sequence[Tick]) -> list[tuple[bytes, bytes]]:
             value = encode(
                 {"symbol": symbol, "ts": text, "price": price, "volume": volume, "source": source}
             )
-        out.append((key, value))
-    return out
+        yield key, value

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Iterable, Sequence
+from operator import attrgetter
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
 PARTITION_CACHE_MAX = 100_000
+_SOURCE_OF = attrgetter("source")
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -125,11 +128,14 @@ class TickPublisher:
 
     async def publish(self, ticks: Sequence[Tick]) -> int:
         """Publish already-validated ticks; returns once all are acknowledged."""
-        sent = await self.send_keyed(self.settings.topic_prices, wire_records(ticks))
-        by_source: dict[str, int] = {}
-        for t in ticks:
-            by_source[t.source] = by_source.get(t.source, 0) + 1
-        for source, n in by_source.items():
+        return await self._publish_records(ticks, wire_records(ticks))
+
+    async def _publish_records(
+        self, ticks: Sequence[Tick], records: Iterable[tuple[bytes, bytes]]
+    ) -> int:
+        """``records``: the ticks' (key, value) pairs (:func:`~.batch.wire_records`)."""
+        sent = await self.send_keyed(self.settings.topic_prices, records)
+        for source, n in Counter(map(_SOURCE_OF, ticks)).items():
             TICKS_INGESTED.labels(source).inc(n)
         return sent
 
@@ -158,11 +164,12 @@ class TickPublisher:
     ) -> tuple[list[Tick], list[Rejection]]:
         """The publish path of every source: validate, publish the good, dead-letter the bad."""
         limit = future_limit(self.validator.max_clock_skew_s)
-        good, bad = validate_batch(self.validator, payloads, limit)
+        records: list[tuple[bytes, bytes]] = []
+        good, bad = validate_batch(self.validator, payloads, limit, records)
         if bad:
             await self.dead_letter(bad, "publish", source=source)
         if good:
-            await self.publish(good)
+            await self._publish_records(good, records)
         return good, bad
 
 

@@ -80,9 +80,11 @@ def comparable(results: list[Tick] | list[Rejection] | list[Tick | Rejection]) -
 def test_validate_batch_matches_validate_one_by_one(guard_pct: float) -> None:
     one, many = Validator(5.0, guard_pct), Validator(5.0, guard_pct)
     expected = [one.validate(p, LIMIT) for p in payloads()]
-    good, bad = validate_batch(many, payloads(), LIMIT)
+    records: list[tuple[bytes, bytes]] = []
+    good, bad = validate_batch(many, payloads(), LIMIT, records)
     assert good == [r for r in expected if isinstance(r, Tick)]
     assert comparable(bad) == comparable([r for r in expected if isinstance(r, Rejection)])
+    assert records == [(t.symbol.encode(), dumps(t.wire())) for t in good]
     assert len(good) > 10 and len(bad) > 10  # both paths were exercised
     assert many.guard.last_good == one.guard.last_good
     assert many.guard._pending == one.guard._pending
@@ -97,5 +99,5 @@ def test_wire_records_are_the_wire_form_byte_for_byte() -> None:
         Tick("ET-USD", datetime(2025, 6, 1, 12, 0, tzinfo=UTC), 0.1, 7.0, "csv", ""),
         Tick("ET-USD", datetime(2025, 6, 1, 12, 0, 0, 1, tzinfo=UTC), 1.0, 1.5, "x", "a:b"),
     ]
-    assert wire_records(ticks) == [(t.symbol.encode(), dumps(t.wire())) for t in ticks]
-    assert wire_records([]) == []
+    assert list(wire_records(ticks)) == [(t.symbol.encode(), dumps(t.wire())) for t in ticks]
+    assert list(wire_records([])) == []
