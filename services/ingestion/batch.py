@@ -60,8 +60,16 @@ def validate_batch(
     checked: object = None  # the last datetime found aware UTC and within the limit
     for p in payloads:
         if type(p) is dict and "kind" not in p:
-            symbol, source = p.get("symbol"), p.get("source")
-            price, volume, ts = p.get("price"), p.get("volume"), p.get("ts")
+            try:
+                symbol, source, price, volume, ts = (
+                    p["symbol"],
+                    p["source"],
+                    p["price"],
+                    p["volume"],
+                    p["ts"],
+                )
+            except KeyError:
+                price = None  # the full check says which is missing
             tid = p.get("trade_id", "")
             if (
                 type(price) is float

@@ -117,26 +117,23 @@ class BinanceSource(ExchangeSource):
         out: list[RawTick] = []
         fast = 0
         for frame in frames:
-            try:
+            try:  # a KeyError, TypeError, ...: not the common frame (the general path says why)
                 doc = loads(frame)
-                data = doc.get("data") if type(doc) is dict else None
-                if data is None:
-                    data = doc  # the raw endpoint (/ws): events come unwrapped
-                if type(data) is dict and data.get("e") == "trade":
-                    s, tid, ms = data.get("s"), data.get("t"), data.get("T")
-                    found = names.get(s) if type(s) is str else None
-                    prev = last.get(found[0]) if found is not None else None
-                    if prev is not None and type(tid) is int and tid == prev[0] + 1:
+                data = doc.get("data", doc)  # the raw endpoint (/ws): events come unwrapped
+                if data["e"] == "trade":
+                    venue, symbol = names[data["s"]]
+                    tid = data["t"]
+                    if type(tid) is int and tid == last[venue][0] + 1:
+                        ms = data["T"]
                         if ms != last_ms:
                             last_ts, last_ms = epoch_ms(ms, "T"), ms
-                        pt, qt = data.get("p"), data.get("q")
-                        price = memo.get(pt) if type(pt) is str else None
+                        pt, qt = data["p"], data["q"]
+                        price = memo.get(pt)
                         if price is None:
                             price = decimal_value(pt, "p")
-                        qty = memo.get(qt) if type(qt) is str else None
+                        qty = memo.get(qt)
                         if qty is None:
                             qty = decimal_value(qt, "q")
-                        venue, symbol = found  # type: ignore[misc]
                         last[venue] = (tid, last_ts)
                         out.append(
                             {
@@ -150,7 +147,7 @@ class BinanceSource(ExchangeSource):
                         )
                         fast += 1
                         continue
-            except FRAME_ERRORS:  # invalid JSON included: the general path says why
+            except FRAME_ERRORS:  # invalid JSON included
                 pass
             # the general path, after what came before it
             if out:
