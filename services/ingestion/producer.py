@@ -164,12 +164,13 @@ class TickPublisher:
     ) -> tuple[list[Tick], list[Rejection]]:
         """The publish path of every source: validate, publish the good, dead-letter the bad."""
         limit = future_limit(self.validator.max_clock_skew_s)
-        records: list[tuple[bytes, bytes]] = []
-        good, bad = validate_batch(self.validator, payloads, limit, records)
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        good, bad = validate_batch(self.validator, payloads, limit, (keys, values))
         if bad:
             await self.dead_letter(bad, "publish", source=source)
         if good:
-            await self._publish_records(good, records)
+            await self._publish_records(good, zip(keys, values, strict=True))
         return good, bad
 
 

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from services.common.kafka import dumps
-from services.ingestion.batch import validate_batch, wire_records
+from services.ingestion.batch import each_json, validate_batch, wire_records
 from services.ingestion.validation import Rejection, Tick, Validator, future_limit
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -80,11 +80,13 @@ def comparable(results: list[Tick] | list[Rejection] | list[Tick | Rejection]) -
 def test_validate_batch_matches_validate_one_by_one(guard_pct: float) -> None:
     one, many = Validator(5.0, guard_pct), Validator(5.0, guard_pct)
     expected = [one.validate(p, LIMIT) for p in payloads()]
-    records: list[tuple[bytes, bytes]] = []
-    good, bad = validate_batch(many, payloads(), LIMIT, records)
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    good, bad = validate_batch(many, payloads(), LIMIT, (keys, values))
     assert good == [r for r in expected if isinstance(r, Tick)]
     assert comparable(bad) == comparable([r for r in expected if isinstance(r, Rejection)])
-    assert records == [(t.symbol.encode(), dumps(t.wire())) for t in good]
+    assert list(zip(keys, values, strict=True)) == list(wire_records(good))
+    assert list(wire_records(good)) == [(t.symbol.encode(), dumps(t.wire())) for t in good]
     assert len(good) > 10 and len(bad) > 10  # both paths were exercised
     assert many.guard.last_good == one.guard.last_good
     assert many.guard._pending == one.guard._pending
@@ -101,3 +103,15 @@ def test_wire_records_are_the_wire_form_byte_for_byte() -> None:
     ]
     assert list(wire_records(ticks)) == [(t.symbol.encode(), dumps(t.wire())) for t in ticks]
     assert list(wire_records([])) == []
+
+
+def test_each_json_cuts_one_dump_into_each_docs_json() -> None:
+    docs: list[dict[str, object]] = [
+        {"symbol": "BT-USD", "ts": "2025-06-01T11:59:00Z", "price": 1.5},
+        {"symbol": "ET-USD", "price": 2.0, "trade_id": "9"},
+        {"symbol": "X", "ts": datetime(2025, 6, 1, tzinfo=UTC)},
+    ]
+    assert each_json(docs) == [dumps(d) for d in docs]
+    assert each_json([]) == []
+    odd = [{"symbol": 'a,{"symbol":b'}, {"symbol": "c"}]  # not a validated tick: still right
+    assert each_json(odd) == [dumps(d) for d in odd]
