@@ -7,8 +7,8 @@ it writes pre-built WebSocket frames, one trade each (``{"stream": "...@trade", 
 measured. Two clients read the same frames in the same run:
 
 * baseline: a bare ``websockets`` client that only counts the frames it receives;
-* value: :class:`~services.ingestion.sources.exchange.binance.BinanceSource` (parse with
-  Decimal, gap tracking, validation, keyed record batches to ``prices``, every batch
+* value: :class:`~services.ingestion.sources.exchange.binance.BinanceSource` (prices and
+  sizes parsed exactly, gap tracking, validation, keyed record batches to ``prices``, every batch
   acknowledged by the broker), driven by the publish loop every source uses
   (:func:`services.ingestion.runner.run_source`'s body). The clock stops when the last trade
   is acknowledged; the topic's end offsets are checked to hold every trade.
@@ -168,6 +168,7 @@ async def topic_count(settings: Settings) -> int:
 
 async def run(settings: Settings, url: str) -> None:
     await ensure_topics(settings)
+    load_at_start = os.getloadavg()[0]  # the machine is shared: how busy it was
     await bare_client(url, min(TRADES, 20_000))  # warm-up (imports, first connection)
     baselines: list[float] = []
     baseline_cpu: list[float] = []
@@ -201,6 +202,10 @@ async def run(settings: Settings, url: str) -> None:
             "venue_format": "binance combined stream, one trade per frame",
             "partitions": settings.kafka_partitions,
             "server": "separate process, raw frames written to the socket",
+            "machine_load_1m": {
+                "start": round(load_at_start, 2),
+                "end": round(os.getloadavg()[0], 2),
+            },
         },
         {
             **runs[best],

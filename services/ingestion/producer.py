@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Iterable, Sequence
+from operator import attrgetter
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -23,6 +25,7 @@ from aiokafka.partitioner import murmur2
 from services.common.config import Settings
 from services.common.kafka import dumps, ensure_topics, make_producer
 from services.common.metrics import DLQ_MESSAGES, TICKS_INGESTED, VALIDATION_ERRORS
+from services.ingestion.batch import validate_batch, wire_records
 from services.ingestion.dlq import Origin, Stage, dlq_record
 from services.ingestion.validation import Rejection, Tick, Validator, future_limit
 
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
 PARTITION_CACHE_MAX = 100_000
+_SOURCE_OF = attrgetter("source")
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -124,14 +128,14 @@ class TickPublisher:
 
     async def publish(self, ticks: Sequence[Tick]) -> int:
         """Publish already-validated ticks; returns once all are acknowledged."""
-        sent = await self.send_keyed(
-            self.settings.topic_prices,
-            ((t.symbol.encode(), dumps(t.wire())) for t in ticks),
-        )
-        by_source: dict[str, int] = {}
-        for t in ticks:
-            by_source[t.source] = by_source.get(t.source, 0) + 1
-        for source, n in by_source.items():
+        return await self._publish_records(ticks, wire_records(ticks))
+
+    async def _publish_records(
+        self, ticks: Sequence[Tick], records: Iterable[tuple[bytes, bytes]]
+    ) -> int:
+        """``records``: the ticks' (key, value) pairs (:func:`~.batch.wire_records`)."""
+        sent = await self.send_keyed(self.settings.topic_prices, records)
+        for source, n in Counter(map(_SOURCE_OF, ticks)).items():
             TICKS_INGESTED.labels(source).inc(n)
         return sent
 
@@ -159,17 +163,14 @@ class TickPublisher:
         self, payloads: Iterable[Any], source: str | None = None
     ) -> tuple[list[Tick], list[Rejection]]:
         """The publish path of every source: validate, publish the good, dead-letter the bad."""
-        good: list[Tick] = []
-        bad: list[Rejection] = []
         limit = future_limit(self.validator.max_clock_skew_s)
-        validate = self.validator.validate
-        for payload in payloads:
-            result = validate(payload, limit)
-            (good if isinstance(result, Tick) else bad).append(result)  # type: ignore[arg-type]
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        good, bad = validate_batch(self.validator, payloads, limit, (keys, values))
         if bad:
             await self.dead_letter(bad, "publish", source=source)
         if good:
-            await self.publish(good)
+            await self._publish_records(good, zip(keys, values, strict=True))
         return good, bad
 
 

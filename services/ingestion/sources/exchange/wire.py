@@ -97,10 +97,15 @@ class Connection:
 
     def _messages(self, events: Sequence[object]) -> list[str | bytes]:
         out: list[str | bytes] = []
+        text = Opcode.TEXT
         for event in events:
             if not isinstance(event, Frame):
                 continue
             op = event.opcode
+            if op is text and event.fin and not self._fragments:  # the common message
+                data = event.data  # bytes or bytearray: both decode without a copy first
+                out.append(data.decode() if type(data) is not memoryview else bytes(data).decode())
+                continue
             if op is Opcode.TEXT or op is Opcode.BINARY or op is Opcode.CONT:
                 if event.fin and not self._fragments:
                     data = bytes(event.data)
