@@ -28,6 +28,7 @@ from services.ingestion.sources.exchange.common import (
     FRAME_ERRORS,
     Parsed,
     load_frame,
+    parse_each,
     plain,
     rejected,
     trade,
@@ -60,14 +61,8 @@ class CoinbaseSource(ExchangeSource):
             doc = load_frame(frame)
             channel = doc.get("channel")
             if channel == "market_trades":
-                out = Parsed()
-                for event in doc["events"]:
-                    for item in event["trades"]:
-                        try:
-                            out.trades.append(self._trade(item))
-                        except FRAME_ERRORS as exc:  # one bad trade: the others go on
-                            out.rejects.append(rejected(exc, item))
-                return out
+                trades = (item for event in doc["events"] for item in event["trades"])
+                return parse_each(trades, self._trade)
             if channel in CONTROL_CHANNELS:
                 return Parsed()
             if doc.get("type") == "error":

@@ -4,6 +4,7 @@ and the helpers venue parsers use to build raw ticks and rejections."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -133,3 +134,15 @@ def rejected(exc: Exception, payload: Any, symbol: str | None = None) -> Rejecti
 
 
 FRAME_ERRORS = (ValidationFailed, KeyError, TypeError, AttributeError, IndexError, ValueError)
+
+
+def parse_each(items: Iterable[Any], convert: Callable[[Any], RawTick]) -> Parsed:
+    """Each of a frame's trades through ``convert``; a bad trade is rejected with its reason
+    and the others go on (an error in the frame's own shape still fails the whole frame)."""
+    out = Parsed()
+    for item in items:
+        try:
+            out.trades.append(convert(item))
+        except FRAME_ERRORS as exc:
+            out.rejects.append(rejected(exc, item))
+    return out

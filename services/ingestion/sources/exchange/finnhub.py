@@ -32,6 +32,7 @@ from services.ingestion.sources.exchange.common import (
     FRAME_ERRORS,
     Parsed,
     load_frame,
+    parse_each,
     plain,
     rejected,
     trade,
@@ -80,13 +81,7 @@ class FinnhubSource(ExchangeSource):
             doc = load_frame(frame)
             kind = doc.get("type")
             if kind == "trade":
-                out = Parsed()
-                for item in doc["data"]:
-                    try:
-                        out.trades.append(self._trade(item, self._ids))
-                    except FRAME_ERRORS as exc:  # one bad trade: the others go on
-                        out.rejects.append(rejected(exc, item))
-                return out
+                return parse_each(doc["data"], lambda item: self._trade(item, self._ids))
             if kind == "ping":
                 return Parsed()
             if kind == "error":

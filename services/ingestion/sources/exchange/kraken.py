@@ -30,6 +30,7 @@ from services.ingestion.sources.exchange.common import (
     FRAME_ERRORS,
     Parsed,
     load_frame,
+    parse_each,
     plain,
     rejected,
     trade,
@@ -60,13 +61,7 @@ class KrakenSource(ExchangeSource):
             doc = load_frame(frame)
             channel = doc.get("channel")
             if channel == "trade":
-                out = Parsed()
-                for item in doc["data"]:
-                    try:
-                        out.trades.append(self._ws_trade(item))
-                    except FRAME_ERRORS as exc:  # one bad trade: the others go on
-                        out.rejects.append(rejected(exc, item))
-                return out
+                return parse_each(doc["data"], self._ws_trade)
             if channel in CONTROL_CHANNELS:
                 return Parsed()
             if "method" in doc:  # subscribe / pong acknowledgements
