@@ -6,12 +6,12 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
+from polling import wait_for  # noqa: F401 - used by the tests that import it from here
 from sqlalchemy.engine import Engine
 
 from services.common import infra
@@ -28,19 +28,6 @@ def count_ticks(engine: Engine, where: str = "TRUE", **params: Any) -> int:
                 sa.text(f"SELECT count(*) FROM price_ticks WHERE {where}"), params
             ).scalar_one()
         )
-
-
-async def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.1)
 
 
 class RunningWriter:

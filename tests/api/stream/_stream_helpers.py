@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ import orjson
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from polling import wait_for
 from service_process import wait_serving
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -30,20 +30,6 @@ from services.common import infra
 from services.common.config import Settings
 from services.common.kafka import make_producer
 from services.common.schemas import PredictionRecord
-
-
-async def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> None:
-    """Poll ``predicate`` (bounded) until it is true; never a timed assertion on speed."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
