@@ -46,8 +46,14 @@ import redis
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from bench.common import bench_settings, percentile, write_result
-from services.api.core.keys import ensure_dev_keys
+from bench.common import (
+    api_env,
+    bench_settings,
+    mint_token,
+    percentile,
+    private_redis,
+    write_result,
+)
 from services.common import infra
 from services.common.cache import prediction_key
 from services.common.config import Settings, get_settings
@@ -365,14 +371,6 @@ def _seed(settings: Settings, redis_url: str) -> None:
 
 
 @contextmanager
-def _stopping(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        infra.stop_process(proc)
-
-
-@contextmanager
 def api_server(env: dict[str, str], workers: int) -> Iterator[tuple[str, int]]:
     port = infra.free_port()
     server = subprocess.Popen(
@@ -501,34 +499,14 @@ def measure(env: dict[str, str], auth: dict[str, str], workers: int) -> dict[str
 
 def main() -> None:
     ensure_tools()
-    # A private redis-server: other benchmarks flush the shared benchmark db (15) when they
-    # start, which would silently turn this run's cache hits into misses.
-    redis_port, redis_proc = infra.start_redis()
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
     with (
-        _stopping(redis_proc),
+        private_redis() as redis_url,
         bench_settings() as settings,
         tempfile.TemporaryDirectory() as state,
     ):
         _seed(settings, redis_url)
-        private, public = ensure_dev_keys(Path(state))
-        env = {
-            **os.environ,
-            "DATABASE_URL": settings.database_url,
-            "REDIS_URL": redis_url,
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "PRICECAST_JWT_PRIVATE_KEY_FILE": str(private),
-            "PRICECAST_JWT_PUBLIC_KEYS_DIR": str(public),
-            "PRICECAST_RATE_LIMIT_PER_MINUTE": str(10**9),
-            "PRICECAST_API_MISS_CACHE_TTL_S": "0",
-            "PRICECAST_LOG_LEVEL": "WARNING",
-            "PRICECAST_ENV": "test",
-        }
-        token = subprocess.run(
-            [sys.executable, "-m", "services.cli", "token", "--subject", "bench",
-             "--scopes", "predictions:read"],
-            env=env, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+        env = api_env(settings, redis_url, Path(state), PRICECAST_API_MISS_CACHE_TTL_S="0")
+        token = mint_token(env, "predictions:read")
         auth = {"Authorization": f"Bearer {token}"}
         runs = [measure(env, auth, workers) for workers in WORKERS]
         with redis.Redis.from_url(redis_url) as client:  # the hits were hits throughout

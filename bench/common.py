@@ -95,3 +95,48 @@ def bench_settings(**overrides: Any) -> Iterator[Settings]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of the benchmark's own, on a free port; yields its URL. Other benchmarks
+    flush the shared benchmark database (15) when they start, which would wipe a seeded cache."""
+    port, proc = infra.start_redis()
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        infra.stop_process(proc)
+
+
+def api_env(settings: Settings, redis_url: str, state_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of an API process under benchmark: the run's database, Redis and broker,
+    development keys under ``state_dir``, rate limits lifted, warnings-only logs; ``extra`` on
+    top (``PRICECAST_*`` names)."""
+    from services.api.core.keys import ensure_dev_keys
+
+    private, public = ensure_dev_keys(state_dir)
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "PRICECAST_JWT_PRIVATE_KEY_FILE": str(private),
+        "PRICECAST_JWT_PUBLIC_KEYS_DIR": str(public),
+        "PRICECAST_RATE_LIMIT_PER_MINUTE": str(10**9),
+        "PRICECAST_LOG_LEVEL": "WARNING",
+        "PRICECAST_ENV": "test",
+        **extra,
+    }
+
+
+def mint_token(env: dict[str, str], scopes: str, ttl_s: int | None = None) -> str:
+    """An access token for subject ``bench``, minted by the CLI with ``env``'s keys."""
+    import subprocess
+    import sys
+
+    ttl = ["--ttl", str(ttl_s)] if ttl_s else []
+    argv = [sys.executable, "-m", "services.cli", "token", "--subject", "bench"]
+    out = subprocess.run(
+        [*argv, "--scopes", scopes, *ttl], env=env, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()

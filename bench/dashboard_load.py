@@ -37,8 +37,15 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
-from bench.common import bench_settings, latency_extra, percentile, write_result
-from services.api.core.keys import ensure_dev_keys
+from bench.common import (
+    api_env,
+    bench_settings,
+    latency_extra,
+    mint_token,
+    percentile,
+    private_redis,
+    write_result,
+)
 from services.api.ui import VENDOR_FILE
 from services.common import infra
 from services.common.cache import prediction_key
@@ -144,14 +151,6 @@ def _seed(settings: Settings) -> None:
 
 
 @contextmanager
-def _stopping(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        infra.stop_process(proc)
-
-
-@contextmanager
 def _api(env: dict[str, str]) -> Iterator[str]:
     port = infra.free_port()
     proc = subprocess.Popen(
@@ -214,33 +213,15 @@ def main() -> None:
         raise RuntimeError("the dashboard's chart library is not built: run `make ui`")
     if not Path(CHROMIUM).exists():
         raise RuntimeError("no /usr/bin/chromium: run `make tools`")
-    # A private redis-server: other benchmarks flush the shared benchmark db (15) when they
-    # start, which would wipe the cached forecasts this page reads.
-    redis_port, redis_proc = infra.start_redis()
     with (
-        _stopping(redis_proc),
+        private_redis() as redis_url,
         bench_settings() as shared,
         tempfile.TemporaryDirectory() as state,
     ):
-        settings = shared.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis_port}/0"})
+        settings = shared.model_copy(update={"redis_url": redis_url})
         _seed(settings)
-        private, public = ensure_dev_keys(Path(state))
-        env = {
-            **os.environ,
-            "DATABASE_URL": settings.database_url,
-            "REDIS_URL": settings.redis_url,
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "PRICECAST_JWT_PRIVATE_KEY_FILE": str(private),
-            "PRICECAST_JWT_PUBLIC_KEYS_DIR": str(public),
-            "PRICECAST_RATE_LIMIT_PER_MINUTE": str(10**9),
-            "PRICECAST_LOG_LEVEL": "WARNING",
-            "PRICECAST_ENV": "test",
-        }
-        token = subprocess.run(
-            [sys.executable, "-m", "services.cli", "token", "--subject", "bench",
-             "--scopes", "prices:read predictions:read models:read"],
-            env=env, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+        env = api_env(settings, redis_url, Path(state))
+        token = mint_token(env, "prices:read predictions:read models:read")
         with _api(env) as base:
             page_ms, data_ms, seen = _loads(base, token)
     assert str(HOURS) in seen["summary"] and seen["forecast_rows"] == HORIZONS, seen

@@ -47,8 +47,14 @@ from bench._stream_clients import (
     _split,
 )
 from bench.api_cached_prediction import _seed, load_avg, profiled, saturate
-from bench.common import bench_settings, latency_extra, write_result
-from services.api.core.keys import ensure_dev_keys
+from bench.common import (
+    api_env,
+    bench_settings,
+    latency_extra,
+    mint_token,
+    private_redis,
+    write_result,
+)
 from services.common import infra
 from services.common.config import get_settings
 from services.common.kafka import ensure_topics, make_producer
@@ -278,40 +284,28 @@ def rest_under_fanout(env: dict[str, str], token: str, auth: dict[str, str]) -> 
 
 
 def main() -> None:
-    redis_port, redis_proc = infra.start_redis()
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    try:
-        with bench_settings() as settings, tempfile.TemporaryDirectory() as state:
-            asyncio.run(ensure_topics(settings))
-            _seed(settings, redis_url)
-            private, public = ensure_dev_keys(Path(state))
-            env = {
-                **os.environ,
-                "DATABASE_URL": settings.database_url,
-                "REDIS_URL": redis_url,
-                "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-                "PRICECAST_JWT_PRIVATE_KEY_FILE": str(private),
-                "PRICECAST_JWT_PUBLIC_KEYS_DIR": str(public),
-                "PRICECAST_RATE_LIMIT_PER_MINUTE": str(10**9),
-                # One subject for every bench connection: lift the per-subject limits.
-                "PRICECAST_STREAM_MAX_CONNECTIONS_PER_SUBJECT": str(10**6),
-                "PRICECAST_STREAM_CONNECTS_PER_MINUTE": str(10**9),
-                "PRICECAST_STREAM_QUEUE_SIZE": "256",
-                "PRICECAST_LOG_LEVEL": "WARNING",
-                "PRICECAST_ENV": "test",
-            }
-            token = subprocess.run(
-                [sys.executable, "-m", "services.cli", "token", "--subject", "bench",
-                 "--scopes", "predictions:read prices:read", "--ttl", "7200"],
-                env=env, capture_output=True, text=True, check=True,
-            ).stdout.strip()  # fmt: skip
-            auth = {"Authorization": f"Bearer {token}"}
-            lat = latency(env, settings, token)
-            ours_mem = idle_memory(env, token, "/api/v1/stream", subscribe=True)
-            bare_mem = idle_memory(env, token, BARE_WS, subscribe=False)
-            rest = rest_under_fanout(env, token, auth)
-    finally:
-        infra.stop_process(redis_proc)
+    with (
+        private_redis() as redis_url,
+        bench_settings() as settings,
+        tempfile.TemporaryDirectory() as state,
+    ):
+        asyncio.run(ensure_topics(settings))
+        _seed(settings, redis_url)
+        env = api_env(
+            settings,
+            redis_url,
+            Path(state),
+            # One subject for every bench connection: lift the per-subject limits.
+            PRICECAST_STREAM_MAX_CONNECTIONS_PER_SUBJECT=str(10**6),
+            PRICECAST_STREAM_CONNECTS_PER_MINUTE=str(10**9),
+            PRICECAST_STREAM_QUEUE_SIZE="256",
+        )
+        token = mint_token(env, "predictions:read prices:read", ttl_s=7200)
+        auth = {"Authorization": f"Bearer {token}"}
+        lat = latency(env, settings, token)
+        ours_mem = idle_memory(env, token, "/api/v1/stream", subscribe=True)
+        bare_mem = idle_memory(env, token, BARE_WS, subscribe=False)
+        rest = rest_under_fanout(env, token, auth)
     _report(lat, ours_mem, bare_mem, rest)
 
 

@@ -21,7 +21,6 @@ group's resolved notification comes. The timings are printed (pytest -s shows th
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -107,13 +106,7 @@ class Ingestion:
         wait_until(ready, 90, f"the {self.role} to be ready")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        infra.stop_process(self.proc, 30)  # SIGTERM, then SIGKILL after 30 s
 
 
 class Stack:

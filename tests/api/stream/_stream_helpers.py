@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -212,13 +211,7 @@ class ApiProcess:
         return total
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        infra.stop_process(self.proc, 30)  # SIGTERM, then SIGKILL after 30 s
 
 
 def _popen_api(settings: Settings, log: Path, port: int, **extra: Any) -> subprocess.Popen[bytes]:
