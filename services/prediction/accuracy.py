@@ -25,11 +25,13 @@ from typing import Any, get_args
 import sqlalchemy as sa
 
 from services.common.bars import get_bars
+from services.common.retrain_requests import insert_retrain_request
 from services.common.schemas import ModelName
 from services.prediction.calibration_store import ScoredRow, intervals_of
 from services.prediction.clock import as_utc, step
 
 MODELS: tuple[str, ...] = get_args(ModelName)
+REQUESTED_BY = "prediction-service"  # ``requested_by`` of the retrain requests it queues
 
 # ``fresh``: the row had no actual before this statement (the self-join reads the old row),
 # so the online calibration is fed once per forecast however often late data rescores it.
@@ -74,21 +76,6 @@ _ROLLING = sa.text(
     ) w
     GROUP BY m.model
     ORDER BY m.model
-    """
-)
-
-_REQUEST = sa.text(
-    """
-    INSERT INTO retrain_requests (symbol, interval, reason, requested_by, details)
-    SELECT :symbol, :interval, :reason, 'prediction-service', CAST(:details AS jsonb)
-    WHERE NOT EXISTS (
-        SELECT 1 FROM retrain_requests
-        WHERE coalesce(symbol, '*') IN (:symbol, '*') AND interval = :interval
-          AND (status IN ('queued', 'running')
-               OR requested_at > now() - make_interval(secs => :cooldown))
-    )
-    ON CONFLICT DO NOTHING
-    RETURNING id
     """
 )
 
@@ -215,16 +202,13 @@ def request_retrain(
     cooldown_s: int,
 ) -> int | None:
     """Queue one retrain request; ``None`` when one is open or was made within the cooldown."""
-    import json
-
-    row = conn.execute(
-        _REQUEST,
-        {
-            "symbol": symbol,
-            "interval": interval,
-            "reason": reason,
-            "details": json.dumps(details),
-            "cooldown": float(cooldown_s),
-        },
-    ).scalar()
-    return None if row is None else int(row)
+    inserted = insert_retrain_request(
+        conn,
+        symbol,
+        interval,
+        reason,
+        REQUESTED_BY,
+        details=details,
+        cooldown_s=cooldown_s,
+    )
+    return None if inserted is None else inserted[0]

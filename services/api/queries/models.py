@@ -7,6 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from services.common.retrain_requests import insert_retrain_request
+
 _COLUMNS = (
     "id, model, scope, interval, version, status, data_start, data_end, metrics, params, "
     "checksum, created_at, promoted_at, retired_at"
@@ -81,18 +83,9 @@ def request_retrain(
 ) -> tuple[int, str, bool]:
     """Queue a retrain; at most one open request per symbol/interval: (id, status, created)."""
     for _ in range(3):  # the open request may finish between the two statements
-        row = conn.execute(
-            sa.text(
-                "INSERT INTO retrain_requests (symbol, interval, reason, requested_by) "
-                "VALUES (:s, :i, :r, :by) "
-                "ON CONFLICT ((coalesce(symbol, '*')), interval) "
-                "WHERE status IN ('queued', 'running') DO NOTHING "
-                "RETURNING id, status"
-            ),
-            {"s": symbol, "i": interval, "r": reason, "by": requested_by},
-        ).one_or_none()
-        if row is not None:
-            return int(row.id), str(row.status), True
+        inserted = insert_retrain_request(conn, symbol, interval, reason, requested_by)
+        if inserted is not None:
+            return *inserted, True
         existing = conn.execute(
             sa.text(
                 "SELECT id, status FROM retrain_requests "
