@@ -32,6 +32,7 @@ from ml.promotion import decide_promotion, score, train_candidate
 from services.common.bars import get_bars, history_days
 from services.common.config import Settings, get_settings
 from services.common.db import make_engine
+from services.common.events import ModelPromoted, encode
 
 LOCK_KEY = "pricecast:train"
 MAX_BARS = {"1d": 5000, "1h": 24 * 365 * 2}
@@ -148,36 +149,30 @@ def train_interval(
 
 
 # ---------------------------------------------------------------------------- kafka
-async def _publish(settings: Settings, events: list[tuple[str, dict[str, Any]]]) -> None:
-    from services.common.kafka import dumps, make_producer, start_with_backoff
+async def _publish(settings: Settings, events: Sequence[ModelPromoted]) -> None:
+    from services.common.kafka import make_producer, start_with_backoff
 
     producer = make_producer(settings)
     await start_with_backoff(producer.start, settings.startup_wait_s, what="kafka producer")
     try:
-        for key, value in events:
-            await producer.send_and_wait(
-                settings.topic_model_events, dumps(value), key=key.encode()
-            )
+        for event in events:
+            await producer.send_and_wait(settings.topic_model_events, encode(event), key=event.key)
     finally:
         await producer.stop()
 
 
 def publish_promotion(
-    settings: Settings, symbols: Sequence[str], version: str, interval: str, reason: str
+    settings: Settings,
+    symbols: Sequence[str],
+    version: str,
+    interval: str,
+    reason: str,
+    model: str = MODEL,
 ) -> None:
+    """One ``model_promoted`` event per asset (key: the asset) on ``model-events``."""
     events = [
-        (
-            sym,
-            {
-                "type": "model_promoted",
-                "symbol": sym,
-                "model": MODEL,
-                "version": version,
-                "interval": interval,
-                "reason": reason,
-            },
-        )
-        for sym in symbols
+        ModelPromoted(symbol=symbol, model=model, version=version, interval=interval, reason=reason)
+        for symbol in symbols
     ]
     asyncio.run(_publish(settings, events))
 
@@ -299,15 +294,7 @@ def rollback(
         return 1
     progress(f"restored {restored.label} as champion for {symbol}")
     if settings.kafka_configured:
-        event = {
-            "type": "model_promoted",
-            "symbol": symbol,
-            "model": model,
-            "version": restored.label,
-            "interval": interval,
-            "reason": "rollback",
-        }
-        asyncio.run(_publish(settings, [(symbol, event)]))
+        publish_promotion(settings, [symbol], restored.label, interval, "rollback", model)
     return 0
 
 
