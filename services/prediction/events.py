@@ -17,25 +17,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ml.registry import GLOBAL_SCOPE
 from services.common.config import Settings
-from services.common.kafka import loads, start_with_backoff
+from services.common.events import ModelPromoted, decode
+from services.common.kafka import start_with_backoff
+from services.prediction.champions import ModelProvider
 from services.prediction.clock import INTERVALS
-from services.prediction.engine import Reforecast
-from services.prediction.models import ModelProvider
+from services.prediction.planning import Reforecast
 
 log = logging.getLogger(__name__)
 
-PROMOTED = "model_promoted"
 OnChange = Callable[[Sequence[Reforecast]], None]
 
 
 def affected(
-    events: Sequence[dict[str, Any]],
+    events: Sequence[ModelPromoted],
     before: dict[str, str],
     after: dict[str, str],
     intervals: Sequence[str] = INTERVALS,
@@ -55,10 +54,8 @@ def affected(
             current.add(symbol)
 
     for event in events:
-        named = event.get("interval")
-        symbol = event.get("symbol")
-        for interval in [named] if isinstance(named, str) else intervals:
-            add(interval, symbol if isinstance(symbol, str) and symbol else None)
+        for interval in intervals if event.interval is None else [event.interval]:
+            add(interval, event.symbol or None)
     for key in sorted(set(before) | set(after)):
         if before.get(key) != after.get(key):
             scope, _, interval = key.rpartition(":")
@@ -94,15 +91,14 @@ class ModelEventsWatcher:
             next_poll = time.monotonic() + s.prediction_registry_poll_s
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=250)
-                promoted: list[dict[str, Any]] = []
+                promoted: list[ModelPromoted] = []
                 for records in batch.values():
                     for record in records:
-                        try:
-                            event = loads(record.value)
-                        except ValueError:
+                        event = decode(record.value)
+                        if event is None:
                             log.warning("ignoring a malformed model event")
                             continue
-                        if isinstance(event, dict) and event.get("type") == PROMOTED:
+                        if isinstance(event, ModelPromoted):
                             self.promotions_seen += 1
                             log.info("model promoted: %s", event)
                             promoted.append(event)

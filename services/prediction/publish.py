@@ -91,13 +91,3 @@ async def send_outcomes(
             value = payloads[id(r)] if payloads is not None else encode(r)
             futures.append(await producer.send(topic, value, key=r.symbol.encode()))
     return futures
-
-
-async def publish_outcomes(
-    producer: AIOKafkaProducer, topic: str, outcomes: Sequence[Outcome]
-) -> int:
-    """Send every record (key: symbol) and wait until the broker acknowledged all of them."""
-    futures = await send_outcomes(producer, topic, outcomes)
-    if futures:
-        await asyncio.gather(*futures)
-    return len(futures)

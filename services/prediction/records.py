@@ -1,13 +1,14 @@
-"""Turn one served forecast into the wire records of docs/architecture.md (pure)."""
+"""Turn one served forecast (``ml.serving.ServedForecast``) into the wire records of
+docs/architecture.md, and the status of a key (pure)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
+from ml.serving import ServedForecast
 from services.common.schemas import (
     Interval,
     IntervalBand,
@@ -17,29 +18,6 @@ from services.common.schemas import (
 )
 from services.common.staleness import with_freshness
 from services.prediction.clock import as_utc, target_time
-
-
-@dataclass(frozen=True)
-class Band:
-    """One level's interval at steps 1..len(lower) (``ml.serving.ServedBand`` fits)."""
-
-    level: float
-    lower: Sequence[float]
-    upper: Sequence[float]
-
-
-@dataclass(frozen=True)
-class Served:
-    """What the model layer answers for one symbol/interval: steps 1..len(mean)."""
-
-    model: str
-    model_version: str
-    mean: Sequence[float]
-    lower: Sequence[float]
-    upper: Sequence[float]
-    fallback_reason: str | None = None
-    level: float = 0.8
-    intervals: Sequence[Band] = ()
 
 
 @dataclass(frozen=True)
@@ -61,7 +39,7 @@ def build_records(
     symbol: str,
     interval: str,
     as_of: datetime,
-    served: Served,
+    served: ServedForecast,
     generated_at: datetime,
     stale_after_intervals: float = 3.0,
 ) -> tuple[PredictionRecord, ...]:

@@ -27,11 +27,11 @@ from services.common.health import (
     serve_worker_http,
 )
 from services.common.kafka import ensure_topics, make_producer, start_with_backoff
+from services.prediction.champions import ModelProvider
 from services.prediction.clock import INTERVALS
 from services.prediction.consumer import PricesConsumer
 from services.prediction.engine import PredictionEngine
 from services.prediction.events import ModelEventsWatcher
-from services.prediction.models import ModelProvider
 from services.prediction.warm import WarmReport, warm_cache
 
 log = logging.getLogger(__name__)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from services.common.events import ModelPromoted, decode
+from services.common.kafka import dumps
 from services.prediction.engine import Reforecast
 from services.prediction.events import affected
 
 
+def promoted(**fields: Any) -> ModelPromoted:
+    """The event as the watcher reads it off the topic."""
+    event = decode(dumps(fields))
+    assert isinstance(event, ModelPromoted)
+    return event
+
+
 def test_events_naming_assets_reforecast_those_assets() -> None:
     events = [
-        {"type": "model_promoted", "symbol": s, "interval": "1d", "version": "lstm:*:1d:v2"}
+        promoted(type="model_promoted", symbol=s, interval="1d", version="lstm:*:1d:v2")
         for s in ("BTC-USD", "ETH-USD")
     ]
     same = {"*:1d": "lstm:*:1d:v2"}
@@ -16,19 +27,19 @@ def test_events_naming_assets_reforecast_those_assets() -> None:
 
 
 def test_a_changed_global_champion_reforecasts_every_symbol() -> None:
-    events = [{"type": "model_promoted", "symbol": "BTC-USD", "interval": "1d"}]
+    events = [promoted(type="model_promoted", symbol="BTC-USD", interval="1d")]
     before = {"*:1h": "lstm:*:1h:v1"}
     after = {"*:1h": "lstm:*:1h:v1", "*:1d": "lstm:*:1d:v1"}
     assert affected(events, before, after) == [Reforecast("1d", None)]
 
 
 def test_scope_star_event_and_unknown_intervals() -> None:
-    assert affected([{"type": "model_promoted", "scope": "*", "interval": "1h"}], {}, {}) == [
+    assert affected([promoted(type="model_promoted", scope="*", interval="1h")], {}, {}) == [
         Reforecast("1h", None)
     ]
-    assert affected([{"type": "model_promoted", "symbol": "X", "interval": "1m"}], {}, {}) == []
+    assert affected([promoted(type="model_promoted", symbol="X", interval="1m")], {}, {}) == []
     # no interval named: every interval the service forecasts
-    assert affected([{"type": "model_promoted", "symbol": "X"}], {}, {}) == [
+    assert affected([promoted(type="model_promoted", symbol="X")], {}, {}) == [
         Reforecast("1d", frozenset({"X"})),
         Reforecast("1h", frozenset({"X"})),
     ]

@@ -29,11 +29,10 @@ from ml.selection import InsufficientHistory, ModelName, SelectionPolicy, select
 from ml.serving import Calibration, LoadedModel, ServedForecast, serve_forecast
 from services.common.config import Settings
 from services.common.metrics import MODEL_AGE
-from services.prediction.records import Band, Served
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Champion", "InsufficientHistory", "ModelChoice", "ModelProvider", "to_served"]
+__all__ = ["Champion", "InsufficientHistory", "ModelChoice", "ModelProvider"]
 
 _FINGERPRINT = sa.text(
     "SELECT coalesce(string_agg(concat_ws(':', model, scope, interval, 'v' || version), ',' "
@@ -172,10 +171,10 @@ class ModelProvider:
         available: int,
         lstm: LoadedModel | None,
         calibration: Calibration | None = None,
-    ) -> Served:
+    ) -> ServedForecast:
         """The served forecast for steps 1..horizon with the champion ``lstm`` (None: none),
         its bands built with ``calibration`` (the key's online state; None: nominal)."""
-        served = serve_forecast(
+        return serve_forecast(
             np.asarray(closes, dtype=np.float64),
             horizon,
             available,
@@ -183,7 +182,6 @@ class ModelProvider:
             self.policy,
             calibration or self.nominal,
         )
-        return to_served(served)
 
     @property
     def nominal(self) -> Calibration:
@@ -193,7 +191,7 @@ class ModelProvider:
     def serve_many(
         self,
         items: Sequence[tuple[np.ndarray, int, int, LoadedModel | None, Calibration | None]],
-    ) -> list[Served | Exception]:
+    ) -> list[ServedForecast | Exception]:
         """:meth:`serve` for many ``(closes, horizon, available, lstm, calibration)`` items,
         with one
         network call per champion and horizon for the items that choose the LSTM (a per-item
@@ -220,7 +218,7 @@ class ModelProvider:
             except ValueError:
                 continue  # item by item: serve_forecast records the fallback of each
             batched.update(zip(idx, forecasts, strict=True))
-        out: list[Served | Exception] = []
+        out: list[ServedForecast | Exception] = []
         for k, (closes, horizon, available, lstm, cal) in enumerate(items):
             if k in batched and lstm is not None:
                 lstm = LoadedModel(_Answered(batched[k]), lstm.version, lstm.validation_mase)
@@ -237,7 +235,7 @@ class ModelProvider:
         closes: Sequence[float] | np.ndarray,
         horizon: int,
         available: int,
-    ) -> Served:
+    ) -> ServedForecast:
         """The served forecast for steps 1..horizon; raises InsufficientHistory."""
         champion = self.champion(symbol, interval)
         lstm = None if champion is None else champion.serving(symbol)
@@ -276,16 +274,3 @@ class _Answered(Forecaster):
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         raise RuntimeError("a precomputed forecast is not an artifact")
-
-
-def to_served(served: ServedForecast) -> Served:
-    return Served(
-        model=served.model,
-        model_version=served.model_version,
-        mean=served.mean,
-        lower=served.lower,
-        upper=served.upper,
-        fallback_reason=served.fallback_reason,
-        level=served.level,
-        intervals=tuple(Band(b.level, b.lower, b.upper) for b in served.intervals),
-    )
