@@ -162,7 +162,7 @@ class ForecastDispatcher:
             async with asyncio.TaskGroup() as tg:
                 for start in range(0, len(jobs), BARS_PER_QUERY_JOBS):
                     chunk = range(start, min(start + BARS_PER_QUERY_JOBS, len(jobs)))
-                    inputs = await asyncio.to_thread(self._load, [jobs[i] for i in chunk])
+                    inputs = await asyncio.to_thread(self._load, [jobs[index] for index in chunk])
                     self._dispatch(tg, list(chunk), jobs, inputs, deliver)
         except BaseExceptionGroup as group:  # one failure cancels the rest: raise it plainly
             raise group.exceptions[0] from None
@@ -181,7 +181,8 @@ class ForecastDispatcher:
                 by_interval.setdefault(job.interval, []).append(index)
             for interval, indices in by_interval.items():
                 requests = [
-                    (jobs[i].symbol, as_utc(jobs[i].as_of) + step(interval)) for i in indices
+                    (jobs[index].symbol, as_utc(jobs[index].as_of) + step(interval))
+                    for index in indices
                 ]
                 loaded = bar_closes_many(conn, interval, requests, limit)
                 for index, bars in zip(indices, loaded, strict=True):
@@ -236,7 +237,8 @@ class ForecastDispatcher:
             else:
                 local.append((index, work))
         if settled:
-            tg.create_task(deliver([i for i, _ in settled], [o for _, o in settled]))
+            indices_settled = [index for index, _ in settled]
+            tg.create_task(deliver(indices_settled, [outcome for _, outcome in settled]))
         pool = self.processes
         for group in _groups(remote, pool.processes * 2 if pool is not None else 1, 16):
             tg.create_task(self._run_remote(group, deliver))

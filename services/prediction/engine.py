@@ -113,11 +113,6 @@ class PredictionEngine:
         provider: ModelProvider,
         intervals: Sequence[str] = INTERVALS,
     ) -> None:
-        self.settings = settings
-        self.db = db
-        self.redis = redis
-        self.producer = producer
-        self.provider = provider
         self.intervals = tuple(intervals)
         self.tracker = BarTracker(self.intervals)
         self.planner = ForecastPlanner(settings, db, provider, self.tracker)
@@ -134,6 +129,14 @@ class PredictionEngine:
 
     def close(self) -> None:
         self.dispatcher.close()
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.writer.redis
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        return self.writer.producer
 
     @property
     def waiting(self) -> set[str]:

@@ -77,18 +77,20 @@ class ModelEventsWatcher:
         self.promotions_seen = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        s = self.settings
+        settings = self.settings
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap_servers,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
         )
-        await start_with_backoff(consumer.start, s.startup_wait_s, what="model-events consumer")
+        await start_with_backoff(
+            consumer.start, settings.startup_wait_s, what="model-events consumer"
+        )
         try:
             await self._assign(consumer, stop)
             self.ready.set()
-            next_poll = time.monotonic() + s.prediction_registry_poll_s
+            next_poll = time.monotonic() + settings.prediction_registry_poll_s
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=250)
                 promoted: list[ModelPromoted] = []
@@ -106,7 +108,7 @@ class ModelEventsWatcher:
                 if promoted:
                     await asyncio.to_thread(self.provider.reload)
                 elif time.monotonic() >= next_poll:
-                    next_poll = time.monotonic() + s.prediction_registry_poll_s
+                    next_poll = time.monotonic() + settings.prediction_registry_poll_s
                     try:
                         await asyncio.to_thread(self.provider.reload_if_changed)
                     except Exception:
@@ -128,8 +130,10 @@ class ModelEventsWatcher:
             if partitions:
                 break
             await asyncio.sleep(0.2)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)  # resolve now: events after this point are seen
+        assigned = [TopicPartition(topic, partition) for partition in sorted(partitions or ())]
+        consumer.assign(assigned)
+        await consumer.seek_to_end(*assigned)
+        for topic_partition in assigned:
+            await consumer.position(
+                topic_partition
+            )  # resolve now: events after this point are seen

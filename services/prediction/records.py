@@ -43,32 +43,38 @@ def build_records(
     generated_at: datetime,
     stale_after_intervals: float = 3.0,
 ) -> tuple[PredictionRecord, ...]:
-    n = len(served.mean)
-    if not (len(served.lower) == len(served.upper) == n) or n == 0:
+    n_horizons = len(served.mean)
+    if not (len(served.lower) == len(served.upper) == n_horizons) or n_horizons == 0:
         raise ValueError("served forecast has inconsistent or empty arrays")
-    if any(len(b.lower) != n or len(b.upper) != n for b in served.intervals):
+    if any(
+        len(band.lower) != n_horizons or len(band.upper) != n_horizons for band in served.intervals
+    ):
         raise ValueError("served interval bands do not match the forecast's horizons")
     records = []
-    for i in range(n):
-        mean, lo, hi = float(served.mean[i]), float(served.lower[i]), float(served.upper[i])
-        if not all(math.isfinite(v) for v in (mean, lo, hi)):
-            raise ValueError(f"non-finite forecast at horizon {i + 1}")
+    for index in range(n_horizons):
+        mean, lo, hi = (
+            float(served.mean[index]),
+            float(served.lower[index]),
+            float(served.upper[index]),
+        )
+        if not all(math.isfinite(value) for value in (mean, lo, hi)):
+            raise ValueError(f"non-finite forecast at horizon {index + 1}")
         bands = tuple(
             IntervalBand(
-                level=b.level,
-                lower=min(float(b.lower[i]), mean),
-                upper=max(float(b.upper[i]), mean),
+                level=band.level,
+                lower=min(float(band.lower[index]), mean),
+                upper=max(float(band.upper[index]), mean),
             )
-            for b in served.intervals
+            for band in served.intervals
         )
-        if not all(math.isfinite(b.lower) and math.isfinite(b.upper) for b in bands):
-            raise ValueError(f"non-finite interval at horizon {i + 1}")
+        if not all(math.isfinite(band.lower) and math.isfinite(band.upper) for band in bands):
+            raise ValueError(f"non-finite interval at horizon {index + 1}")
         record = PredictionRecord(
             symbol=symbol,
             interval=cast(Interval, interval),
-            horizon=i + 1,
+            horizon=index + 1,
             as_of=as_utc(as_of),
-            target_time=target_time(as_of, interval, i + 1),
+            target_time=target_time(as_of, interval, index + 1),
             predicted_price=mean,
             lower_bound=min(lo, mean),
             upper_bound=max(hi, mean),

@@ -60,7 +60,7 @@ def load_closes(conn: sa.Connection, symbol: str, interval: str) -> tuple[np.nda
     bars = get_bars(conn, symbol, interval, limit=MAX_BARS[interval])
     if not bars:
         return np.zeros(0), None, None
-    closes = np.array([b.close for b in bars], dtype=np.float64)
+    closes = np.array([bar.close for bar in bars], dtype=np.float64)
     return closes, bars[0].bucket, bars[-1].bucket
 
 
@@ -72,8 +72,8 @@ def eligible_symbols(
         candidates = list(dict.fromkeys(symbols))
     else:
         rows = conn.execute(sa.text("SELECT symbol FROM assets WHERE active ORDER BY symbol"))
-        candidates = [r[0] for r in rows]
-    return [s for s in candidates if history_days(conn, s) >= min_days]
+        candidates = [str(symbol) for (symbol,) in rows]
+    return [symbol for symbol in candidates if history_days(conn, symbol) >= min_days]
 
 
 # ------------------------------------------------------------------------ training
@@ -90,13 +90,13 @@ def train_interval(
     with engine.connect() as conn:
         chosen = eligible_symbols(conn, settings.min_history_days_lstm, symbols)
         if symbols:
-            for s in sorted(set(symbols) - set(chosen)):
-                progress(f"skip {s}: < {settings.min_history_days_lstm} days of history")
+            for skipped in sorted(set(symbols) - set(chosen)):
+                progress(f"skip {skipped}: < {settings.min_history_days_lstm} days of history")
         series: dict[str, np.ndarray] = {}
         starts, ends = [], []
-        for i, sym in enumerate(chosen, 1):
+        for number, sym in enumerate(chosen, 1):
             closes, first, last = load_closes(conn, sym, interval)
-            progress(f"[{i}/{len(chosen)}] {sym}: {closes.size} {interval} bars")
+            progress(f"[{number}/{len(chosen)}] {sym}: {closes.size} {interval} bars")
             if closes.size >= 60:
                 series[sym] = closes
                 starts.append(first)
@@ -187,7 +187,7 @@ def claim_pending(engine: Engine, interval: str) -> list[tuple[int, str | None]]
             ),
             {"i": interval},
         )
-        return [(int(r[0]), r[1]) for r in rows]
+        return [(int(request_id), symbol) for request_id, symbol in rows]
 
 
 def finish_requests(engine: Engine, ids: Sequence[int], status: str, details: str) -> None:
@@ -244,9 +244,11 @@ def _run_locked(
         if not claimed:
             progress("no queued retrain requests")
             return 0
-        ids = [i for i, _ in claimed]
+        ids = [request_id for request_id, _ in claimed]
         # The LSTM is global: any request retrains it on every eligible asset.
-        progress(f"serving {len(ids)} retrain request(s): {[s or '*' for _, s in claimed]}")
+        progress(
+            f"serving {len(ids)} retrain request(s): {[symbol or '*' for _, symbol in claimed]}"
+        )
         symbols = None
     try:
         outcome = train_interval(
@@ -268,13 +270,22 @@ def _run_locked(
     return 0
 
 
-def main(args: argparse.Namespace) -> int:
+def _with_database(
+    args: argparse.Namespace,
+    command: Callable[[argparse.Namespace, Settings, Engine], int],
+    pool_size: int,
+) -> int:
+    """Run ``command`` with the settings and a database engine of ``pool_size``."""
     settings = get_settings()
-    engine = make_engine(settings, pool_size=2)
+    engine = make_engine(settings, pool_size=pool_size)
     try:
-        return run(args, settings, engine)
+        return command(args, settings, engine)
     finally:
         engine.dispose()
+
+
+def main(args: argparse.Namespace) -> int:
+    return _with_database(args, run, pool_size=2)
 
 
 def rollback(
@@ -299,9 +310,4 @@ def rollback(
 
 
 def rollback_main(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    engine = make_engine(settings, pool_size=1)
-    try:
-        return rollback(args, settings, engine)
-    finally:
-        engine.dispose()
+    return _with_database(args, rollback, pool_size=1)
