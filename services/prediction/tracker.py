@@ -7,7 +7,7 @@ plan names each closed bar once, so each bar is forecast once (debounce).
 
 State is lost on restart or partition reassignment; the first tick seen for a key then asks
 the engine to *resume*: find the newest bar before it in the database and forecast it if
-that work is missing (see ``services.prediction.engine``).
+that work is missing (see ``services.prediction.planning``).
 """
 
 from __future__ import annotations
