@@ -52,7 +52,7 @@ class RetrainRequested(_ModelEvent):
     symbol: str | None
     interval: str
     reason: str
-    requested_by: str
+    requested_by: str = "system"  # the table's default; the engine's former messages had none
     requested_at: datetime = Field(
         default_factory=lambda: datetime.now(UTC),
         validation_alias=AliasChoices("requested_at", "ts"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.common.events import ModelPromoted, decode
+from services.common.events import ModelPromoted, RetrainRequested, decode, encode
 from services.common.kafka import dumps
 from services.prediction.engine import Reforecast
 from services.prediction.events import affected
@@ -50,3 +50,34 @@ def test_a_per_symbol_champion_change_found_by_the_poll() -> None:
     after = {"SOL-USD:1h": "lstm:SOL-USD:1h:v2"}
     assert affected([], before, after) == [Reforecast("1h", frozenset({"SOL-USD"}))]
     assert affected([], after, after) == []
+
+
+def test_model_events_round_trip_and_former_shapes_still_read() -> None:
+    event = RetrainRequested(
+        request_id=7, symbol=None, interval="1h", reason="r", requested_by="me"
+    )
+    assert decode(encode(event)) == event and event.key == b"*"
+    api_before = {
+        "type": "retrain_requested",
+        "request_id": 1,
+        "symbol": "X",
+        "interval": "1d",
+        "reason": "drift",
+        "requested_by": "svc",
+        "ts": "2026-01-02T03:04:05Z",
+    }
+    old = decode(dumps(api_before))
+    assert isinstance(old, RetrainRequested) and old.requested_at.year == 2026
+    engine_before = {
+        "type": "retrain_requested",
+        "symbol": "X",
+        "interval": "1h",
+        "request_id": 2,
+        "reason": "r",
+        "details": {"ratio": 2.0},
+        "requested_at": "2026-01-02T03:04:05+00:00",
+    }
+    old = decode(dumps(engine_before))
+    assert isinstance(old, RetrainRequested) and old.details == {"ratio": 2.0}
+    assert decode(b"not json") is None
+    assert decode(dumps({"type": "something_else"})) is None
