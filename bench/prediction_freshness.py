@@ -36,8 +36,8 @@ from services.common.config import Settings
 from services.common.db import make_engine
 from services.common.kafka import dumps, ensure_topics, make_consumer, make_producer
 from services.common.schemas import PredictionRecord
+from services.prediction.champions import ModelProvider
 from services.prediction.engine import Job, PredictionEngine, forecast_processes
-from services.prediction.models import ModelProvider
 from services.prediction.service import PredictionService
 
 HOUR = timedelta(hours=1)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from services.api.core.bounded import bounded
 from services.common.config import Settings
-from services.common.kafka import dumps, make_producer
+from services.common.events import RetrainRequested, encode
+from services.common.kafka import make_producer
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +44,20 @@ class EventPublisher:
     ) -> bool:
         """Publish; False (logged) when Kafka does not answer: the row stays queued and the
         retraining job (``pricecast train --pending``) still finds it."""
-        event: dict[str, Any] = {
-            "type": "retrain_requested",
-            "request_id": request_id,
-            "symbol": symbol,
-            "interval": interval,
-            "reason": reason,
-            "requested_by": by,
-            "ts": datetime.now(UTC),
-        }
+        event = RetrainRequested(
+            request_id=request_id,
+            symbol=symbol,
+            interval=interval,
+            reason=reason,
+            requested_by=by,
+        )
         try:
             producer = await self._get()
             await bounded(
                 producer.send_and_wait(
                     self.settings.topic_model_events,
-                    dumps(event),
-                    key=(symbol or "*").encode(),
+                    encode(event),
+                    key=event.key,
                 ),
                 PUBLISH_TIMEOUT_S,
                 "retrain_requested publish",

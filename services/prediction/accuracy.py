@@ -25,11 +25,13 @@ from typing import Any, get_args
 import sqlalchemy as sa
 
 from services.common.bars import get_bars
+from services.common.retrain_requests import insert_retrain_request
 from services.common.schemas import ModelName
 from services.prediction.calibration_store import ScoredRow, intervals_of
 from services.prediction.clock import as_utc, step
 
 MODELS: tuple[str, ...] = get_args(ModelName)
+REQUESTED_BY = "prediction-service"  # ``requested_by`` of the retrain requests it queues
 
 # ``fresh``: the row had no actual before this statement (the self-join reads the old row),
 # so the online calibration is fed once per forecast however often late data rescores it.
@@ -77,21 +79,6 @@ _ROLLING = sa.text(
     """
 )
 
-_REQUEST = sa.text(
-    """
-    INSERT INTO retrain_requests (symbol, interval, reason, requested_by, details)
-    SELECT :symbol, :interval, :reason, 'prediction-service', CAST(:details AS jsonb)
-    WHERE NOT EXISTS (
-        SELECT 1 FROM retrain_requests
-        WHERE coalesce(symbol, '*') IN (:symbol, '*') AND interval = :interval
-          AND (status IN ('queued', 'running')
-               OR requested_at > now() - make_interval(secs => :cooldown))
-    )
-    ON CONFLICT DO NOTHING
-    RETURNING id
-    """
-)
-
 
 def score_targets(
     conn: sa.Connection,
@@ -103,25 +90,25 @@ def score_targets(
 ) -> int:
     """Score every stored forecast whose target is one of the closed bars ``targets``;
     append the ones scored for the first time (with their bands) to ``fresh``."""
-    wanted = sorted({as_utc(t) for t in targets})
+    wanted = sorted({as_utc(target) for target in targets})
     if not wanted:
         return 0
     size = step(interval)
     bars = get_bars(
         conn, symbol, interval, start=wanted[0] - n_horizons * size, end=wanted[-1] + size
     )
-    closes = {as_utc(b.bucket): float(b.close) for b in bars}
+    closes = {as_utc(bar.bucket): float(bar.close) for bar in bars}
     horizons: list[int] = []
     as_ofs: list[datetime] = []
     actuals: list[float] = []
     naives: list[float | None] = []
-    for t in wanted:
-        actual = closes.get(t)
+    for target in wanted:
+        actual = closes.get(target)
         if actual is None:
             continue
-        for h in range(1, n_horizons + 1):
-            as_of = t - h * size
-            horizons.append(h)
+        for horizon in range(1, n_horizons + 1):
+            as_of = target - horizon * size
+            horizons.append(horizon)
             as_ofs.append(as_of)
             actuals.append(actual)
             naives.append(closes.get(as_of))
@@ -141,9 +128,9 @@ def score_targets(
     rows = result.all()
     if fresh is not None:
         fresh.extend(
-            ScoredRow(int(r[0]), r[1], float(r[2]), intervals_of(r[4]))
-            for r in rows
-            if r[3] and r[4] is not None
+            ScoredRow(int(horizon), target_time, float(actual), intervals_of(bands))
+            for horizon, target_time, actual, first_time, bands in rows
+            if first_time and bands is not None
         )
     return len(rows)
 
@@ -171,8 +158,8 @@ class Rolling:
 def _num(value: Any) -> float | None:
     if value is None:
         return None
-    f = float(value)
-    return f if math.isfinite(f) else None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def rolling_accuracy(conn: sa.Connection, symbol: str, interval: str, window: int) -> list[Rolling]:
@@ -184,13 +171,13 @@ def rolling_accuracy(conn: sa.Connection, symbol: str, interval: str, window: in
         Rolling(
             symbol=symbol,
             interval=interval,
-            model=str(r["model"]),
-            n=int(r["n"]),
-            mape=_num(r["mape"]),
-            mase=_num(r["mase"]),
-            coverage=_num(r["coverage"]),
+            model=str(row["model"]),
+            n=int(row["n"]),
+            mape=_num(row["mape"]),
+            mase=_num(row["mase"]),
+            coverage=_num(row["coverage"]),
         )
-        for r in rows
+        for row in rows
     ]
 
 
@@ -215,16 +202,13 @@ def request_retrain(
     cooldown_s: int,
 ) -> int | None:
     """Queue one retrain request; ``None`` when one is open or was made within the cooldown."""
-    import json
-
-    row = conn.execute(
-        _REQUEST,
-        {
-            "symbol": symbol,
-            "interval": interval,
-            "reason": reason,
-            "details": json.dumps(details),
-            "cooldown": float(cooldown_s),
-        },
-    ).scalar()
-    return None if row is None else int(row)
+    inserted = insert_retrain_request(
+        conn,
+        symbol,
+        interval,
+        reason,
+        REQUESTED_BY,
+        details=details,
+        cooldown_s=cooldown_s,
+    )
+    return None if inserted is None else inserted[0]

@@ -17,25 +17,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ml.registry import GLOBAL_SCOPE
 from services.common.config import Settings
-from services.common.kafka import loads, start_with_backoff
+from services.common.events import ModelPromoted, decode
+from services.common.kafka import start_with_backoff
+from services.prediction.champions import ModelProvider
 from services.prediction.clock import INTERVALS
-from services.prediction.engine import Reforecast
-from services.prediction.models import ModelProvider
+from services.prediction.planning import Reforecast
 
 log = logging.getLogger(__name__)
 
-PROMOTED = "model_promoted"
 OnChange = Callable[[Sequence[Reforecast]], None]
 
 
 def affected(
-    events: Sequence[dict[str, Any]],
+    events: Sequence[ModelPromoted],
     before: dict[str, str],
     after: dict[str, str],
     intervals: Sequence[str] = INTERVALS,
@@ -55,10 +54,8 @@ def affected(
             current.add(symbol)
 
     for event in events:
-        named = event.get("interval")
-        symbol = event.get("symbol")
-        for interval in [named] if isinstance(named, str) else intervals:
-            add(interval, symbol if isinstance(symbol, str) and symbol else None)
+        for interval in intervals if event.interval is None else [event.interval]:
+            add(interval, event.symbol or None)
     for key in sorted(set(before) | set(after)):
         if before.get(key) != after.get(key):
             scope, _, interval = key.rpartition(":")
@@ -80,29 +77,30 @@ class ModelEventsWatcher:
         self.promotions_seen = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        s = self.settings
+        settings = self.settings
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap_servers,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
         )
-        await start_with_backoff(consumer.start, s.startup_wait_s, what="model-events consumer")
+        await start_with_backoff(
+            consumer.start, settings.startup_wait_s, what="model-events consumer"
+        )
         try:
             await self._assign(consumer, stop)
             self.ready.set()
-            next_poll = time.monotonic() + s.prediction_registry_poll_s
+            next_poll = time.monotonic() + settings.prediction_registry_poll_s
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=250)
-                promoted: list[dict[str, Any]] = []
+                promoted: list[ModelPromoted] = []
                 for records in batch.values():
                     for record in records:
-                        try:
-                            event = loads(record.value)
-                        except ValueError:
+                        event = decode(record.value)
+                        if event is None:
                             log.warning("ignoring a malformed model event")
                             continue
-                        if isinstance(event, dict) and event.get("type") == PROMOTED:
+                        if isinstance(event, ModelPromoted):
                             self.promotions_seen += 1
                             log.info("model promoted: %s", event)
                             promoted.append(event)
@@ -110,7 +108,7 @@ class ModelEventsWatcher:
                 if promoted:
                     await asyncio.to_thread(self.provider.reload)
                 elif time.monotonic() >= next_poll:
-                    next_poll = time.monotonic() + s.prediction_registry_poll_s
+                    next_poll = time.monotonic() + settings.prediction_registry_poll_s
                     try:
                         await asyncio.to_thread(self.provider.reload_if_changed)
                     except Exception:
@@ -132,8 +130,10 @@ class ModelEventsWatcher:
             if partitions:
                 break
             await asyncio.sleep(0.2)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)  # resolve now: events after this point are seen
+        assigned = [TopicPartition(topic, partition) for partition in sorted(partitions or ())]
+        consumer.assign(assigned)
+        await consumer.seek_to_end(*assigned)
+        for topic_partition in assigned:
+            await consumer.position(
+                topic_partition
+            )  # resolve now: events after this point are seen

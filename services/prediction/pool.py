@@ -93,15 +93,15 @@ def run_tasks(tasks: Sequence[ArimaTask], policy: SelectionPolicy) -> list[TaskR
     """Serve every task (in a worker; also callable in-process). Model errors are returned;
     :class:`ml.selection.InsufficientHistory` cannot happen (the parent checked the days)."""
     out: list[TaskResult] = []
-    for t in tasks:
+    for task in tasks:
         lstm = (
             None
-            if t.lstm_version is None
-            else LoadedModel(_ElsewhereLSTM(), t.lstm_version, t.lstm_mase)
+            if task.lstm_version is None
+            else LoadedModel(_ElsewhereLSTM(), task.lstm_version, task.lstm_mase)
         )
         try:
             served = serve_forecast(
-                t.closes, t.horizon, t.available_days, lstm, policy, t.calibration
+                task.closes, task.horizon, task.available_days, lstm, policy, task.calibration
             )
         except (ValueError, ArithmeticError, RuntimeError) as exc:
             out.append(TaskResult(None, f"{exc}", traceback.format_exc()))
@@ -132,8 +132,8 @@ def _init_worker() -> None:
 def _warm_worker(seconds: float) -> int:
     """Run one small fit (imports, statsmodels' lazy paths), then hold the worker for a
     moment so that every worker of the pool gets spawned by :meth:`ForecastPool.start`."""
-    y = 100.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0.0, 0.01, 200)))
-    run_tasks([ArimaTask(y, 2, 60)], SelectionPolicy())
+    series = 100.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0.0, 0.01, 200)))
+    run_tasks([ArimaTask(series, 2, 60)], SelectionPolicy())
     time.sleep(seconds)
     return multiprocessing.current_process().pid or 0
 
@@ -161,8 +161,8 @@ class ForecastPool:
         """Spawn every worker and warm it (blocking, ~1 s); later calls are cheap."""
         executor = self._ensure()
         futures = [executor.submit(_warm_worker, 0.2) for _ in range(self.processes)]
-        for f in futures:
-            f.result()
+        for future in futures:
+            future.result()
 
     async def run(self, tasks: Sequence[ArimaTask], policy: SelectionPolicy) -> list[TaskResult]:
         loop = asyncio.get_running_loop()

@@ -37,7 +37,11 @@ Payloads = dict[int, bytes]  # id(record) -> encode(record), for records encoded
 
 def encode_records(outcomes: Sequence[Outcome]) -> Payloads:
     """The bytes of every record of ``outcomes`` (one encoding for Redis and Kafka)."""
-    return {id(r): encode(r) for o in outcomes for r in o.records}
+    return {id(record): encode(record) for outcome in outcomes for record in outcome.records}
+
+
+def _payload(record: PredictionRecord, payloads: Payloads | None) -> bytes:
+    return payloads[id(record)] if payloads is not None else encode(record)
 
 
 def status_ttl(interval: str, margin_s: int) -> int:
@@ -56,17 +60,17 @@ async def cache_outcomes(
     written = 0
     try:
         async with client.pipeline(transaction=False) as pipe:
-            for o in outcomes:
-                for r in o.records:
-                    ttl = ttl_seconds(r.as_of, r.interval, margin, now)
+            for outcome in outcomes:
+                for record in outcome.records:
+                    ttl = ttl_seconds(record.as_of, record.interval, margin, now)
                     if ttl > 0:
-                        value = payloads[id(r)] if payloads is not None else encode(r)
-                        pipe.set(prediction_key(r.symbol, r.interval, r.horizon), value, ex=ttl)
+                        key = prediction_key(record.symbol, record.interval, record.horizon)
+                        pipe.set(key, _payload(record, payloads), ex=ttl)
                         written += 1
                 pipe.set(
-                    status_key(o.symbol, o.interval),
-                    encode(o.status),
-                    ex=status_ttl(o.interval, margin),
+                    status_key(outcome.symbol, outcome.interval),
+                    encode(outcome.status),
+                    ex=status_ttl(outcome.interval, margin),
                 )
                 written += 1
             await pipe.execute()
@@ -86,18 +90,8 @@ async def send_outcomes(
     """Hand every record (key: symbol) to the producer; the returned futures resolve when
     the broker acknowledged them (await them before anything that must come after)."""
     futures: list[asyncio.Future[Any]] = []
-    for o in outcomes:
-        for r in o.records:
-            value = payloads[id(r)] if payloads is not None else encode(r)
-            futures.append(await producer.send(topic, value, key=r.symbol.encode()))
+    for outcome in outcomes:
+        for record in outcome.records:
+            value = _payload(record, payloads)
+            futures.append(await producer.send(topic, value, key=record.symbol.encode()))
     return futures
-
-
-async def publish_outcomes(
-    producer: AIOKafkaProducer, topic: str, outcomes: Sequence[Outcome]
-) -> int:
-    """Send every record (key: symbol) and wait until the broker acknowledged all of them."""
-    futures = await send_outcomes(producer, topic, outcomes)
-    if futures:
-        await asyncio.gather(*futures)
-    return len(futures)

@@ -1,13 +1,14 @@
-"""Turn one served forecast into the wire records of docs/architecture.md (pure)."""
+"""Turn one served forecast (``ml.serving.ServedForecast``) into the wire records of
+docs/architecture.md, and the status of a key (pure)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
+from ml.serving import ServedForecast
 from services.common.schemas import (
     Interval,
     IntervalBand,
@@ -17,29 +18,6 @@ from services.common.schemas import (
 )
 from services.common.staleness import with_freshness
 from services.prediction.clock import as_utc, target_time
-
-
-@dataclass(frozen=True)
-class Band:
-    """One level's interval at steps 1..len(lower) (``ml.serving.ServedBand`` fits)."""
-
-    level: float
-    lower: Sequence[float]
-    upper: Sequence[float]
-
-
-@dataclass(frozen=True)
-class Served:
-    """What the model layer answers for one symbol/interval: steps 1..len(mean)."""
-
-    model: str
-    model_version: str
-    mean: Sequence[float]
-    lower: Sequence[float]
-    upper: Sequence[float]
-    fallback_reason: str | None = None
-    level: float = 0.8
-    intervals: Sequence[Band] = ()
 
 
 @dataclass(frozen=True)
@@ -61,36 +39,42 @@ def build_records(
     symbol: str,
     interval: str,
     as_of: datetime,
-    served: Served,
+    served: ServedForecast,
     generated_at: datetime,
     stale_after_intervals: float = 3.0,
 ) -> tuple[PredictionRecord, ...]:
-    n = len(served.mean)
-    if not (len(served.lower) == len(served.upper) == n) or n == 0:
+    n_horizons = len(served.mean)
+    if not (len(served.lower) == len(served.upper) == n_horizons) or n_horizons == 0:
         raise ValueError("served forecast has inconsistent or empty arrays")
-    if any(len(b.lower) != n or len(b.upper) != n for b in served.intervals):
+    if any(
+        len(band.lower) != n_horizons or len(band.upper) != n_horizons for band in served.intervals
+    ):
         raise ValueError("served interval bands do not match the forecast's horizons")
     records = []
-    for i in range(n):
-        mean, lo, hi = float(served.mean[i]), float(served.lower[i]), float(served.upper[i])
-        if not all(math.isfinite(v) for v in (mean, lo, hi)):
-            raise ValueError(f"non-finite forecast at horizon {i + 1}")
+    for index in range(n_horizons):
+        mean, lo, hi = (
+            float(served.mean[index]),
+            float(served.lower[index]),
+            float(served.upper[index]),
+        )
+        if not all(math.isfinite(value) for value in (mean, lo, hi)):
+            raise ValueError(f"non-finite forecast at horizon {index + 1}")
         bands = tuple(
             IntervalBand(
-                level=b.level,
-                lower=min(float(b.lower[i]), mean),
-                upper=max(float(b.upper[i]), mean),
+                level=band.level,
+                lower=min(float(band.lower[index]), mean),
+                upper=max(float(band.upper[index]), mean),
             )
-            for b in served.intervals
+            for band in served.intervals
         )
-        if not all(math.isfinite(b.lower) and math.isfinite(b.upper) for b in bands):
-            raise ValueError(f"non-finite interval at horizon {i + 1}")
+        if not all(math.isfinite(band.lower) and math.isfinite(band.upper) for band in bands):
+            raise ValueError(f"non-finite interval at horizon {index + 1}")
         record = PredictionRecord(
             symbol=symbol,
             interval=cast(Interval, interval),
-            horizon=i + 1,
+            horizon=index + 1,
             as_of=as_utc(as_of),
-            target_time=target_time(as_of, interval, i + 1),
+            target_time=target_time(as_of, interval, index + 1),
             predicted_price=mean,
             lower_bound=min(lo, mean),
             upper_bound=max(hi, mean),

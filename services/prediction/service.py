@@ -27,11 +27,11 @@ from services.common.health import (
     serve_worker_http,
 )
 from services.common.kafka import ensure_topics, make_producer, start_with_backoff
+from services.prediction.champions import ModelProvider
 from services.prediction.clock import INTERVALS
 from services.prediction.consumer import PricesConsumer
 from services.prediction.engine import PredictionEngine
 from services.prediction.events import ModelEventsWatcher
-from services.prediction.models import ModelProvider
 from services.prediction.warm import WarmReport, warm_cache
 
 log = logging.getLogger(__name__)
@@ -50,30 +50,32 @@ class PredictionService:
         self.started_at = datetime.now(UTC)
 
     async def run(self, stop: asyncio.Event) -> None:
-        s = self.settings
-        db = make_engine(s, pool_size=max(s.db_pool_size, s.prediction_workers + 2))
-        redis = make_async_redis(s)
-        producer = make_producer(s)
+        settings = self.settings
+        db = make_engine(
+            settings, pool_size=max(settings.db_pool_size, settings.prediction_workers + 2)
+        )
+        redis = make_async_redis(settings)
+        producer = make_producer(settings)
         tasks: list[asyncio.Task[None]] = []
         try:
-            await asyncio.to_thread(wait_for_db, db, s.startup_wait_s)
-            await ensure_topics(s, timeout_s=s.startup_wait_s)
-            await start_with_backoff(producer.start, s.startup_wait_s, what="kafka producer")
-            self.provider = ModelProvider(s, db, INTERVALS)
+            await asyncio.to_thread(wait_for_db, db, settings.startup_wait_s)
+            await ensure_topics(settings, timeout_s=settings.startup_wait_s)
+            await start_with_backoff(producer.start, settings.startup_wait_s, what="kafka producer")
+            self.provider = ModelProvider(settings, db, INTERVALS)
             await asyncio.to_thread(self.provider.reload)
-            self.engine = PredictionEngine(s, db, redis, producer, self.provider, INTERVALS)
+            self.engine = PredictionEngine(settings, db, redis, producer, self.provider, INTERVALS)
             await asyncio.to_thread(self.engine.start)  # forecast processes, before ready
             try:
-                self.warm = await warm_cache(s, db, redis)
+                self.warm = await warm_cache(settings, db, redis)
             except Exception:
                 log.warning("cache warming failed; continuing cold", exc_info=True)
-            self.consumer = PricesConsumer(s, self.engine)
-            self.events = ModelEventsWatcher(s, self.provider, self.engine.queue_reforecast)
+            self.consumer = PricesConsumer(settings, self.engine)
+            self.events = ModelEventsWatcher(settings, self.provider, self.engine.queue_reforecast)
             router = health_router(
                 {
                     "database": lambda: check_database(db),
                     "redis": lambda: check_redis(redis),
-                    "kafka": lambda: check_kafka(s.kafka_bootstrap_servers),
+                    "kafka": lambda: check_kafka(settings.kafka_bootstrap_servers),
                 },
                 critical={"database", "kafka"},
                 extra=self.details,

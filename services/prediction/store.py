@@ -24,21 +24,23 @@ _status = sa.table(
 )
 
 
-def _prediction_row(r: PredictionRecord) -> dict[str, object]:
+def _prediction_row(record: PredictionRecord) -> dict[str, object]:
     return {
-        "symbol": r.symbol,
-        "interval": r.interval,
-        "horizon": r.horizon,
-        "as_of": r.as_of,
-        "target_time": r.target_time,
-        "predicted_price": r.predicted_price,
-        "lower_bound": r.lower_bound,
-        "upper_bound": r.upper_bound,
-        "model": r.model,
-        "model_version": r.model_version,
-        "fallback_reason": r.fallback_reason,
-        "generated_at": r.generated_at,
-        "intervals": json.dumps([b.model_dump() for b in r.intervals]) if r.intervals else None,
+        "symbol": record.symbol,
+        "interval": record.interval,
+        "horizon": record.horizon,
+        "as_of": record.as_of,
+        "target_time": record.target_time,
+        "predicted_price": record.predicted_price,
+        "lower_bound": record.lower_bound,
+        "upper_bound": record.upper_bound,
+        "model": record.model,
+        "model_version": record.model_version,
+        "fallback_reason": record.fallback_reason,
+        "generated_at": record.generated_at,
+        "intervals": json.dumps([band.model_dump() for band in record.intervals])
+        if record.intervals
+        else None,
     }
 
 
@@ -76,7 +78,7 @@ def upsert_predictions(conn: sa.Connection, records: Sequence[PredictionRecord])
     """
     if not records:
         return
-    rows = [_prediction_row(r) for r in records]
+    rows = [_prediction_row(record) for record in records]
     conn.execute(_UPSERT_PREDICTIONS, {col: [row[col] for row in rows] for col in rows[0]})
 
 
@@ -97,14 +99,14 @@ def upsert_statuses(conn: sa.Connection, statuses: Sequence[PredictionStatus]) -
     )
     rows = [
         {
-            "symbol": s.symbol,
-            "interval": s.interval,
-            "status": s.status,
-            "required_days": s.required_days,
-            "available_days": s.available_days,
-            "detail": s.detail,
+            "symbol": status.symbol,
+            "interval": status.interval,
+            "status": status.status,
+            "required_days": status.required_days,
+            "available_days": status.available_days,
+            "detail": status.detail,
         }
-        for s in statuses
+        for status in statuses
     ]
     conn.execute(stmt, rows)
 
@@ -112,14 +114,14 @@ def upsert_statuses(conn: sa.Connection, statuses: Sequence[PredictionStatus]) -
 def save_outcomes(conn: sa.Connection, outcomes: Iterable[Outcome]) -> None:
     """Predictions and statuses of a batch, in the caller's transaction."""
     outcomes = list(outcomes)
-    upsert_predictions(conn, [r for o in outcomes for r in o.records])
+    upsert_predictions(conn, [record for outcome in outcomes for record in outcome.records])
     # One status per key: the newest bar's outcome wins.
     latest: dict[tuple[str, str], Outcome] = {}
-    for o in outcomes:
-        k = (o.symbol, o.interval)
-        if k not in latest or o.as_of >= latest[k].as_of:
-            latest[k] = o
-    upsert_statuses(conn, [o.status for o in latest.values()])
+    for outcome in outcomes:
+        key = (outcome.symbol, outcome.interval)
+        if key not in latest or outcome.as_of >= latest[key].as_of:
+            latest[key] = outcome
+    upsert_statuses(conn, [outcome.status for outcome in latest.values()])
 
 
 def forecast_complete(
@@ -170,7 +172,7 @@ def unstored(conn: sa.Connection, needs: dict[str, datetime]) -> set[str]:
             "AS n(symbol, ts) WHERE NOT EXISTS (SELECT 1 FROM price_ticks p "
             "WHERE p.symbol = n.symbol AND p.ts >= n.ts)"
         ),
-        {"symbols": symbols, "ts": [needs[s] for s in symbols]},
+        {"symbols": symbols, "ts": [needs[symbol] for symbol in symbols]},
     ).scalars()
     return set(rows)
 
@@ -214,7 +216,7 @@ def newest_versions(
         ),
         {"symbols": list(symbols), "i": interval},
     ).all()
-    return {str(r[0]): (r[1], str(r[2])) for r in rows}
+    return {str(symbol): (as_of, str(version)) for symbol, as_of, version in rows}
 
 
 def latest_forecasts(
@@ -235,7 +237,7 @@ def latest_forecasts(
         ),
         {"symbols": list(symbols), "i": interval},
     ).mappings()
-    return [PredictionRecord.model_validate(dict(r)) for r in rows]
+    return [PredictionRecord.model_validate(dict(row)) for row in rows]
 
 
 def statuses(conn: sa.Connection, symbols: Sequence[str]) -> list[PredictionStatus]:
@@ -246,4 +248,4 @@ def statuses(conn: sa.Connection, symbols: Sequence[str]) -> list[PredictionStat
         ),
         {"symbols": list(symbols)},
     ).mappings()
-    return [PredictionStatus.model_validate(dict(r)) for r in rows]
+    return [PredictionStatus.model_validate(dict(row)) for row in rows]

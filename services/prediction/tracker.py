@@ -7,7 +7,7 @@ plan names each closed bar once, so each bar is forecast once (debounce).
 
 State is lost on restart or partition reassignment; the first tick seen for a key then asks
 the engine to *resume*: find the newest bar before it in the database and forecast it if
-that work is missing (see ``services.prediction.engine``).
+that work is missing (see ``services.prediction.planning``).
 """
 
 from __future__ import annotations
@@ -75,25 +75,25 @@ class BarTracker:
         partition: int | None,
     ) -> None:
         key = (symbol, interval)
-        b = bucket(ts, interval)
+        bar = bucket(ts, interval)
         state = self._state.get(key)
         if state is None:
-            self._state[key] = _State(open_bar=b, partition=partition)
+            self._state[key] = _State(open_bar=bar, partition=partition)
             plan = plans.setdefault(key, KeyPlan(symbol, interval))
-            plan.resume_before = b
+            plan.resume_before = bar
             plan.needs(ts)
             return
         state.partition = partition
-        if b == state.open_bar:
+        if bar == state.open_bar:
             return
         plan = plans.setdefault(key, KeyPlan(symbol, interval))
-        if b > state.open_bar:
+        if bar > state.open_bar:
             plan.closed.append(state.open_bar)
             state.last_closed = state.open_bar
-            state.open_bar = b
+            state.open_bar = bar
             plan.needs(ts)
         else:  # late data: a tick for a bar that has already closed
-            plan.changed.add(b)
+            plan.changed.add(bar)
             plan.refresh = True
             plan.needs(ts)
 
@@ -119,5 +119,5 @@ class BarTracker:
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Drop state for partitions this replica no longer owns (rebalance)."""
         lost = set(partitions)
-        for key in [k for k, s in self._state.items() if s.partition in lost]:
+        for key in [key for key, state in self._state.items() if state.partition in lost]:
             del self._state[key]

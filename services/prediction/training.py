@@ -32,6 +32,7 @@ from ml.promotion import decide_promotion, score, train_candidate
 from services.common.bars import get_bars, history_days
 from services.common.config import Settings, get_settings
 from services.common.db import make_engine
+from services.common.events import ModelPromoted, encode
 
 LOCK_KEY = "pricecast:train"
 MAX_BARS = {"1d": 5000, "1h": 24 * 365 * 2}
@@ -59,7 +60,7 @@ def load_closes(conn: sa.Connection, symbol: str, interval: str) -> tuple[np.nda
     bars = get_bars(conn, symbol, interval, limit=MAX_BARS[interval])
     if not bars:
         return np.zeros(0), None, None
-    closes = np.array([b.close for b in bars], dtype=np.float64)
+    closes = np.array([bar.close for bar in bars], dtype=np.float64)
     return closes, bars[0].bucket, bars[-1].bucket
 
 
@@ -71,8 +72,8 @@ def eligible_symbols(
         candidates = list(dict.fromkeys(symbols))
     else:
         rows = conn.execute(sa.text("SELECT symbol FROM assets WHERE active ORDER BY symbol"))
-        candidates = [r[0] for r in rows]
-    return [s for s in candidates if history_days(conn, s) >= min_days]
+        candidates = [str(symbol) for (symbol,) in rows]
+    return [symbol for symbol in candidates if history_days(conn, symbol) >= min_days]
 
 
 # ------------------------------------------------------------------------ training
@@ -89,13 +90,13 @@ def train_interval(
     with engine.connect() as conn:
         chosen = eligible_symbols(conn, settings.min_history_days_lstm, symbols)
         if symbols:
-            for s in sorted(set(symbols) - set(chosen)):
-                progress(f"skip {s}: < {settings.min_history_days_lstm} days of history")
+            for skipped in sorted(set(symbols) - set(chosen)):
+                progress(f"skip {skipped}: < {settings.min_history_days_lstm} days of history")
         series: dict[str, np.ndarray] = {}
         starts, ends = [], []
-        for i, sym in enumerate(chosen, 1):
+        for number, sym in enumerate(chosen, 1):
             closes, first, last = load_closes(conn, sym, interval)
-            progress(f"[{i}/{len(chosen)}] {sym}: {closes.size} {interval} bars")
+            progress(f"[{number}/{len(chosen)}] {sym}: {closes.size} {interval} bars")
             if closes.size >= 60:
                 series[sym] = closes
                 starts.append(first)
@@ -148,36 +149,30 @@ def train_interval(
 
 
 # ---------------------------------------------------------------------------- kafka
-async def _publish(settings: Settings, events: list[tuple[str, dict[str, Any]]]) -> None:
-    from services.common.kafka import dumps, make_producer, start_with_backoff
+async def _publish(settings: Settings, events: Sequence[ModelPromoted]) -> None:
+    from services.common.kafka import make_producer, start_with_backoff
 
     producer = make_producer(settings)
     await start_with_backoff(producer.start, settings.startup_wait_s, what="kafka producer")
     try:
-        for key, value in events:
-            await producer.send_and_wait(
-                settings.topic_model_events, dumps(value), key=key.encode()
-            )
+        for event in events:
+            await producer.send_and_wait(settings.topic_model_events, encode(event), key=event.key)
     finally:
         await producer.stop()
 
 
 def publish_promotion(
-    settings: Settings, symbols: Sequence[str], version: str, interval: str, reason: str
+    settings: Settings,
+    symbols: Sequence[str],
+    version: str,
+    interval: str,
+    reason: str,
+    model: str = MODEL,
 ) -> None:
+    """One ``model_promoted`` event per asset (key: the asset) on ``model-events``."""
     events = [
-        (
-            sym,
-            {
-                "type": "model_promoted",
-                "symbol": sym,
-                "model": MODEL,
-                "version": version,
-                "interval": interval,
-                "reason": reason,
-            },
-        )
-        for sym in symbols
+        ModelPromoted(symbol=symbol, model=model, version=version, interval=interval, reason=reason)
+        for symbol in symbols
     ]
     asyncio.run(_publish(settings, events))
 
@@ -192,7 +187,7 @@ def claim_pending(engine: Engine, interval: str) -> list[tuple[int, str | None]]
             ),
             {"i": interval},
         )
-        return [(int(r[0]), r[1]) for r in rows]
+        return [(int(request_id), symbol) for request_id, symbol in rows]
 
 
 def finish_requests(engine: Engine, ids: Sequence[int], status: str, details: str) -> None:
@@ -249,9 +244,11 @@ def _run_locked(
         if not claimed:
             progress("no queued retrain requests")
             return 0
-        ids = [i for i, _ in claimed]
+        ids = [request_id for request_id, _ in claimed]
         # The LSTM is global: any request retrains it on every eligible asset.
-        progress(f"serving {len(ids)} retrain request(s): {[s or '*' for _, s in claimed]}")
+        progress(
+            f"serving {len(ids)} retrain request(s): {[symbol or '*' for _, symbol in claimed]}"
+        )
         symbols = None
     try:
         outcome = train_interval(
@@ -273,13 +270,22 @@ def _run_locked(
     return 0
 
 
-def main(args: argparse.Namespace) -> int:
+def _with_database(
+    args: argparse.Namespace,
+    command: Callable[[argparse.Namespace, Settings, Engine], int],
+    pool_size: int,
+) -> int:
+    """Run ``command`` with the settings and a database engine of ``pool_size``."""
     settings = get_settings()
-    engine = make_engine(settings, pool_size=2)
+    engine = make_engine(settings, pool_size=pool_size)
     try:
-        return run(args, settings, engine)
+        return command(args, settings, engine)
     finally:
         engine.dispose()
+
+
+def main(args: argparse.Namespace) -> int:
+    return _with_database(args, run, pool_size=2)
 
 
 def rollback(
@@ -299,22 +305,9 @@ def rollback(
         return 1
     progress(f"restored {restored.label} as champion for {symbol}")
     if settings.kafka_configured:
-        event = {
-            "type": "model_promoted",
-            "symbol": symbol,
-            "model": model,
-            "version": restored.label,
-            "interval": interval,
-            "reason": "rollback",
-        }
-        asyncio.run(_publish(settings, [(symbol, event)]))
+        publish_promotion(settings, [symbol], restored.label, interval, "rollback", model)
     return 0
 
 
 def rollback_main(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    engine = make_engine(settings, pool_size=1)
-    try:
-        return rollback(args, settings, engine)
-    finally:
-        engine.dispose()
+    return _with_database(args, rollback, pool_size=1)

@@ -42,7 +42,11 @@ class WarmReport:
 def _load(db: Engine) -> tuple[list[str], list[PredictionRecord], list[PredictionStatus]]:
     with db.connect() as conn:
         symbols = store.active_symbols(conn)
-        records = [r for i in INTERVALS for r in store.latest_forecasts(conn, symbols, i)]
+        records = [
+            record
+            for interval in INTERVALS
+            for record in store.latest_forecasts(conn, symbols, interval)
+        ]
         statuses = store.statuses(conn, symbols)
     return symbols, records, statuses
 
@@ -53,12 +57,14 @@ async def warm_cache(settings: Settings, db: Engine, client: aioredis.Redis) -> 
     now = datetime.now(UTC)
     margin = settings.prediction_ttl_margin_s
     entries: list[tuple[str, bytes, int]] = []
-    for r in records:
-        ttl = ttl_seconds(r.as_of, r.interval, margin, now)
+    for record in records:
+        ttl = ttl_seconds(record.as_of, record.interval, margin, now)
         if ttl <= 0:
             report.expired += 1
             continue
-        entries.append((prediction_key(r.symbol, r.interval, r.horizon), encode(r), ttl))
+        entries.append(
+            (prediction_key(record.symbol, record.interval, record.horizon), encode(record), ttl)
+        )
     for st in statuses:
         entries.append(
             (status_key(st.symbol, st.interval), encode(st), status_ttl(st.interval, margin))

@@ -13,9 +13,9 @@ from services.common.bars import get_bars
 from services.common.cache import make_async_redis
 from services.common.config import Settings
 from services.common.kafka import ensure_topics, make_producer
+from services.prediction.champions import ModelProvider
 from services.prediction.clock import INTERVALS
 from services.prediction.engine import PredictionEngine
-from services.prediction.models import ModelProvider
 
 SYM = "ACC-USD"
 HOUR = timedelta(hours=1)
@@ -99,7 +99,7 @@ async def test_scoring_and_exactly_one_retrain_request(
     assert "rolling MASE" in queued[0].reason
     events = [e for e in await read_topic(s, s.topic_model_events) if e["symbol"] == SYM]
     assert [e["type"] for e in events] == ["retrain_requested"]
-    assert events[0]["request_id"] == requests[0]["request_id"]
+    assert events[0]["request_id"] == requests[0].request_id
 
 
 def _brute_force_rolling(

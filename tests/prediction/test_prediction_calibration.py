@@ -17,9 +17,9 @@ from services.common.config import Settings
 from services.common.kafka import ensure_topics, make_producer
 from services.common.schemas import PredictionRecord
 from services.prediction import accuracy, calibration_store
+from services.prediction.champions import ModelProvider
 from services.prediction.clock import INTERVALS
 from services.prediction.engine import PredictionEngine
-from services.prediction.models import ModelProvider
 
 HOUR = timedelta(hours=1)
 LEVELS = [0.5, 0.8, 0.95]

@@ -20,8 +20,8 @@ from services.common.config import Settings
 from services.common.kafka import ensure_topics, make_producer
 from services.common.schemas import PredictionRecord, PredictionStatus
 from services.prediction import store
+from services.prediction.champions import ModelProvider
 from services.prediction.engine import Job, PredictionEngine
-from services.prediction.models import ModelProvider
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -115,7 +115,7 @@ async def test_forecast_jobs_sinks_and_outcomes(
     store_ticks(clean_db, history_ticks(missing, h0 - 35 * DAY, bar - 5 * HOUR, HOUR, seed=8))
 
     engine = make_engine_for(processes)
-    assert (engine._procs is None) == (processes == 0)
+    assert (engine.dispatcher.processes is None) == (processes == 0)
     jobs = [Job(sym, "1h", bar, "close") for sym in ok]
     jobs.insert(1, Job(ok[0], "1h", bar - HOUR, "late"))  # two bars of one key
     jobs += [Job(short, "1h", bar, "close"), Job(missing, "1h", bar, "close")]

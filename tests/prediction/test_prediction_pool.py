@@ -22,7 +22,7 @@ from ml.lstm import LSTMConfig, LSTMForecaster
 from ml.selection import SelectionPolicy
 from ml.serving import LoadedModel, serve_forecast
 from services.common.config import Settings
-from services.prediction.models import ModelProvider
+from services.prediction.champions import ModelProvider
 from services.prediction.pool import ArimaTask, ForecastPool, run_tasks
 
 POLICY = SelectionPolicy()

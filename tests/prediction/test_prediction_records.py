@@ -6,14 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.prediction.records import Served, build_records, insufficient_status
+from ml.serving import ServedForecast
+from services.prediction.records import build_records, insufficient_status
 
 AS_OF = datetime(2026, 3, 4, tzinfo=UTC)
 NOW = datetime(2026, 3, 5, 0, 0, 2, tzinfo=UTC)
 
 
 def test_one_record_per_horizon_with_provenance() -> None:
-    served = Served("arima", "arima(0,1,0)", [10.0, 11.0], [9.0, 9.5], [11.0, 12.5], "why")
+    served = ServedForecast("arima", "arima(0,1,0)", (10.0, 11.0), (9.0, 9.5), (11.0, 12.5), "why")
     records = build_records("ETH-USD", "1d", AS_OF, served, NOW)
     assert [r.horizon for r in records] == [1, 2]
     second = records[1]
@@ -25,7 +26,7 @@ def test_one_record_per_horizon_with_provenance() -> None:
 
 
 def test_non_finite_forecasts_are_refused() -> None:
-    served = Served("arima", "v", [float("nan")], [1.0], [2.0])
+    served = ServedForecast("arima", "v", (float("nan"),), (1.0,), (2.0,), None)
     with pytest.raises(ValueError, match="non-finite"):
         build_records("X", "1h", AS_OF, served, NOW)
 

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from services.common.retrain_requests import insert_retrain_request
+
 _COLUMNS = (
     "id, model, scope, interval, version, status, data_start, data_end, metrics, params, "
     "checksum, created_at, promoted_at, retired_at"
 )
+
+
+def _equal(filters: Sequence[tuple[str, Any]], params: dict[str, Any]) -> list[str]:
+    """``column = :column`` for every filter whose value is not None (added to ``params``)."""
+    clauses = []
+    for column, value in filters:
+        if value is not None:
+            clauses.append(f"{column} = :{column}")
+            params[column] = value
+    return clauses
 
 
 def list_versions(
@@ -23,16 +36,9 @@ def list_versions(
     status: str | None = None,
     interval: str | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    where = ["true"]
     params: dict[str, Any] = {"skip": skip, "limit": limit}
-    for column, value in (("scope", symbol), ("model", model), ("status", status)):
-        if value is not None:
-            where.append(f"{column} = :{column}")
-            params[column] = value
-    if interval is not None:
-        where.append("interval = :interval")
-        params["interval"] = interval
-    clause = " AND ".join(where)
+    filters = (("scope", symbol), ("model", model), ("status", status), ("interval", interval))
+    clause = " AND ".join(["true", *_equal(filters, params)])
     total = conn.execute(
         sa.text(f"SELECT count(*) FROM model_versions WHERE {clause}"), params
     ).scalar()
@@ -43,18 +49,16 @@ def list_versions(
         ),
         params,
     ).mappings()
-    return int(total or 0), [dict(r) for r in rows]
+    return int(total or 0), [dict(row) for row in rows]
 
 
 def champions(conn: Connection, symbol: str | None, interval: str | None) -> list[dict[str, Any]]:
     where = ["status = 'champion'"]
     params: dict[str, Any] = {}
     if symbol is not None:
-        where.append("scope IN (:s, '*')")
-        params["s"] = symbol
-    if interval is not None:
-        where.append("interval = :i")
-        params["i"] = interval
+        where.append("scope IN (:scope, '*')")  # its own champion or the global one
+        params["scope"] = symbol
+    where += _equal([("interval", interval)], params)
     rows = conn.execute(
         sa.text(
             f"SELECT {_COLUMNS} FROM model_versions WHERE {' AND '.join(where)} "
@@ -62,7 +66,7 @@ def champions(conn: Connection, symbol: str | None, interval: str | None) -> lis
         ),
         params,
     ).mappings()
-    return [dict(r) for r in rows]
+    return [dict(row) for row in rows]
 
 
 def get_version(conn: Connection, version_id: int) -> dict[str, Any] | None:
@@ -81,18 +85,9 @@ def request_retrain(
 ) -> tuple[int, str, bool]:
     """Queue a retrain; at most one open request per symbol/interval: (id, status, created)."""
     for _ in range(3):  # the open request may finish between the two statements
-        row = conn.execute(
-            sa.text(
-                "INSERT INTO retrain_requests (symbol, interval, reason, requested_by) "
-                "VALUES (:s, :i, :r, :by) "
-                "ON CONFLICT ((coalesce(symbol, '*')), interval) "
-                "WHERE status IN ('queued', 'running') DO NOTHING "
-                "RETURNING id, status"
-            ),
-            {"s": symbol, "i": interval, "r": reason, "by": requested_by},
-        ).one_or_none()
-        if row is not None:
-            return int(row.id), str(row.status), True
+        inserted = insert_retrain_request(conn, symbol, interval, reason, requested_by)
+        if inserted is not None:
+            return *inserted, True
         existing = conn.execute(
             sa.text(
                 "SELECT id, status FROM retrain_requests "

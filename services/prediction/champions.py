@@ -1,4 +1,4 @@
-"""The model layer of the service: the served forecast (``ml.serving``) and hot reload.
+"""The champions the service serves with, and serving with them (``ml.serving``).
 
 One :class:`ModelProvider` holds the current LSTM champions (global ``*`` or per symbol, per
 interval), loaded from the registry (``model_versions``). :meth:`ModelProvider.reload` loads
@@ -29,11 +29,10 @@ from ml.selection import InsufficientHistory, ModelName, SelectionPolicy, select
 from ml.serving import Calibration, LoadedModel, ServedForecast, serve_forecast
 from services.common.config import Settings
 from services.common.metrics import MODEL_AGE
-from services.prediction.records import Band, Served
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Champion", "InsufficientHistory", "ModelChoice", "ModelProvider", "to_served"]
+__all__ = ["Champion", "InsufficientHistory", "ModelChoice", "ModelProvider"]
 
 _FINGERPRINT = sa.text(
     "SELECT coalesce(string_agg(concat_ws(':', model, scope, interval, 'v' || version), ',' "
@@ -124,28 +123,27 @@ class ModelProvider:
 
     def versions(self) -> dict[str, str]:
         return {
-            f"{scope}:{interval}": c.version.label
-            for (scope, interval), c in self._champions.items()
+            f"{scope}:{interval}": champion.version.label
+            for (scope, interval), champion in self._champions.items()
         }
 
     def ages(self, now: datetime | None = None) -> dict[str, float | None]:
         now = now or datetime.now(UTC)
         out: dict[str, float | None] = {}
-        for c in self._champions.values():
-            promoted = c.version.promoted_at
-            out[c.version.label] = (
+        for champion in self._champions.values():
+            promoted = champion.version.promoted_at
+            out[champion.version.label] = (
                 None if promoted is None else round((now - promoted).total_seconds(), 1)
             )
         return out
 
     def update_age_metrics(self) -> None:
         now = datetime.now(UTC)
-        for c in self._champions.values():
-            if c.version.promoted_at is not None:
-                age = (now - c.version.promoted_at).total_seconds()
-                MODEL_AGE.labels(c.version.model, f"{c.version.scope}:{c.version.interval}").set(
-                    age
-                )
+        for champion in self._champions.values():
+            version = champion.version
+            if version.promoted_at is not None:
+                age = (now - version.promoted_at).total_seconds()
+                MODEL_AGE.labels(version.model, f"{version.scope}:{version.interval}").set(age)
 
     def validation_mase(self, symbol: str, interval: str, model: str) -> float | None:
         champion = self.champion(symbol, interval)
@@ -172,10 +170,10 @@ class ModelProvider:
         available: int,
         lstm: LoadedModel | None,
         calibration: Calibration | None = None,
-    ) -> Served:
+    ) -> ServedForecast:
         """The served forecast for steps 1..horizon with the champion ``lstm`` (None: none),
         its bands built with ``calibration`` (the key's online state; None: nominal)."""
-        served = serve_forecast(
+        return serve_forecast(
             np.asarray(closes, dtype=np.float64),
             horizon,
             available,
@@ -183,7 +181,6 @@ class ModelProvider:
             self.policy,
             calibration or self.nominal,
         )
-        return to_served(served)
 
     @property
     def nominal(self) -> Calibration:
@@ -193,11 +190,10 @@ class ModelProvider:
     def serve_many(
         self,
         items: Sequence[tuple[np.ndarray, int, int, LoadedModel | None, Calibration | None]],
-    ) -> list[Served | Exception]:
+    ) -> list[ServedForecast | Exception]:
         """:meth:`serve` for many ``(closes, horizon, available, lstm, calibration)`` items,
-        with one
-        network call per champion and horizon for the items that choose the LSTM (a per-item
-        call costs ~10x more). Every item still goes through ``serve_forecast`` (choice,
+        with one network call per champion and horizon for the items that choose the LSTM (a
+        per-item call costs ~10x more). Every item still goes through ``serve_forecast`` (choice,
         fallback, provenance): its champion is wrapped to answer with the batched forecast,
         which is ``forward`` of the same model on the same history (``forward`` *is*
         ``forward_many`` of one). A batch that fails is served item by item, so each item
@@ -205,27 +201,28 @@ class ModelProvider:
         returned in place of the item's result."""
         batched: dict[int, Forecast] = {}
         groups: dict[tuple[int, int], list[int]] = {}
-        for k, (_, horizon, available, lstm, _cal) in enumerate(items):
+        for index, (_, horizon, available, lstm, _calibration) in enumerate(items):
             if lstm is None or not isinstance(lstm.model, GlobalForecaster):
                 continue
             mase = lstm.validation_mase
             if select_model(available, True, self.policy, mase).model == "lstm":
-                groups.setdefault((id(lstm.model), horizon), []).append(k)
-        for (_, horizon), idx in groups.items():
-            lstm = items[idx[0]][3]
+                groups.setdefault((id(lstm.model), horizon), []).append(index)
+        for (_, horizon), indices in groups.items():
+            lstm = items[indices[0]][3]
             assert lstm is not None and isinstance(lstm.model, GlobalForecaster)
             try:
-                histories = [as_price_series(items[k][0]) for k in idx]
+                histories = [as_price_series(items[index][0]) for index in indices]
                 forecasts = lstm.model.forward_many(histories, horizon, DEFAULT_LEVEL)
             except ValueError:
                 continue  # item by item: serve_forecast records the fallback of each
-            batched.update(zip(idx, forecasts, strict=True))
-        out: list[Served | Exception] = []
-        for k, (closes, horizon, available, lstm, cal) in enumerate(items):
-            if k in batched and lstm is not None:
-                lstm = LoadedModel(_Answered(batched[k]), lstm.version, lstm.validation_mase)
+            batched.update(zip(indices, forecasts, strict=True))
+        out: list[ServedForecast | Exception] = []
+        for index, (closes, horizon, available, lstm, calibration) in enumerate(items):
+            if index in batched and lstm is not None:
+                answered = _Answered(batched[index])
+                lstm = LoadedModel(answered, lstm.version, lstm.validation_mase)
             try:
-                out.append(self.serve(closes, horizon, available, lstm, cal))
+                out.append(self.serve(closes, horizon, available, lstm, calibration))
             except (ValueError, ArithmeticError, RuntimeError) as exc:
                 out.append(exc)
         return out
@@ -237,7 +234,7 @@ class ModelProvider:
         closes: Sequence[float] | np.ndarray,
         horizon: int,
         available: int,
-    ) -> Served:
+    ) -> ServedForecast:
         """The served forecast for steps 1..horizon; raises InsufficientHistory."""
         champion = self.champion(symbol, interval)
         lstm = None if champion is None else champion.serving(symbol)
@@ -276,16 +273,3 @@ class _Answered(Forecaster):
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         raise RuntimeError("a precomputed forecast is not an artifact")
-
-
-def to_served(served: ServedForecast) -> Served:
-    return Served(
-        model=served.model,
-        model_version=served.model_version,
-        mean=served.mean,
-        lower=served.lower,
-        upper=served.upper,
-        fallback_reason=served.fallback_reason,
-        level=served.level,
-        intervals=tuple(Band(b.level, b.lower, b.upper) for b in served.intervals),
-    )
