@@ -84,7 +84,7 @@ def test_every_protected_route_is_guarded_with_its_scope(app: FastAPI) -> None:
         route = found[(method, template)]
         assert isinstance(route, GuardedRoute)
         expected = ANY_SCOPE if scope is None else scope
-        assert required_scope(route.dependant, route.openapi_extra) == expected
+        assert required_scope(route.openapi_extra) == expected
 
 
 @pytest.mark.parametrize(("method", "template", "scope"), CASES)
