@@ -144,3 +144,12 @@ def describe(exc: BaseException) -> str:
     text = str(exc).strip()
     first = text.splitlines()[0].strip() if text else ""
     return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
+
+
+def unreachable(
+    name: str, label: str, exc: BaseException, fix: Callable[[str, str], str]
+) -> Finding:
+    """The failing finding of a ``*.reachable`` check: the error is the evidence, ``fix``
+    turns it (and the server's label) into the advice."""
+    error = describe(exc)
+    return Finding(name, "fail", f"{label}: {error}", fix(error, label))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,13 +21,9 @@ Diagnose = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture
-def squatter() -> Iterator[int]:
+def squatter(silent_listener: int) -> int:
     """A plain socket listening on a port (not a Pricecast service)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    yield int(sock.getsockname()[1])
-    sock.close()
+    return silent_listener
 
 
 @pytest.fixture
