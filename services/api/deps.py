@@ -1,14 +1,14 @@
 """FastAPI dependencies as ``Annotated`` aliases (the full-stack-fastapi-template way).
 
-``PricesReader``, ``PredictionsReader``, ``ModelsReader``, ``ModelsWriter`` and
-``CurrentPrincipal`` authenticate the bearer token (header only: tokens in query strings are
-ignored), enforce the scope and count the request against the subject's rate limit.
-
-Auth comes first: routers use :class:`GuardedRoute`, which runs that check before FastAPI
-reads the body, validates parameters or solves any other dependency (a database connection
-included). So a request without a valid token is 401 whatever its parameters, one lacking
-the scope is 403 before any 422, and neither touches the database. The dependency then only
-hands over the principal the route already admitted.
+A route declares the scope it needs in one way: ``openapi_extra=requires("prices:read")``
+(``ANY_SCOPE``: any valid token). :class:`GuardedRoute` reads it and admits the caller
+before FastAPI reads the body, validates parameters or solves any dependency (a database
+connection included): it authenticates the bearer token (header only: tokens in query
+strings are ignored), enforces the scope and counts the request against the subject's rate
+limit. So a request without a valid token is 401 whatever its parameters, one lacking the
+scope is 403 before any 422, and neither touches the database. The hot path
+(``GET /predictions/{symbol}``) thus solves no dependency at all; a route that needs the
+caller takes ``principal: Caller``, which only hands over the principal already admitted.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
-from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection
 from starlette.responses import Response
 
+from services.api.core.errors import guarded_responses
 from services.api.core.security import InvalidToken, Principal
 from services.api.state import ApiState
 from services.common.errors import PricecastError
@@ -32,17 +32,24 @@ bearer = HTTPBearer(auto_error=False, description="RS256 access token from /api/
 # Where GuardedRoute leaves the admitted principal (the ASGI scope of the request).
 PRINCIPAL = "pricecast.principal"
 ANY_SCOPE = ""  # any valid token
-# Guard dependency -> the scope it requires (ANY_SCOPE: any valid token).
-_GUARDS: dict[Callable[..., Any], str] = {}
-
-
-async def get_state(request: Request) -> ApiState:
-    state: ApiState = request.app.state.api
-    return state
-
-
-StateDep = Annotated[ApiState, Depends(get_state)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+_ERRORS = "pricecast.errors"  # requires() -> GuardedRoute, never in OpenAPI
+
+
+def requires(scope: str, *errors: str) -> dict[str, Any]:
+    """``openapi_extra`` of a route only a token with ``scope`` may call (ANY_SCOPE: any
+    valid token) and the catalogue ``errors`` it answers beside the guard's own
+    (``GUARDED_ERRORS``). OpenAPI shows the scope (``x-scope``), the bearer scheme and
+    every error response."""
+    return {"x-scope": scope, _ERRORS: errors}
+
+
+def required_scope(openapi_extra: dict[str, Any] | None) -> str | None:
+    """The scope a route declared with :func:`requires`; None for an open route."""
+    scope = (openapi_extra or {}).get("x-scope")
+    return scope if isinstance(scope, str) else None
 
 
 def get_conn(request: Request) -> Iterator[Connection]:
@@ -90,43 +97,35 @@ def _authorization(request: Request) -> str | None:
     return None
 
 
-def principal_of(request: Request) -> Principal:
-    """The principal :class:`GuardedRoute` admitted for this request."""
-    principal: Principal = request.scope[PRINCIPAL]
+async def admitted(request: Request, credentials: Credentials) -> Principal:
+    """The principal :class:`GuardedRoute` admitted (``credentials`` only documents the
+    bearer scheme in OpenAPI)."""
+    principal: Principal | None = request.scope.get(PRINCIPAL)
+    if principal is None:
+        raise RuntimeError(f"{request.url.path}: a route taking the caller must use requires()")
     return principal
-
-
-def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    # ``credentials`` is only there so OpenAPI documents the bearer scheme.
-    async def dependency(request: Request, credentials: Credentials) -> Principal:
-        principal: Principal | None = request.scope.get(PRINCIPAL)
-        if principal is None:  # a route outside GuardedRoute: check here
-            principal = await admit(request, scope)
-        return principal
-
-    _GUARDS[dependency] = scope
-    return dependency
-
-
-def required_scope(dependant: Dependant, openapi_extra: dict[str, Any] | None) -> str | None:
-    """The scope a route requires: ``openapi_extra["x-scope"]`` or a guard dependency."""
-    if openapi_extra and isinstance(openapi_extra.get("x-scope"), str):
-        return str(openapi_extra["x-scope"])
-    for sub in dependant.dependencies:
-        if sub.call in _GUARDS:
-            return _GUARDS[sub.call]
-        found = required_scope(sub, None)
-        if found is not None:
-            return found
-    return None
 
 
 class GuardedRoute(APIRoute):
     """An ``APIRoute`` that admits the caller before anything else (see the module doc)."""
 
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        extra = dict(kwargs.get("openapi_extra") or {})
+        errors = extra.pop(_ERRORS, ())
+        scope = required_scope(extra)
+        if scope is not None:
+            own = kwargs.get("responses") or {}
+            kwargs["responses"] = {**guarded_responses(scope != ANY_SCOPE, *errors), **own}
+        kwargs["openapi_extra"] = extra or None
+        super().__init__(path, endpoint, **kwargs)
+        takes_caller = any(d.call is admitted for d in self.dependant.dependencies)
+        if scope is not None and not takes_caller:
+            # The Caller's bearer Security documents itself; any other guarded route says so.
+            self.openapi_extra = {"security": [{"HTTPBearer": []}], **extra}
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        scope = required_scope(self.dependant, self.openapi_extra)
+        scope = required_scope(self.openapi_extra)
         if scope is None:
             return handler
 
@@ -137,11 +136,7 @@ class GuardedRoute(APIRoute):
         return guarded
 
 
-PricesReader = Annotated[Principal, Depends(require("prices:read"))]
-PredictionsReader = Annotated[Principal, Depends(require("predictions:read"))]
-ModelsReader = Annotated[Principal, Depends(require("models:read"))]
-ModelsWriter = Annotated[Principal, Depends(require("models:write"))]
-CurrentPrincipal = Annotated[Principal, Depends(require(ANY_SCOPE))]
+Caller = Annotated[Principal, Depends(admitted)]
 
 
 def client_address(request: Request) -> str:

@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_health_router(state, DataReport(state, streams=stream.stream_stats)))
     mount_ui(app)  # the web dashboard at /ui/ (static files, its own CSP)
 
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    origins = settings.cors_origins
     if origins:
         app.add_middleware(
             CORSMiddleware,

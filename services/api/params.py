@@ -5,16 +5,27 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import Path, Query
+from pydantic import AfterValidator
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
 
+
+def _upper(symbol: str | None) -> str | None:
+    return symbol.upper() if symbol is not None else None
+
+
+# Symbols are stored upper-case: ``btc-usd`` in a path or query means ``BTC-USD``.
 SymbolPath = Annotated[
     str,
     Path(pattern=SYMBOL_PATTERN, description="asset symbol, e.g. BTC-USD", examples=["BTC-USD"]),
+    AfterValidator(str.upper),
 ]
+SymbolQuery = Annotated[str | None, Query(pattern=SYMBOL_PATTERN), AfterValidator(_upper)]
 IntervalQuery = Annotated[Literal["1h", "1d"], Query(description="bar interval of the forecast")]
 BarIntervalQuery = Annotated[Literal["1m", "1h", "1d"], Query(description="bar interval")]
 HorizonQuery = Annotated[int, Query(ge=1, le=168, description="steps ahead (bars)")]
+HorizonFilter = Annotated[int | None, Query(ge=1, le=168)]
+IntervalFilter = Annotated[Literal["1h", "1d"] | None, Query()]
 Skip = Annotated[int, Query(ge=0, le=1_000_000)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 LevelQuery = Annotated[

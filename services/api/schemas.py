@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from services.common.bars import Bar as StoredBar
 from services.common.schemas import Interval, PredictionRecord
 
 T = TypeVar("T")
@@ -55,7 +56,12 @@ class Asset(BaseModel):
     first_seen: datetime | None = None
 
 
+# The same bar as services.common.bars.Bar, in another role: that one is the query layer's
+# row (a named tuple: cheap for a year of hourly bars, but an array in JSON); this one is the
+# response schema (an object in JSON and OpenAPI). Bar.of turns the one into the other.
 class Bar(BaseModel):
+    """One OHLCV bar; bucket is the UTC start of its interval."""
+
     bucket: datetime
     open: float
     high: float
@@ -64,6 +70,20 @@ class Bar(BaseModel):
     volume: float
     trade_count: int | None = None
     vwap: float | None = None
+
+    @classmethod
+    def of(cls, bar: StoredBar) -> Bar:
+        """The response form of a stored bar (its bucket in UTC)."""
+        return cls(
+            bucket=bar.bucket.astimezone(UTC),
+            open=bar.open,
+            high=bar.high,
+            low=bar.low,
+            close=bar.close,
+            volume=bar.volume,
+            trade_count=bar.trade_count,
+            vwap=bar.vwap,
+        )
 
 
 class Bars(BaseModel):
@@ -115,7 +135,12 @@ class Accuracy(BaseModel):
     by_model: list[ModelAccuracy]
 
 
+# The same record as ml.registry.ModelVersion, in another role: that one is the registry's
+# (its module loads forecasters: importing it would pull the model code into the API); this one
+# is the response schema, read by the API's own query (services/api/queries/models.py).
 class ModelVersion(BaseModel):
+    """One model version of the registry (never the artifact bytes)."""
+
     id: int
     model: str
     scope: str

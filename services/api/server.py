@@ -15,8 +15,7 @@ log = logging.getLogger(__name__)
 
 def main(args: argparse.Namespace) -> int:
     settings = get_settings()
-    no_keys = settings.jwt_private_key_file is None and settings.jwt_public_keys_dir is None
-    if no_keys and settings.env != "prod":
+    if not settings.jwt_keys_configured and not settings.is_production:
         # One development key pair for every worker process (they read the environment).
         from services.api.core.keys import ensure_dev_keys
 

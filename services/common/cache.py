@@ -6,11 +6,9 @@ with up to 10 s between them): a Redis outage must degrade a request quickly, ne
 
 from __future__ import annotations
 
-import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from services.common.config import Settings
 
@@ -26,16 +24,6 @@ def prediction_key(symbol: str, interval: str, horizon: int) -> str:
 def status_key(symbol: str, interval: str) -> str:
     """Why a symbol has no forecast (ERR_PRED_001 state), cached beside its predictions."""
     return f"prediction-status:{symbol}:{interval}"
-
-
-def make_redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        health_check_interval=15,
-        retry=Retry(_BACKOFF, _RETRIES),
-    )
 
 
 def make_async_redis(settings: Settings) -> aioredis.Redis:

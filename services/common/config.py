@@ -3,19 +3,94 @@
 ``DATABASE_URL``, ``REDIS_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` keep their standard names;
 every other setting is ``PRICECAST_*``. Secrets are read from files (``*_FILE`` settings),
 never from literals.
+
+Settings validate themselves: a comma-list variable (``PRICECAST_INGEST_SOURCES=a,b``) arrives
+parsed (``["a", "b"]``; ``NoDecode`` keeps pydantic-settings from reading it as JSON), bounds
+and levels are checked when the settings load, and :meth:`Settings.model_copy` checks its
+``update`` the same way. What production additionally needs (explicit connection settings and
+JWT keys) is one method, :meth:`Settings.production_gaps`, that doctor and the services ask.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/pricecast"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The variables a production deployment must set (doctor's config.environment reports them).
+CONNECTION_VARS = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
+JWT_KEY_VARS = ("PRICECAST_JWT_PRIVATE_KEY_FILE", "PRICECAST_JWT_PUBLIC_KEYS_DIR")
+
+
+def comma_items(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: a comma list as the environment writes it
+    (items stripped, blank ones dropped)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def server_address(server: str) -> tuple[str, int] | None:
+    """``host:port`` or ``[v6]:port`` -> (host, port); None without a numeric port."""
+    host, _, port = server.strip().rpartition(":")
+    if host and port.isdigit():
+        return host.strip("[]"), int(port)
+    return None
+
+
+def _comma_list(value: object) -> object:
+    # A string from the environment (or a model_copy update) is split; a list passes as it is.
+    return comma_items(value) if isinstance(value, str) else value
+
+
+def _levels(value: object) -> object:
+    """``"0.95, 0.5,0.8"`` -> ``(0.5, 0.8, 0.95)``: sorted, duplicates dropped."""
+    items = comma_items(value) if isinstance(value, str) else value
+    if not isinstance(items, list | tuple | set | frozenset):
+        return items  # pydantic reports the wrong type
+    try:
+        return tuple(sorted({round(float(v), 6) for v in items}))
+    except (TypeError, ValueError):
+        raise ValueError(f"forecast_levels must be numbers, got {value!r}") from None
+
+
+def _check_levels(levels: tuple[float, ...]) -> tuple[float, ...]:
+    if not levels:
+        raise ValueError("forecast_levels needs at least one level")
+    if any(not 0.0 < v < 1.0 for v in levels):
+        raise ValueError(f"forecast_levels must be in (0, 1), got {levels!r}")
+    return levels
+
+
+# A comma-list setting: the environment's "a,b" becomes ["a", "b"].
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+# Interval levels: "0.5,0.8,0.95" becomes (0.5, 0.8, 0.95), each in (0, 1).
+Levels = Annotated[
+    tuple[float, ...], NoDecode, BeforeValidator(_levels), AfterValidator(_check_levels)
+]
+
+
+@dataclass(frozen=True)
+class ProductionGaps:
+    """What a production deployment must set and this configuration leaves to a default."""
+
+    unset: tuple[str, ...]  # connection variables (CONNECTION_VARS) not set
+    jwt_keys_unset: bool  # neither JWT key location set (development keys would be used)
+    localhost_defaults: tuple[str, ...]  # database_url / redis_url still the local default
+
+    @property
+    def missing(self) -> list[str]:
+        """Every variable production needs and lacks, as doctor names them."""
+        keys = ["PRICECAST_JWT_PUBLIC_KEYS_DIR (or ..._PRIVATE_KEY_FILE)"]
+        return list(self.unset) + (keys if self.jwt_keys_unset else [])
+
+    def __bool__(self) -> bool:
+        return bool(self.unset or self.jwt_keys_unset or self.localhost_defaults)
 
 
 class Settings(BaseSettings):
@@ -52,9 +127,9 @@ class Settings(BaseSettings):
 
     # --- ingestion ---------------------------------------------------------------------
     ingest_health_port: int = 9101
-    ingest_sources: str = "synthetic"  # comma list: synthetic, csv, coingecko, http_json,
-    # binance, coinbase, kraken, finnhub
-    ingest_symbols: str = "BTC-USD,ETH-USD,TBILL-USD,NEW-USD"
+    # synthetic, csv, coingecko, http_json, binance, coinbase, kraken, finnhub
+    ingest_sources: CommaList = ["synthetic"]
+    ingest_symbols: CommaList = ["BTC-USD", "ETH-USD", "TBILL-USD", "NEW-USD"]
     synthetic_interval_s: float = 1.0
     synthetic_seed: int = 42
     writer_batch_size: int = 5000
@@ -78,7 +153,8 @@ class Settings(BaseSettings):
     source_breaker_failures: int = 5
     source_breaker_recovery_s: float = 60.0
     coingecko_url: str = "https://api.coingecko.com/api/v3/simple/price"
-    coingecko_ids: str = "bitcoin:BTC-USD,ethereum:ETH-USD"  # coin id:symbol, comma list
+    # coin id:symbol, comma list; parsed by the source (services/ingestion/sources/coingecko.py)
+    coingecko_ids: str = "bitcoin:BTC-USD,ethereum:ETH-USD"
     coingecko_vs_currency: str = "usd"
     coingecko_api_key_file: Path | None = None
     http_json_url_template: str = ""  # e.g. https://host/ticker?s={symbol}
@@ -89,7 +165,9 @@ class Settings(BaseSettings):
     http_json_list_path: str = ""
 
     # --- exchange streams: sources binance, coinbase, kraken, finnhub (WebSocket) -------
-    # <KIND>_SYMBOLS: venue-symbol:PRICECAST-SYMBOL pairs, comma list.
+    # <KIND>_SYMBOLS: venue-symbol:PRICECAST-SYMBOL pairs, comma list. Kept as written and
+    # parsed when that venue's source is built (sources/exchange/numbers.parse_pairs): the
+    # symbol rules are the ingestion's, and an unused venue's pairs never stop a service.
     binance_ws_url: str = "wss://stream.binance.com:9443"  # /stream (combined) or /ws
     binance_rest_url: str = "https://api.binance.com"
     binance_symbols: str = "btcusdt:BTC-USD,ethusdt:ETH-USD"
@@ -144,34 +222,12 @@ class Settings(BaseSettings):
     retrain_cooldown_s: int = 6 * 3600  # no new drift request this soon after the last one
 
     # --- forecast intervals (levels, online calibration, staleness) ------------------------
-    forecast_levels: str = "0.5,0.8,0.95"  # offered interval levels, comma list
+    forecast_levels: Levels = (0.5, 0.8, 0.95)  # offered interval levels, comma list
     forecast_default_level: float = 0.8  # in lower_bound/upper_bound; must be offered
     # adaptive conformal step per level: gamma = scale * (1 - level), 0.03 at 80%
     calibration_gamma_scale: float = 0.15
     # a forecast whose as-of bar closed more than this many intervals ago is stale
     prediction_stale_after_intervals: float = 3.0
-
-    @field_validator("forecast_levels")
-    @classmethod
-    def _valid_levels(cls, value: str) -> str:
-        levels = _parse_levels(value)
-        if not levels:
-            raise ValueError("forecast_levels needs at least one level")
-        if any(not 0.0 < v < 1.0 for v in levels):
-            raise ValueError(f"forecast_levels must be in (0, 1), got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _default_level_offered(self) -> Settings:
-        if all(abs(v - self.forecast_default_level) > 1e-9 for v in self.offered_levels()):
-            raise ValueError(
-                f"forecast_default_level {self.forecast_default_level} is not one of "
-                f"forecast_levels {self.forecast_levels!r}"
-            )
-        return self
-
-    def offered_levels(self) -> tuple[float, ...]:
-        return _parse_levels(self.forecast_levels)
 
     # --- API ---------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -184,7 +240,7 @@ class Settings(BaseSettings):
     jwt_audience: str = "pricecast-api"
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 7 * 24 * 3600
-    cors_origins: str = ""  # comma list allowlist
+    cors_origins: CommaList = []  # allowlist, comma list
     max_body_bytes: int = 64 * 1024
     rate_limit_per_minute: int = 600
     rate_limit_token_per_minute: int = 20
@@ -228,19 +284,88 @@ class Settings(BaseSettings):
     # Alertmanager's base URL (http://alertmanager:9093): doctor reports the firing alerts.
     alertmanager_url: str = Field("", pattern=r"^(https?://\S+)?$")
 
+    # --- checks across settings -----------------------------------------------------------
+    @model_validator(mode="after")
+    def _default_level_offered(self) -> Self:
+        if all(abs(v - self.forecast_default_level) > 1e-9 for v in self.forecast_levels):
+            raise ValueError(
+                f"forecast_default_level {self.forecast_default_level} is not one of "
+                f"forecast_levels {','.join(f'{v:g}' for v in self.forecast_levels)!r}"
+            )
+        return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy whose ``update`` is validated like the environment's values (comma lists
+        parsed, bounds and levels checked); pydantic's own copy would take them unchecked."""
+        if not update:
+            return super().model_copy(deep=deep)
+        values = {**super().model_copy(deep=deep).__dict__, **update}
+        return self.model_validate(values, by_name=True)
+
+    # --- derived values ----------------------------------------------------------------
     @property
     def kafka_configured(self) -> bool:
-        return bool(self.kafka_bootstrap_servers.strip())
+        return bool(self.kafka_servers)
+
+    @property
+    def kafka_servers(self) -> list[str]:
+        """``KAFKA_BOOTSTRAP_SERVERS`` as a list. The setting stays the comma string Kafka
+        clients and child processes take as it is."""
+        return comma_items(self.kafka_bootstrap_servers)
 
     def symbols(self) -> list[str]:
-        return [s.strip() for s in self.ingest_symbols.split(",") if s.strip()]
+        """The configured symbols (``PRICECAST_INGEST_SYMBOLS``)."""
+        return list(self.ingest_symbols)
 
+    def offered_levels(self) -> tuple[float, ...]:
+        """The offered interval levels (``PRICECAST_FORECAST_LEVELS``), ascending."""
+        return self.forecast_levels
 
-def _parse_levels(value: str) -> tuple[float, ...]:
-    try:
-        return tuple(sorted({round(float(v), 6) for v in value.split(",") if v.strip()}))
-    except ValueError:
-        raise ValueError(f"forecast_levels must be numbers, got {value!r}") from None
+    # --- production ----------------------------------------------------------------------
+    @property
+    def is_production(self) -> bool:
+        return self.env == "prod"
+
+    @property
+    def jwt_keys_configured(self) -> bool:
+        """A JWT key file or directory is set; else, outside production, the API generates
+        and uses a development pair under ``state_dir``."""
+        return self.jwt_private_key_file is not None or self.jwt_public_keys_dir is not None
+
+    def production_gaps(self, environ: Mapping[str, str] | None = None) -> ProductionGaps:
+        """What production needs explicitly and this configuration leaves to a default.
+
+        With ``environ`` (doctor passes the process environment) a setting counts as set when
+        its variable is; without it, when its value differs from the default. Computed in
+        every environment: outside production the gaps are fine, doctor reports them."""
+        if environ is None:
+            values = {
+                "DATABASE_URL": self.database_url != DEFAULT_DATABASE_URL,
+                "REDIS_URL": self.redis_url != DEFAULT_REDIS_URL,
+                "KAFKA_BOOTSTRAP_SERVERS": self.kafka_configured,
+            }
+            unset = tuple(v for v in CONNECTION_VARS if not values[v])
+            keys_unset = not self.jwt_keys_configured
+        else:
+            unset = tuple(v for v in CONNECTION_VARS if not environ.get(v, "").strip())
+            keys_unset = not any(environ.get(v, "").strip() for v in JWT_KEY_VARS)
+        defaults = [
+            name
+            for name, value, default in (
+                ("database_url", self.database_url, DEFAULT_DATABASE_URL),
+                ("redis_url", self.redis_url, DEFAULT_REDIS_URL),
+            )
+            if value == default
+        ]
+        return ProductionGaps(unset, keys_unset, tuple(defaults))
+
+    def require_jwt_keys(self) -> None:
+        """Production never falls back to development keys: no key configured is an error."""
+        if self.is_production and not self.jwt_keys_configured:
+            raise RuntimeError(
+                "no JWT keys configured: set PRICECAST_JWT_PRIVATE_KEY_FILE and/or "
+                "PRICECAST_JWT_PUBLIC_KEYS_DIR"
+            )
 
 
 @lru_cache

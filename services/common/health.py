@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import Engine
 
 from services import __version__
+from services.common.config import comma_items
 from services.common.metrics import DEPENDENCY_UP
 
 Status = Literal["healthy", "degraded", "unhealthy"]
@@ -74,15 +75,15 @@ async def check_kafka(bootstrap: str) -> CheckResult:
     """A TCP connection to a bootstrap server (cheap; doctor does the metadata round trip)."""
     start = time.perf_counter()
     errors = []
-    for server in bootstrap.split(","):
-        host, _, port = server.strip().rpartition(":")
+    for server in comma_items(bootstrap):
+        host, _, port = server.rpartition(":")
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_S):
                 _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
             writer.close()
-            return CheckResult("healthy", _ms(start), f"{server.strip()} reachable")
+            return CheckResult("healthy", _ms(start), f"{server} reachable")
         except Exception as exc:  # noqa: BLE001
-            errors.append(f"{server.strip()}: {describe(exc)}")
+            errors.append(f"{server}: {describe(exc)}")
     return CheckResult("unhealthy", _ms(start), "; ".join(errors) or "no bootstrap servers")
 
 

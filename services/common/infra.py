@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from services.common.config import Settings
+from services.common.config import Settings, comma_items, server_address
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +137,8 @@ def start_tansu(port: int | None = None, log_path: Path | None = None) -> Broker
 
 
 def kafka_answers(bootstrap: str) -> bool:
-    for server in bootstrap.split(","):
-        host, _, port = server.strip().rpartition(":")
-        if host and port.isdigit() and tcp_answers(host.strip("[]"), int(port)):
-            return True
-    return False
+    addresses = (server_address(server) for server in comma_items(bootstrap))
+    return any(hp is not None and tcp_answers(*hp) for hp in addresses)
 
 
 # --- PostgreSQL -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import sys
 from services.common.config import Settings, get_settings
 from services.doctor.model import Context, Finding
 from services.doctor.report import as_json, as_table
-from services.doctor.runner import run, select
+from services.doctor.scheduler import run, select
 
 
 def diagnose(settings: Settings, only: list[str] | None = None) -> list[Finding]:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from services.api.core.keys import KeySet
 
 Status = Literal["ok", "warn", "fail", "skip"]
-STATUS_ORDER: dict[str, int] = {"ok": 0, "skip": 1, "warn": 2, "fail": 3}
 
 
 @dataclass
@@ -65,7 +64,7 @@ class Context:
     """Settings plus lazily created, bounded clients shared by the checks of one run.
 
     Every client has its own connect and read timeouts, so that a dead dependency costs at
-    most ``doctor_check_timeout_s`` even before the runner's own deadline.
+    most ``doctor_check_timeout_s`` even before the scheduler's own deadline.
     """
 
     def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
@@ -95,7 +94,7 @@ class Context:
             if self._redis is None:
                 self._redis = redis.Redis.from_url(
                     self.settings.redis_url,
-                    # below the runner's deadline, so the client's own error is the evidence
+                    # below the scheduler's deadline, so the client's own error is the evidence
                     socket_timeout=self.timeout_s * 0.7,
                     socket_connect_timeout=min(self.timeout_s * 0.7, 3.0),
                 )
@@ -145,3 +144,12 @@ def describe(exc: BaseException) -> str:
     text = str(exc).strip()
     first = text.splitlines()[0].strip() if text else ""
     return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
+
+
+def unreachable(
+    name: str, label: str, exc: BaseException, fix: Callable[[str, str], str]
+) -> Finding:
+    """The failing finding of a ``*.reachable`` check: the error is the evidence, ``fix``
+    turns it (and the server's label) into the advice."""
+    error = describe(exc)
+    return Finding(name, "fail", f"{label}: {error}", fix(error, label))

@@ -12,7 +12,7 @@ from typing import Any
 
 from services import __version__
 from services.doctor.model import Finding
-from services.doctor.runner import overall
+from services.doctor.scheduler import overall
 
 _MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 

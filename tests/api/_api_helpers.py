@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -46,6 +47,12 @@ PUBLIC = {
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> None:
+    """``r`` is the API's error shape with this status and catalogue code."""
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
 
 
 # --- data helpers ---------------------------------------------------------------------

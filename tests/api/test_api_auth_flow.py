@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 import sqlalchemy as sa
-from _api_helpers import bearer
+from _api_helpers import assert_error, bearer
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
@@ -110,11 +110,9 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(
 
     # An attacker replays the rotated t0: refused, and the whole family dies with it.
     replay = await client.post("/api/v1/auth/refresh", data={"refresh_token": t0})
-    assert replay.status_code == 401
-    assert replay.json()["error"]["code"] == "ERR_AUTH_003"
+    assert_error(replay, 401, "ERR_AUTH_003")
     after = await client.post("/api/v1/auth/refresh", data={"refresh_token": t2})
-    assert after.status_code == 401
-    assert after.json()["error"]["code"] == "ERR_AUTH_003"
+    assert_error(after, 401, "ERR_AUTH_003")
 
 
 async def test_unknown_refresh_token(client: httpx.AsyncClient) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import redis
@@ -33,30 +35,37 @@ class CountingRedis(aioredis.Redis):
         return await super().mget(*args, **kwargs)
 
 
+@asynccontextmanager
+async def counting_gate(
+    url: str, local_cache_s: float
+) -> AsyncIterator[tuple[RedisGate, CountingRedis]]:
+    """A gate on a :class:`CountingRedis` client, both closed after."""
+    client = CountingRedis.connect(url)
+    gate = RedisGate(client, retry_s=1.0, local_cache_s=local_cache_s)
+    try:
+        yield gate, client
+    finally:
+        await gate.close()
+        await client.aclose()  # type: ignore[attr-defined]
+
+
 async def test_concurrent_reads_share_one_round_trip(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    client = CountingRedis.connect(redis_url)
-    gate = RedisGate(client, retry_s=1.0, local_cache_s=0.5)
     redis_client.set(KEY, b'{"v": 1}')
-    try:
+    async with counting_gate(redis_url, 0.5) as (gate, client):
         reads = await asyncio.gather(*(gate.read(KEY, STATUS) for _ in range(50)))
         assert {r.cached for r in reads} == {b'{"v": 1}'}
         assert all(r.redis_ok and r.status is None for r in reads)
         assert client.mgets == 1
-    finally:
-        await gate.close()
-        await client.aclose()  # type: ignore[attr-defined]
 
 
 async def test_copy_is_refreshed_behind_traffic_within_its_bound(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     bound_s = 0.4
-    client = CountingRedis.connect(redis_url)
-    gate = RedisGate(client, retry_s=1.0, local_cache_s=bound_s)
     redis_client.set(KEY, b'{"v": 1}')
-    try:
+    async with counting_gate(redis_url, bound_s) as (gate, client):
         first = time.monotonic()
         assert (await gate.read(KEY, STATUS)).cached == b'{"v": 1}'
         redis_client.set(KEY, b'{"v": 2}')
@@ -71,22 +80,14 @@ async def test_copy_is_refreshed_behind_traffic_within_its_bound(
         assert client.mgets == 2
         assert (await gate.read(KEY, STATUS)).cached == b'{"v": 2}'
         assert client.mgets == 2  # that answer came from the refreshed copy
-    finally:
-        await gate.close()
-        await client.aclose()  # type: ignore[attr-defined]
 
 
 async def test_without_a_copy_every_read_goes_to_redis(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    client = CountingRedis.connect(redis_url)
-    gate = RedisGate(client, retry_s=1.0, local_cache_s=0)
-    try:
+    async with counting_gate(redis_url, 0) as (gate, client):
         redis_client.set(KEY, b'{"v": 1}')
         assert (await gate.read(KEY, STATUS)).cached == b'{"v": 1}'
         redis_client.set(KEY, b'{"v": 2}')
         assert (await gate.read(KEY, STATUS)).cached == b'{"v": 2}'
         assert client.mgets == 2
-    finally:
-        await gate.close()
-        await client.aclose()  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _api_helpers import assert_error
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
@@ -168,8 +169,7 @@ async def test_hs256_signed_with_the_public_key(
 ) -> None:
     token = _hs256_with_public_key(Forge(app, api_settings), _public_pem(app, key_paths))
     r = await client.get(URL, headers={"Authorization": f"Bearer {token}"})
-    assert r.status_code == 401
-    assert r.json()["error"]["code"] == "ERR_AUTH_001"
+    assert_error(r, 401, "ERR_AUTH_001")
 
 
 async def test_token_in_query_string_is_ignored(
@@ -186,8 +186,7 @@ async def test_missing_or_wrong_scheme_is_401(client: httpx.AsyncClient, mint) -
     token = mint()
     for headers in ({}, {"Authorization": f"Basic {token}"}, {"Authorization": token}):
         r = await client.get(URL, headers=headers)
-        assert r.status_code == 401
-        assert r.json()["error"]["code"] == "ERR_AUTH_001"
+        assert_error(r, 401, "ERR_AUTH_001")
 
 
 def test_rotation_accepts_every_configured_public_key(

@@ -6,7 +6,7 @@ import logging
 
 import httpx
 import pytest
-from _api_helpers import bearer
+from _api_helpers import assert_error, bearer
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
@@ -47,8 +47,7 @@ async def test_request_id_is_echoed_when_sane(client: httpx.AsyncClient) -> None
 async def test_body_size_limit(client: httpx.AsyncClient, mint) -> None:
     big = {"symbol": "BTC-USD", "reason": "x" * 100_000}
     r = await client.post("/api/v1/models/retrain", json=big, headers=bearer(mint()))
-    assert r.status_code == 413
-    assert r.json()["error"]["code"] == "ERR_PAYLOAD_TOO_LARGE"
+    assert_error(r, 413, "ERR_PAYLOAD_TOO_LARGE")
     _assert_stamped(r)
 
     async def chunks():  # no Content-Length: the streamed body is counted
@@ -123,8 +122,7 @@ async def test_database_down_is_503_err_db_001(
     app, c = db_down_client
     token, _ = app.state.api.tokens.mint("ops", ["prices:read", "predictions:read"])
     r = await c.get("/api/v1/assets", headers=bearer(token))
-    assert r.status_code == 503
-    assert r.json()["error"]["code"] == "ERR_DB_001"
+    assert_error(r, 503, "ERR_DB_001")
     p = await c.get("/api/v1/predictions/NOT-CACHED", headers=bearer(token))
     assert p.status_code == 503 and p.json()["error"]["code"] == "ERR_DB_001"
     assert (await c.get("/health")).status_code == 200  # liveness checks nothing

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import redis
-from _api_helpers import add_asset, add_prediction, bearer
+from _api_helpers import add_asset, add_prediction, assert_error, bearer
 from sqlalchemy.engine import Engine
 
 from services.common.cache import prediction_key
@@ -85,8 +85,7 @@ async def test_level_not_offered_is_err_val_001(
     )
     redis_client.set(prediction_key("LVL-USD", "1d", 1), record.model_dump_json())
     r = await client.get(URL.format("LVL-USD") + f"&level={level}", headers=bearer(mint()))
-    assert r.status_code == 422
-    assert r.json()["error"]["code"] == "ERR_VAL_001"
+    assert_error(r, 422, "ERR_VAL_001")
 
 
 async def test_a_stopped_feed_marks_the_prediction_stale(

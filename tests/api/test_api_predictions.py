@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 import redis
-from _api_helpers import add_asset, add_prediction, bearer, set_status
+from _api_helpers import add_asset, add_prediction, assert_error, bearer, set_status
 from sqlalchemy.engine import Engine
 
 from services.common.cache import prediction_key, status_key
@@ -103,8 +103,7 @@ async def test_insufficient_history_from_table(
     add_asset(clean_db, "NEW-USD")
     set_status(clean_db, "NEW-USD", "insufficient_history", 30, 12)
     r = await client.get(URL.format("NEW-USD"), headers=bearer(mint("predictions:read")))
-    assert r.status_code == 422
-    assert r.json()["error"]["code"] == "ERR_PRED_001"
+    assert_error(r, 422, "ERR_PRED_001")
     assert r.json()["error"]["details"] == {"required_days": 30, "available_days": 12}
 
 
@@ -120,8 +119,7 @@ async def test_newer_status_wins_over_an_older_forecast(
 
 async def test_unknown_symbol_is_404(client: httpx.AsyncClient, mint) -> None:
     r = await client.get(URL.format("NOPE-USD"), headers=bearer(mint("predictions:read")))
-    assert r.status_code == 404
-    assert r.json()["error"]["code"] == "ERR_PRED_002"
+    assert_error(r, 404, "ERR_PRED_002")
 
 
 async def test_known_symbol_without_forecast_is_503(
@@ -129,8 +127,7 @@ async def test_known_symbol_without_forecast_is_503(
 ) -> None:
     add_asset(clean_db, "BTC-USD")
     r = await client.get(URL.format("BTC-USD"), headers=bearer(mint("predictions:read")))
-    assert r.status_code == 503
-    assert r.json()["error"]["code"] == "ERR_PRED_003"
+    assert_error(r, 503, "ERR_PRED_003")
     assert r.headers["retry-after"]
 
 

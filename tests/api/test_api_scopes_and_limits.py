@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from _api_helpers import PROTECTED, PUBLIC, STREAMS, add_asset, bearer
+from _api_helpers import PROTECTED, PUBLIC, STREAMS, add_asset, assert_error, bearer
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
@@ -36,8 +36,7 @@ async def test_scope_enforced(
     add_asset(clean_db, "BTC-USD")
     kwargs = {"json": {"symbol": "BTC-USD"}} if method == "POST" and "retrain" in path else {}
     anonymous = await client.request(method, path, **kwargs)
-    assert anonymous.status_code == 401
-    assert anonymous.json()["error"]["code"] == "ERR_AUTH_001"
+    assert_error(anonymous, 401, "ERR_AUTH_001")
     if scope is not None:
         others = [s for s in SCOPES if s != scope]
         lacking = await client.request(method, path, headers=bearer(mint(*others)), **kwargs)

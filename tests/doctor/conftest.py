@@ -14,7 +14,7 @@ import pytest
 from services.common import infra
 from services.common.config import Settings
 from services.common.kafka import ensure_topics
-from services.doctor import runner
+from services.doctor import scheduler
 from services.doctor.model import Context, Finding
 
 
@@ -68,7 +68,7 @@ def diagnose_map() -> Diagnose:
     ) -> dict[str, Finding]:
         ctx = Context(settings, environ=environ)
         try:
-            return {f.name: f for f in runner.run(ctx, runner.select(list(only)))}
+            return {f.name: f for f in scheduler.run(ctx, scheduler.select(list(only)))}
         finally:
             ctx.close()
 

@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
@@ -53,26 +54,29 @@ def _as_role(settings: Settings, role: str) -> Settings:
     return settings.model_copy(update={"database_url": url.render_as_string(hide_password=False)})
 
 
-def _hold(settings: Settings, n: int) -> list[Any]:
+@contextmanager
+def _holding(settings: Settings, n: int) -> Iterator[None]:
+    """``n`` connections of the settings' role held open for the block."""
     u = make_url(settings.database_url)
-    return [
+    held = [
         psycopg2.connect(
             host=u.host, port=u.port or 5432, user=u.username, dbname=u.database, connect_timeout=5
         )
         for _ in range(n)
     ]
+    try:
+        yield
+    finally:
+        for conn in held:
+            conn.close()
 
 
 def test_connections_exhausted_for_the_role(
     settings: Settings, limited_role: str, diagnose_map: Diagnose
 ) -> None:
     role_settings = _as_role(settings, limited_role)
-    held = _hold(role_settings, 3)
-    try:
+    with _holding(role_settings, 3):
         found = diagnose_map(role_settings, "postgres.reachable", "postgres.connections")
-    finally:
-        for conn in held:
-            conn.close()
     conns = found["postgres.connections"]
     assert conns.status == "fail"
     assert "too many connections" in conns.evidence
@@ -85,12 +89,8 @@ def test_connections_near_the_role_limit_warns_with_figures(
     settings: Settings, limited_role: str, diagnose_map: Diagnose
 ) -> None:
     role_settings = _as_role(settings, limited_role)
-    held = _hold(role_settings, 1)
-    try:
+    with _holding(role_settings, 1):
         found = diagnose_map(role_settings, "postgres.connections")
-    finally:
-        for conn in held:
-            conn.close()
     conns = found["postgres.connections"]
     # one held + doctor's own connection: 2 of 3 (67%) is below the 80% warning line
     assert conns.status == "ok", conns

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,13 +21,9 @@ Diagnose = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture
-def squatter() -> Iterator[int]:
+def squatter(silent_listener: int) -> int:
     """A plain socket listening on a port (not a Pricecast service)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    yield int(sock.getsockname()[1])
-    sock.close()
+    return silent_listener
 
 
 @pytest.fixture
@@ -110,7 +105,7 @@ def test_device_is_reported(settings: Settings, diagnose_map: Diagnose) -> None:
 
 
 def test_a_hanging_check_is_cut_at_its_deadline(settings: Settings) -> None:
-    from services.doctor import runner
+    from services.doctor import scheduler
     from services.doctor.model import CheckSpec, Context, Finding
 
     def hangs(ctx: Context) -> Finding:
@@ -123,7 +118,7 @@ def test_a_hanging_check_is_cut_at_its_deadline(settings: Settings) -> None:
     specs = [CheckSpec("test.hangs", hangs), CheckSpec("test.after", after, needs=("test.hangs",))]
     ctx = Context(settings.model_copy(update={"doctor_check_timeout_s": 0.3}))
     start = time.monotonic()
-    findings = runner.run(ctx, specs)
+    findings = scheduler.run(ctx, specs)
     assert time.monotonic() - start < 1.5
     assert [(f.name, f.status) for f in findings] == [
         ("test.hangs", "fail"),
@@ -133,7 +128,7 @@ def test_a_hanging_check_is_cut_at_its_deadline(settings: Settings) -> None:
 
 
 def test_select_by_prefix_glob_and_dependencies() -> None:
-    from services.doctor.runner import select
+    from services.doctor.scheduler import select
 
     names = [c.name for c in select(["kafka.consumer_lag"])]
     assert names == ["kafka.broker", "kafka.advertised", "kafka.topics", "kafka.consumer_lag"]

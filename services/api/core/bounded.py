@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -52,3 +52,24 @@ async def bounded(aw: Awaitable[T], timeout_s: float, what: str) -> T:
         await stop_task(task, 1.0, what)
         raise TimeoutError(f"{what} did not finish within {timeout_s:.1f}s")
     return task.result()
+
+
+class BackgroundTask:
+    """One named background loop: started once, stopped with :func:`stop_task`'s bound."""
+
+    def __init__(self, name: str, what: str, stop_timeout_s: float) -> None:
+        self.name, self.what, self.stop_timeout_s = name, what, stop_timeout_s
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def start(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self.task is None:
+            self.task = asyncio.create_task(loop(), name=self.name)
+
+    async def stop(self) -> None:
+        task, self.task = self.task, None
+        if task is not None:
+            await stop_task(task, self.stop_timeout_s, self.what)

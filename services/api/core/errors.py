@@ -69,6 +69,23 @@ def error_schema(code: str) -> dict[str, Any]:
     }
 
 
+# What every route behind the guard may answer: no or invalid token, missing scope, rate
+# limit, invalid request, database unavailable.
+GUARDED_ERRORS = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001")
+
+
+def guarded_responses(scoped: bool, *codes: str) -> dict[int | str, dict[str, Any]]:
+    """``responses`` of a guarded route: :data:`GUARDED_ERRORS` (without the 403 when any
+    valid token will do) and the route's own ``codes``."""
+    common = [c for c in GUARDED_ERRORS if scoped or c != "ERR_AUTH_002"]
+    return responses(*common, *codes)
+
+
+def unknown_symbol(symbol: str) -> PricecastError:
+    """ERR_PRED_002 (404) for a symbol the assets table does not hold."""
+    return PricecastError("ERR_PRED_002", f"Unknown symbol {symbol}", {"symbol": symbol})
+
+
 def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route: each catalogue code under its HTTP status."""
     out: dict[int | str, dict[str, Any]] = {}

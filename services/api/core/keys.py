@@ -140,12 +140,8 @@ def ensure_dev_keys(state_dir: Path) -> tuple[Path, Path]:
 
 def load_keyset(settings: Settings) -> KeySet:
     """The configured keys; outside production, development keys when none are configured."""
+    settings.require_jwt_keys()
     private_file, public_dir = settings.jwt_private_key_file, settings.jwt_public_keys_dir
-    if private_file is None and public_dir is None:
-        if settings.env == "prod":
-            raise RuntimeError(
-                "no JWT keys configured: set PRICECAST_JWT_PRIVATE_KEY_FILE and/or "
-                "PRICECAST_JWT_PUBLIC_KEYS_DIR"
-            )
+    if not settings.jwt_keys_configured:
         private_file, public_dir = ensure_dev_keys(settings.state_dir)
     return build_keyset(private_file, public_dir, settings.jwt_signing_kid)

@@ -7,6 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from services.api.core.errors import unknown_symbol
+
 _COLUMNS = "symbol, name, asset_class, currency, active, first_seen"
 
 
@@ -55,3 +57,14 @@ def asset_exists(conn: Connection, symbol: str) -> bool:
     return bool(
         conn.execute(sa.text("SELECT 1 FROM assets WHERE symbol = :s"), {"s": symbol}).scalar()
     )
+
+
+def known_symbol(conn: Connection, symbol: str) -> str:
+    """``symbol`` when the assets table holds it, else ERR_PRED_002 (404).
+
+    A check the route calls, not a dependency: FastAPI solves dependencies before it
+    validates the route's own parameters, and an invalid request must be 422 without a
+    database round trip (tests/api/test_api_auth_order.py)."""
+    if not asset_exists(conn, symbol):
+        raise unknown_symbol(symbol)
+    return symbol

@@ -6,21 +6,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from services.api.core.errors import responses
-from services.api.deps import ConnDep, GuardedRoute, PricesReader
+from services.api.core.errors import unknown_symbol
+from services.api.deps import ConnDep, GuardedRoute, requires
 from services.api.params import Limit, Skip, SymbolPath
 from services.api.queries import assets as queries
 from services.api.schemas import Asset, Page
-from services.common.errors import PricecastError
 
 router = APIRouter(prefix="/api/v1/assets", tags=["assets"], route_class=GuardedRoute)
-_COMMON = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001")
 
 
-@router.get("", summary="List assets", response_model=Page[Asset], responses=responses(*_COMMON))
+@router.get(
+    "",
+    summary="List assets",
+    response_model=Page[Asset],
+    openapi_extra=requires("prices:read"),
+)
 def list_assets(
     conn: ConnDep,
-    principal: PricesReader,
     skip: Skip = 0,
     limit: Limit = 100,
     active: bool | None = None,
@@ -39,10 +41,10 @@ def list_assets(
     "/{symbol}",
     summary="One asset",
     response_model=Asset,
-    responses=responses(*_COMMON, "ERR_PRED_002"),
+    openapi_extra=requires("prices:read", "ERR_PRED_002"),
 )
-def get_asset(conn: ConnDep, symbol: SymbolPath, principal: PricesReader) -> Asset:
-    row = queries.get_asset(conn, symbol.upper())
+def get_asset(conn: ConnDep, symbol: SymbolPath) -> Asset:
+    row = queries.get_asset(conn, symbol)
     if row is None:
-        raise PricecastError("ERR_PRED_002", f"Unknown symbol {symbol.upper()}")
+        raise unknown_symbol(symbol)
     return Asset.model_validate(row)

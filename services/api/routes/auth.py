@@ -13,13 +13,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from services.api.core.errors import responses
+from services.api.core.errors import GUARDED_ERRORS, responses
 from services.api.core.security import (
     parse_scopes,
     unknown_scopes,
     verify_secret,
 )
-from services.api.deps import CurrentPrincipal, GuardedRoute, client_address
+from services.api.deps import ANY_SCOPE, Caller, GuardedRoute, client_address, requires
 from services.api.queries import auth as queries
 from services.api.schemas import RevokeResponse, TokenResponse
 from services.api.state import ApiState
@@ -28,6 +28,15 @@ from services.common.errors import PricecastError
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"], route_class=GuardedRoute)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+async def _token_request(request: Request) -> ApiState:
+    """Count a token request against its client address's stricter limit (ERR_RATE_001)."""
+    state: ApiState = request.app.state.api
+    await state.gate.count(
+        f"token:{client_address(request)}", state.settings.rate_limit_token_per_minute
+    )
+    return state
 
 
 def _token_response(state: ApiState, grant: queries.Grant, refresh_token: str) -> JSONResponse:
@@ -71,9 +80,7 @@ def _client_credentials(
     "/token",
     summary="Client credentials grant: an access token and a refresh token",
     response_model=TokenResponse,
-    responses=responses(
-        "ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001"
-    ),
+    responses=responses(*GUARDED_ERRORS),
 )
 async def issue_token(
     request: Request,
@@ -82,10 +89,7 @@ async def issue_token(
     grant_type: Annotated[Literal["client_credentials"], Form()] = "client_credentials",
     scope: Annotated[str | None, Form(max_length=512)] = None,
 ) -> JSONResponse:
-    state: ApiState = request.app.state.api
-    await state.gate.count(
-        f"token:{client_address(request)}", state.settings.rate_limit_token_per_minute
-    )
+    state = await _token_request(request)
     grant, refresh = await run_in_threadpool(
         _client_credentials, state, client_id, client_secret, scope
     )
@@ -115,10 +119,7 @@ async def refresh(
     refresh_token: Annotated[str, Form(min_length=1, max_length=256)],
     grant_type: Annotated[Literal["refresh_token"], Form()] = "refresh_token",
 ) -> JSONResponse:
-    state: ApiState = request.app.state.api
-    await state.gate.count(
-        f"token:{client_address(request)}", state.settings.rate_limit_token_per_minute
-    )
+    state = await _token_request(request)
     grant, new = await run_in_threadpool(_rotate, state, refresh_token)
     return _token_response(state, grant, new)
 
@@ -137,11 +138,11 @@ def _revoke_refresh(state: ApiState, token: str, client_id: str | None) -> bool:
     summary="Revoke the presented access token (deny-listed until it expires) and, "
     "optionally, a refresh token's family",
     response_model=RevokeResponse,
-    responses=responses("ERR_AUTH_001", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001"),
+    openapi_extra=requires(ANY_SCOPE),
 )
 async def revoke(
     request: Request,
-    principal: CurrentPrincipal,
+    principal: Caller,
     refresh_token: Annotated[str | None, Form(max_length=256)] = None,
 ) -> RevokeResponse:
     state: ApiState = request.app.state.api

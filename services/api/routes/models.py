@@ -7,31 +7,26 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from services.api.core.errors import error_schema, responses
-from services.api.deps import ConnDep, GuardedRoute, ModelsReader, ModelsWriter
-from services.api.params import SYMBOL_PATTERN, Limit, Skip
-from services.api.queries import assets as asset_queries
+from services.api.core.errors import error_schema
+from services.api.deps import Caller, ConnDep, GuardedRoute, requires
+from services.api.params import IntervalFilter, Limit, Skip, SymbolQuery
 from services.api.queries import models as queries
+from services.api.queries.assets import known_symbol
 from services.api.schemas import ModelVersion, Page, RetrainRequestIn, RetrainRequestOut
 from services.api.state import ApiState
-from services.common.errors import PricecastError
 from services.common.metrics import RETRAIN_REQUESTS
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"], route_class=GuardedRoute)
-_COMMON = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001")
-SymbolQuery = Annotated[str | None, Query(pattern=SYMBOL_PATTERN)]
-IntervalFilter = Annotated[Literal["1h", "1d"] | None, Query()]
 
 
 @router.get(
     "",
     summary="Model versions, newest first",
     response_model=Page[ModelVersion],
-    responses=responses(*_COMMON),
+    openapi_extra=requires("models:read"),
 )
 def list_models(
     conn: ConnDep,
-    principal: ModelsReader,
     symbol: SymbolQuery = None,
     model: Annotated[str | None, Query(max_length=32)] = None,
     status: Annotated[
@@ -45,7 +40,7 @@ def list_models(
         conn,
         skip=skip,
         limit=limit,
-        symbol=symbol.upper() if symbol else None,
+        symbol=symbol,
         model=model,
         status=status,
         interval=interval,
@@ -59,15 +54,14 @@ def list_models(
     "/champions",
     summary="Current champion per model, scope and interval",
     response_model=list[ModelVersion],
-    responses=responses(*_COMMON),
+    openapi_extra=requires("models:read"),
 )
 def list_champions(
     conn: ConnDep,
-    principal: ModelsReader,
     symbol: SymbolQuery = None,
     interval: IntervalFilter = None,
 ) -> list[ModelVersion]:
-    rows = queries.champions(conn, symbol.upper() if symbol else None, interval)
+    rows = queries.champions(conn, symbol, interval)
     return [ModelVersion.model_validate(r) for r in rows]
 
 
@@ -75,14 +69,11 @@ def list_champions(
     "/{version_id}",
     summary="One model version",
     response_model=ModelVersion,
-    responses={
-        **responses(*_COMMON),
-        404: {**error_schema("ERR_PRED_002"), "description": "no such model version"},
-    },
+    responses={404: {**error_schema("ERR_PRED_002"), "description": "no such model version"}},
+    openapi_extra=requires("models:read"),
 )
 def get_model(
     conn: ConnDep,
-    principal: ModelsReader,
     version_id: Annotated[int, Path(ge=1, le=2**62)],
 ) -> ModelVersion:
     row = queries.get_version(conn, version_id)
@@ -94,8 +85,8 @@ def get_model(
 def _queue(state: ApiState, body: RetrainRequestIn, by: str) -> tuple[int, str, bool]:
     symbol = body.symbol.upper() if body.symbol else None
     with state.engine.connect() as conn:
-        if symbol is not None and not asset_queries.asset_exists(conn, symbol):
-            raise PricecastError("ERR_PRED_002", f"Unknown symbol {symbol}", {"symbol": symbol})
+        if symbol is not None:
+            known_symbol(conn, symbol)
         result = queries.request_retrain(conn, symbol, body.interval, body.reason, by)
         conn.commit()
         return result
@@ -106,10 +97,10 @@ def _queue(state: ApiState, body: RetrainRequestIn, by: str) -> tuple[int, str, 
     status_code=202,
     summary="Queue a retrain (one open request per symbol and interval)",
     response_model=RetrainRequestOut,
-    responses=responses(*_COMMON, "ERR_PRED_002"),
+    openapi_extra=requires("models:write", "ERR_PRED_002"),
 )
 async def request_retrain(
-    request: Request, body: RetrainRequestIn, principal: ModelsWriter
+    request: Request, body: RetrainRequestIn, principal: Caller
 ) -> RetrainRequestOut:
     state: ApiState = request.app.state.api
     request_id, status, created = await run_in_threadpool(_queue, state, body, principal.subject)

@@ -18,9 +18,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.engine import Engine
 
-from services.api.core.errors import responses
-from services.api.deps import ConnDep, GuardedRoute, PredictionsReader
+from services.api.core.errors import unknown_symbol
+from services.api.deps import ConnDep, GuardedRoute, requires
 from services.api.params import (
+    HorizonFilter,
     HorizonQuery,
     IntervalQuery,
     LevelQuery,
@@ -28,8 +29,8 @@ from services.api.params import (
     Skip,
     SymbolPath,
 )
-from services.api.queries import assets as asset_queries
 from services.api.queries import predictions as queries
+from services.api.queries.assets import known_symbol
 from services.api.schemas import Accuracy, ModelAccuracy, Page, PredictionHistoryItem
 from services.api.state import ApiState
 from services.common.cache import prediction_key, status_key
@@ -43,7 +44,6 @@ router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"], route_cla
 NO_STORE = {"Cache-Control": "no-store"}
 _HIT = CACHE_REQUESTS.labels("api", "hit")
 _MISS = CACHE_REQUESTS.labels("api", "miss")
-_COMMON = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001", "ERR_DB_001")
 
 
 def _check_horizon(state: ApiState, interval: str, horizon: int) -> None:
@@ -99,11 +99,9 @@ def _latest(engine: Engine, symbol: str, interval: str, horizon: int) -> queries
     response_model=None,
     responses={
         200: {"description": "the forecast with its provenance", "model": PredictionRecord},
-        **responses(*_COMMON, "ERR_PRED_001", "ERR_PRED_002", "ERR_PRED_003"),
     },
     openapi_extra={
-        "security": [{"HTTPBearer": []}],
-        "x-scope": "predictions:read",
+        **requires("predictions:read", "ERR_PRED_001", "ERR_PRED_002", "ERR_PRED_003"),
         "x-cache": "redis prediction:{symbol}:{interval}:{horizon}",
     },
 )
@@ -115,11 +113,10 @@ async def get_prediction(
     level: LevelQuery = None,
 ) -> Response:
     # The hot path (see bench/api_cached_prediction): GuardedRoute already authenticated,
-    # authorized and rate-limited the caller ("x-scope" below); no dependency is solved.
+    # authorized and rate-limited the caller (requires() above); no dependency is solved.
     # A cache entry expires one bar after the next close, so a cached forecast is never
     # stale; the database path marks a stopped feed's forecast stale.
     state: ApiState = request.app.state.api
-    symbol = symbol.upper()
     _check_horizon(state, interval, horizon)
     wanted = _check_level(state, level)
     key = prediction_key(symbol, interval, horizon)
@@ -136,7 +133,7 @@ async def get_prediction(
 
     latest = await run_in_threadpool(_latest, state.engine, symbol, interval, horizon)
     if not latest.known:
-        raise PricecastError("ERR_PRED_002", f"Unknown symbol {symbol}", {"symbol": symbol})
+        raise unknown_symbol(symbol)
     record = latest.record
     status = latest.status
     if status is not None and (
@@ -164,24 +161,27 @@ async def get_prediction(
     "/{symbol}/history",
     summary="Past forecasts, newest first, with their outcome once known",
     response_model=Page[PredictionHistoryItem],
-    responses=responses(*_COMMON, "ERR_PRED_002"),
+    openapi_extra=requires("predictions:read", "ERR_PRED_002"),
 )
 def prediction_history(
     conn: ConnDep,
     symbol: SymbolPath,
-    principal: PredictionsReader,
     interval: IntervalQuery = "1d",
-    horizon: Annotated[int | None, Query(ge=1, le=168)] = None,
+    horizon: HorizonFilter = None,
     start: Annotated[datetime | None, Query(description="as_of >= start")] = None,
     end: Annotated[datetime | None, Query(description="as_of < end")] = None,
     skip: Skip = 0,
     limit: Limit = 100,
 ) -> Page[PredictionHistoryItem]:
-    symbol = symbol.upper()
-    if not asset_queries.asset_exists(conn, symbol):
-        raise PricecastError("ERR_PRED_002", f"Unknown symbol {symbol}", {"symbol": symbol})
     total, rows = queries.history(
-        conn, symbol, interval, horizon, skip=skip, limit=limit, start=start, end=end
+        conn,
+        known_symbol(conn, symbol),
+        interval,
+        horizon,
+        skip=skip,
+        limit=limit,
+        start=start,
+        end=end,
     )
     items = [PredictionHistoryItem.model_validate(r) for r in rows]
     return Page[PredictionHistoryItem](items=items, total=total, skip=skip, limit=limit)
@@ -191,20 +191,18 @@ def prediction_history(
     "/{symbol}/accuracy",
     summary="Error of served forecasts against actual prices (MAE, MAPE, MASE, coverage)",
     response_model=Accuracy,
-    responses=responses(*_COMMON, "ERR_PRED_002"),
+    openapi_extra=requires("predictions:read", "ERR_PRED_002"),
 )
 def prediction_accuracy(
     conn: ConnDep,
     symbol: SymbolPath,
-    principal: PredictionsReader,
     interval: IntervalQuery = "1d",
-    horizon: Annotated[int | None, Query(ge=1, le=168)] = None,
+    horizon: HorizonFilter = None,
     window_days: Annotated[int, Query(ge=1, le=3650)] = 30,
 ) -> Accuracy:
-    symbol = symbol.upper()
-    if not asset_queries.asset_exists(conn, symbol):
-        raise PricecastError("ERR_PRED_002", f"Unknown symbol {symbol}", {"symbol": symbol})
-    overall, per_model = queries.accuracy(conn, symbol, interval, horizon, window_days)
+    overall, per_model = queries.accuracy(
+        conn, known_symbol(conn, symbol), interval, horizon, window_days
+    )
     return Accuracy(
         symbol=symbol,
         interval=interval,

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from services.api.core.bounded import stop_task
+from services.api.core.bounded import BackgroundTask
 from services.api.stream.hub import Hub
 from services.api.stream.snapshot import bar_json
 from services.common.bars import get_bars
@@ -43,7 +43,7 @@ class BarCloser:
         self._open: dict[Key, int] = {}  # open bucket, epoch seconds
         self._due: Due = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("stream-bars", "stream bar closer", 2.0)
         self.announced = 0
 
     def wants(self, symbol: str) -> bool:
@@ -111,10 +111,7 @@ class BarCloser:
         return ready
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="stream-bars")
+        self._task.start(self._run)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await stop_task(task, 2.0, "stream bar closer")
+        await self._task.stop()

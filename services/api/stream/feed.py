@@ -25,7 +25,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from services.api.core.bounded import bounded, stop_task
+from services.api.core.bounded import BackgroundTask, bounded
 from services.api.stream.bars import BarCloser
 from services.api.stream.hub import Hub
 from services.api.stream.ticks import TickCoalescer
@@ -42,7 +42,7 @@ class KafkaFeed:
         self.hub = hub
         self.ticks = ticks
         self.bars = bars
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("stream-feed", "stream feed", 5.0)
         self._consumer: AIOKafkaConsumer | None = None
         self.assigned: list[TopicPartition] = []
         self.ready = False  # both topics assigned, start offsets resolved
@@ -170,17 +170,14 @@ class KafkaFeed:
             self.bars.observe(symbol, ts, born)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="stream-feed")
+        self._task.start(self._run)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await stop_task(task, 5.0, "stream feed")
+        await self._task.stop()
 
     def stats(self) -> dict[str, Any]:
         return {
-            "running": self._task is not None and not self._task.done(),
+            "running": self._task.running,
             "ready": self.ready,
             "partitions": len(self.assigned),
             "records": self.records,

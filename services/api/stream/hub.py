@@ -21,7 +21,7 @@ import time
 from collections import deque
 from typing import Any
 
-from services.api.core.bounded import stop_task
+from services.api.core.bounded import BackgroundTask
 from services.api.core.gate import RedisGate
 from services.api.stream.protocol import (
     CLOSE_AUTH,
@@ -82,7 +82,7 @@ class Hub:
         self.price_keys: frozenset[bytes] = frozenset()
         self._window_idle: dict[str, float] = {}
         self._seq = time.time_ns() // 1000
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("stream-sweep", "stream sweep", 1.0)
         self._empty = asyncio.Event()
         self.closing = False
         self.slow_closes = 0
@@ -237,8 +237,7 @@ class Hub:
                 log.exception("stream sweep failed")
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._sweep_loop(), name="stream-sweep")
+        self._task.start(self._sweep_loop)
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Close every stream with 1001 and wait (bounded) until their handlers let go."""
@@ -250,9 +249,7 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
                     await self._empty.wait()
-        task, self._task = self._task, None
-        if task is not None:
-            await stop_task(task, 1.0, "stream sweep")
+        await self._task.stop()
 
     # --- observability ------------------------------------------------------------------------
     def stream_stats(self) -> dict[str, Any]:

@@ -45,16 +45,7 @@ _NEWEST_TICK = sa.text(
 
 def bar_json(bar: Any) -> str:
     """One bar exactly as ``/bars`` serialises it."""
-    return Bar(
-        bucket=bar.bucket.astimezone(UTC),
-        open=bar.open,
-        high=bar.high,
-        low=bar.low,
-        close=bar.close,
-        volume=bar.volume,
-        trade_count=bar.trade_count,
-        vwap=bar.vwap,
-    ).model_dump_json()
+    return Bar.of(bar).model_dump_json()
 
 
 async def snapshot(state: ApiState, channel: Channel) -> str:

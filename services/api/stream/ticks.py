@@ -12,7 +12,7 @@ import logging
 
 from pydantic import ValidationError
 
-from services.api.core.bounded import stop_task
+from services.api.core.bounded import BackgroundTask
 from services.api.stream.hub import Hub
 from services.common.schemas import Tick
 
@@ -24,7 +24,7 @@ class TickCoalescer:
         self.hub = hub
         self.interval_s = interval_s
         self._pending: dict[str, tuple[bytes, float]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("stream-ticks", "stream tick flush", 1.0)
         self.coalesced = 0
 
     def offer(self, symbol: str, raw: bytes, born: float) -> None:
@@ -54,10 +54,7 @@ class TickCoalescer:
                 log.exception("tick flush failed")
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="stream-ticks")
+        self._task.start(self._run)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await stop_task(task, 1.0, "stream tick flush")
+        await self._task.stop()

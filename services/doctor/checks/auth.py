@@ -13,7 +13,7 @@ def key_paths(ctx: Context) -> tuple[Path | None, Path | None, str]:
     """The key files the API would use: configured ones, else (outside prod) the
     development pair ``pricecast run`` generates under the state directory."""
     s = ctx.settings
-    if s.jwt_private_key_file is not None or s.jwt_public_keys_dir is not None:
+    if s.jwt_keys_configured:
         return s.jwt_private_key_file, s.jwt_public_keys_dir, "configured"
     keys = s.state_dir / "keys"
     return keys / "private.pem", keys / "public", "development"
@@ -27,7 +27,7 @@ def jwt_keys(ctx: Context) -> Finding:
     s = ctx.settings
     private, public_dir, origin = key_paths(ctx)
     if origin == "development":
-        if s.env == "prod":
+        if s.is_production:
             return Finding(
                 name,
                 "fail",

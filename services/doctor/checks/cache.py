@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.doctor.model import CheckSpec, Context, Finding, describe, redis_label
+from services.doctor.model import CheckSpec, Context, Finding, redis_label, unreachable
 
 
 def _connect_fix(error: str, label: str) -> str:
@@ -32,8 +32,7 @@ def reachable(ctx: Context) -> Finding:
         client.ping()
         info: Mapping[str, Any] = client.info("server")
     except Exception as exc:  # noqa: BLE001 - the error is the evidence
-        error = describe(exc)
-        return Finding("redis.reachable", "fail", f"{label}: {error}", _connect_fix(error, label))
+        return unreachable("redis.reachable", label, exc, _connect_fix)
     return Finding(
         "redis.reachable",
         "ok",

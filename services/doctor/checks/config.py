@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from services.doctor.model import CheckSpec, Context, Finding
-
-CONNECTION_VARS = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
-KEY_VARS = ("PRICECAST_JWT_PRIVATE_KEY_FILE", "PRICECAST_JWT_PUBLIC_KEYS_DIR")
 
 
 def environment(ctx: Context) -> Finding:
@@ -14,23 +10,13 @@ def environment(ctx: Context) -> Finding:
     silently used localhost default is the classic 'works on my machine' outage."""
     name = "config.environment"
     s = ctx.settings
-    env = ctx.environ
-    unset = [v for v in CONNECTION_VARS if not env.get(v, "").strip()]
-    keys_unset = not any(env.get(v, "").strip() for v in KEY_VARS)
-    data = {"env": s.env, "unset": unset, "jwt_keys_unset": keys_unset}
-    if s.env == "prod":
-        missing = unset + (
-            ["PRICECAST_JWT_PUBLIC_KEYS_DIR (or ..._PRIVATE_KEY_FILE)"] if keys_unset else []
-        )
-        defaults = []
-        if s.database_url == DEFAULT_DATABASE_URL:
-            defaults.append("database_url")
-        if s.redis_url == DEFAULT_REDIS_URL:
-            defaults.append("redis_url")
-        if missing or defaults:
-            evidence = f"env=prod; not set: {', '.join(missing) or '-'}"
-            if defaults:
-                evidence += f"; still the localhost default: {', '.join(defaults)}"
+    gaps = s.production_gaps(ctx.environ)
+    data = {"env": s.env, "unset": list(gaps.unset), "jwt_keys_unset": gaps.jwt_keys_unset}
+    if s.is_production:
+        if gaps:
+            evidence = f"env=prod; not set: {', '.join(gaps.missing) or '-'}"
+            if gaps.localhost_defaults:
+                evidence += f"; still the localhost default: {', '.join(gaps.localhost_defaults)}"
             return Finding(
                 name,
                 "fail",
@@ -42,11 +28,11 @@ def environment(ctx: Context) -> Finding:
         return Finding(
             name, "ok", "env=prod; connection settings and key location explicit", data=data
         )
-    if unset:
+    if gaps.unset:
         return Finding(
             name,
             "ok",
-            f"env={s.env}; defaults in use for {', '.join(unset)} (fine outside production)",
+            f"env={s.env}; defaults in use for {', '.join(gaps.unset)} (fine outside production)",
             data=data,
         )
     return Finding(name, "ok", f"env={s.env}; connection settings explicit", data=data)

@@ -43,7 +43,7 @@ async def _handshake(url: str, timeout_s: float) -> None:
 def exchange_streams(ctx: Context) -> Finding:
     name = "sources.exchange_streams"
     s = ctx.settings
-    kinds = [k.strip() for k in s.ingest_sources.split(",") if k.strip() in VENUES]
+    kinds = [k for k in s.ingest_sources if k in VENUES]
     if not kinds:
         return Finding(name, "ok", "no exchange stream configured (PRICECAST_INGEST_SOURCES)")
     problems, fixes, parts = [], [], []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from services.common.config import comma_items, server_address
 from services.common.kafka import all_topics
 from services.doctor.kafka_state import GroupLag, advertised_brokers, group_lag, topic_states
 from services.doctor.model import CheckSpec, Context, Finding, describe
@@ -18,12 +19,7 @@ ADVERTISED_FIX = (
 
 
 def _servers(bootstrap: str) -> list[tuple[str, int]]:
-    out = []
-    for server in bootstrap.split(","):
-        host, _, port = server.strip().rpartition(":")
-        if host and port.isdigit():
-            out.append((host.strip("[]"), int(port)))
-    return out
+    return [hp for server in comma_items(bootstrap) if (hp := server_address(server)) is not None]
 
 
 def _tcp(host: str, port: int, timeout_s: float) -> str | None:
@@ -39,7 +35,7 @@ def broker(ctx: Context) -> Finding:
     name = "kafka.broker"
     s = ctx.settings
     if not s.kafka_configured:
-        if s.env == "prod":
+        if s.is_production:
             return Finding(
                 name,
                 "fail",

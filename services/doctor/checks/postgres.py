@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from services.common.db import current_revision, head_revision
-from services.doctor.model import CheckSpec, Context, Finding, describe
+from services.doctor.model import CheckSpec, Context, Finding, describe, unreachable
 
 _TOO_MANY = (
     "too many connections",
@@ -61,8 +61,7 @@ def reachable(ctx: Context) -> Finding:
             version = conn.execute(sa.text("SHOW server_version")).scalar()
             db = conn.execute(sa.text("SELECT current_database()")).scalar()
     except Exception as exc:  # noqa: BLE001 - the error is the evidence
-        error = describe(exc)
-        return Finding("postgres.reachable", "fail", f"{label}: {error}", connect_fix(error, label))
+        return unreachable("postgres.reachable", label, exc, connect_fix)
     return Finding(
         "postgres.reachable",
         "ok",

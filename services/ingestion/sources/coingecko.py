@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from services.common.config import comma_items
 from services.ingestion.sources.base import RawTick
 from services.ingestion.sources.http import HttpPolicy, HttpSource
 
@@ -22,8 +23,8 @@ DEFAULT_URL = "https://api.coingecko.com/api/v3/simple/price"
 def parse_ids(spec: str) -> dict[str, str]:
     """``bitcoin:BTC-USD,ethereum:ETH-USD`` -> {coin id: symbol}."""
     out: dict[str, str] = {}
-    for item in spec.split(","):
-        coin, _, symbol = item.strip().partition(":")
+    for item in comma_items(spec):
+        coin, _, symbol = item.partition(":")
         if coin and symbol:
             out[coin.strip()] = symbol.strip()
     return out

@@ -31,7 +31,7 @@ def http_policy(settings: Settings) -> HttpPolicy:
 def build_sources(
     settings: Settings, start_prices: Mapping[str, float] | None = None
 ) -> list[Source]:
-    kinds = [k.strip() for k in settings.ingest_sources.split(",") if k.strip()]
+    kinds = settings.ingest_sources
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown source(s) {unknown}; known: {', '.join(KINDS)}")

@@ -15,6 +15,7 @@ import math
 import re
 from datetime import UTC, datetime
 
+from services.common.config import comma_items
 from services.ingestion.validation import SYMBOL_RE, ValidationFailed
 
 _DECIMAL_RE = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
@@ -101,9 +102,7 @@ def parse_pairs(spec: str, kind: str) -> dict[str, str]:
     The venue symbol is kept as written (Kraken's ``BTC/USD``, Coinbase's ``BTC-USD``); the
     Pricecast symbol must be one the validation accepts."""
     out: dict[str, str] = {}
-    for item in (p.strip() for p in spec.split(",")):
-        if not item:
-            continue
+    for item in comma_items(spec):
         venue, sep, symbol = item.rpartition(":")
         venue, symbol = venue.strip(), symbol.strip()
         if not sep or not venue or not SYMBOL_RE.match(symbol):

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
+from services.common.config import comma_items
 from services.doctor.checks import ALL_CHECKS
 from services.doctor.model import CheckSpec, Context, Finding, describe
 
@@ -22,29 +23,26 @@ PASSING = ("ok", "warn")
 def select(only: Iterable[str] | None, checks: Sequence[CheckSpec] = ALL_CHECKS) -> list[CheckSpec]:
     """The checks named by ``only`` (exact names, dotted prefixes like ``kafka`` or globs like
     ``*.reachable``) plus everything they need; every check when ``only`` is empty."""
-    tokens = [t.strip() for item in (only or []) for t in item.split(",") if t.strip()]
+    tokens = [t for item in (only or []) for t in comma_items(item)]
     if not tokens:
         return list(checks)
     by_name = {c.name: c for c in checks}
-    unknown = [
-        t
-        for t in tokens
-        if not any(n == t or n.startswith(t + ".") or fnmatch.fnmatch(n, t) for n in by_name)
-    ]
+    unknown = [t for t in tokens if not any(_names(n, t) for n in by_name)]
     if unknown:
         raise ValueError(f"unknown check(s): {', '.join(unknown)}; known: {', '.join(by_name)}")
     wanted: set[str] = set()
-    stack = [
-        n
-        for n in by_name
-        if any(n == t or n.startswith(t + ".") or fnmatch.fnmatch(n, t) for t in tokens)
-    ]
+    stack = [n for n in by_name if any(_names(n, t) for t in tokens)]
     while stack:
         name = stack.pop()
         if name not in wanted:
             wanted.add(name)
             stack.extend(by_name[name].needs)
     return [c for c in checks if c.name in wanted]
+
+
+def _names(name: str, token: str) -> bool:
+    """``token`` selects the check ``name``: exactly, as a dotted prefix or as a glob."""
+    return name == token or name.startswith(token + ".") or fnmatch.fnmatch(name, token)
 
 
 def _timed(spec: CheckSpec, ctx: Context) -> Finding:
