@@ -13,11 +13,17 @@ StoragePath = Literal["timescaledb", "postgres"]
 TRIGGER_NAME = "pricecast_bars_maintain"
 
 
-def storage_path(conn: sa.Connection) -> StoragePath:
-    """The path recorded by migration 0002 (``pricecast_meta.storage_path``)."""
+def recorded_storage_path(conn: sa.Connection) -> str | None:
+    """``pricecast_meta.storage_path`` as migration 0002 recorded it (None: not recorded)."""
     value = conn.execute(
         sa.text("SELECT value FROM pricecast_meta WHERE key = 'storage_path'")
     ).scalar()
+    return None if value is None else str(value)
+
+
+def storage_path(conn: sa.Connection) -> StoragePath:
+    """The path recorded by migration 0002 (``pricecast_meta.storage_path``)."""
+    value = recorded_storage_path(conn)
     if value not in ("timescaledb", "postgres"):
         raise RuntimeError("storage path not recorded: run `pricecast migrate`")
     return "timescaledb" if value == "timescaledb" else "postgres"
