@@ -69,6 +69,17 @@ def _upsert(level: str, source: str) -> str:
         ON CONFLICT (symbol, bucket) DO UPDATE SET {_merge_set()}"""
 
 
+def _delta_rollup(width: str, finer: str) -> str:
+    """The deltas of ``finer`` (a CTE of deltas one level down) rolled into ``width`` buckets."""
+    return f"""
+        SELECT symbol, date_bin('{width}', bucket, {ORIGIN}) AS bucket,
+               (array_agg(o ORDER BY bucket))[1] AS o,
+               (array_agg(c ORDER BY bucket DESC))[1] AS c,
+               max(high) AS high, min(low) AS low, sum(volume) AS volume,
+               sum(trade_count)::bigint AS trade_count, sum(pv) AS pv
+        FROM {finer} GROUP BY 1, 2"""
+
+
 def _rollup_statement(ticks: str) -> str:
     """One statement: aggregate the tick set ``ticks`` into 1m deltas, roll those into 1h
     and 1d deltas, and merge each level into its table (upserts ordered by key, so
@@ -93,21 +104,9 @@ def _rollup_statement(ticks: str) -> str:
                      ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
         ORDER BY symbol, bucket
     ), up_m AS ({_upsert("1m", "m")}
-    ), h AS (
-        SELECT symbol, date_bin('1 hour', bucket, {ORIGIN}) AS bucket,
-               (array_agg(o ORDER BY bucket))[1] AS o,
-               (array_agg(c ORDER BY bucket DESC))[1] AS c,
-               max(high) AS high, min(low) AS low, sum(volume) AS volume,
-               sum(trade_count)::bigint AS trade_count, sum(pv) AS pv
-        FROM m GROUP BY 1, 2
+    ), h AS ({_delta_rollup("1 hour", "m")}
     ), up_h AS ({_upsert("1h", "h")}
-    ), d AS (
-        SELECT symbol, date_bin('1 day', bucket, {ORIGIN}) AS bucket,
-               (array_agg(o ORDER BY bucket))[1] AS o,
-               (array_agg(c ORDER BY bucket DESC))[1] AS c,
-               max(high) AS high, min(low) AS low, sum(volume) AS volume,
-               sum(trade_count)::bigint AS trade_count, sum(pv) AS pv
-        FROM h GROUP BY 1, 2
+    ), d AS ({_delta_rollup("1 day", "h")}
     ){_upsert("1d", "d")}"""
 
 
