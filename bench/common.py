@@ -6,19 +6,16 @@ import json
 import os
 import platform
 import statistics
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import redis
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from services.common import infra
-from services.common.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
-from services.common.db import migrate
+from services.common.config import DEFAULT_REDIS_URL, Settings
+from services.common.db import scratch_database
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -70,31 +67,22 @@ def write_result(
 @contextmanager
 def bench_settings(**overrides: Any) -> Iterator[Settings]:
     """A fresh migrated database, a Redis db and a Tansu broker, torn down afterwards."""
-    base = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    name = f"pricecast_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    broker = infra.start_tansu()
-    try:
-        migrate(url)
-        redis_base = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL).rsplit("/", 1)[0]
-        redis_url = f"{redis_base}/15"
-        with redis.Redis.from_url(redis_url) as client:
-            client.flushdb()  # db 15 is the benchmarks' own: never read an old run's keys
-        yield Settings(
-            DATABASE_URL=url,
-            REDIS_URL=redis_url,
-            KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
-            env="test",
-            **overrides,
-        )
-    finally:
-        broker.stop()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("pricecast_bench") as url:
+        broker = infra.start_tansu()
+        try:
+            redis_base = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL).rsplit("/", 1)[0]
+            redis_url = f"{redis_base}/15"
+            with redis.Redis.from_url(redis_url) as client:
+                client.flushdb()  # db 15 is the benchmarks' own: never read an old run's keys
+            yield Settings(
+                DATABASE_URL=url,
+                REDIS_URL=redis_url,
+                KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+                env="test",
+                **overrides,
+            )
+        finally:
+            broker.stop()
 
 
 @contextmanager
@@ -131,12 +119,6 @@ def api_env(settings: Settings, redis_url: str, state_dir: Path, **extra: str) -
 
 def mint_token(env: dict[str, str], scopes: str, ttl_s: int | None = None) -> str:
     """An access token for subject ``bench``, minted by the CLI with ``env``'s keys."""
-    import subprocess
-    import sys
+    from services.runner import mint_token as mint
 
-    ttl = ["--ttl", str(ttl_s)] if ttl_s else []
-    argv = [sys.executable, "-m", "services.cli", "token", "--subject", "bench"]
-    out = subprocess.run(
-        [*argv, "--scopes", scopes, *ttl], env=env, capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip()
+    return mint(env, "bench", scopes, ttl_s)

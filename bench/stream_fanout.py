@@ -91,7 +91,8 @@ def bench_app() -> FastAPI:
 def _serve(port: int) -> None:  # the API process (options as services/api/server.py)
     import uvicorn
 
-    s = get_settings()
+    from services.api.server import websocket_options
+
     uvicorn.run(
         "bench.stream_fanout:bench_app",
         factory=True,
@@ -101,10 +102,7 @@ def _serve(port: int) -> None:  # the API process (options as services/api/serve
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
-        ws_per_message_deflate=False,
-        ws_ping_interval=s.stream_heartbeat_s,
-        ws_ping_timeout=s.stream_heartbeat_s,
-        ws_max_size=s.stream_max_message_bytes,
+        **websocket_options(get_settings()),
     )
 
 

@@ -9,7 +9,6 @@ never pickles (loading an artifact must not execute code).
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -144,10 +143,6 @@ class Forecaster(ABC):
         return self.forward(self._y, h, level)
 
     @property
-    def is_fitted(self) -> bool:
-        return self._y is not None
-
-    @property
     def served_model(self) -> str:
         """The model family that actually produces forecasts (a fallback may change it)."""
         return self.name
@@ -182,7 +177,3 @@ class GlobalForecaster(Forecaster):
 
     def forward(self, y: np.ndarray, h: int, level: float = DEFAULT_LEVEL) -> Forecast:
         return self.forward_many([as_price_series(y)], h, level)[0]
-
-
-def finite_or(value: float, default: float) -> float:
-    return value if math.isfinite(value) else default

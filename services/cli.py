@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -26,121 +28,223 @@ def _lazy(target: str) -> Handler:
     return run
 
 
+Option = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def _opt(*flags: str, **settings: Any) -> Option:
+    """One ``add_argument`` call: its flags (or positional name) and keyword arguments."""
+    return flags, settings
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand (``"clients create"``: an action of a group, see ``GROUPS``): the
+    ``module:function`` that runs it, its options and its help line."""
+
+    name: str
+    target: str
+    help: str
+    options: tuple[Option, ...] = ()
+
+
+INTERVAL = _opt("--interval", default="1d", choices=("1h", "1d"))
+DEFAULT_SCOPES = "prices:read predictions:read models:read"
+
+RUN = Command(
+    "run",
+    "services.runner:main",
+    "whole stack in the foreground (infra, migrate, demo, services)",
+    (
+        _opt("--no-demo", action="store_true", help="do not load demo history"),
+        _opt("--port", type=int, default=None, help="API port (default 8000)"),
+    ),
+)
+API = Command(
+    "api",
+    "services.api.server:main",
+    "the REST API service",
+    (
+        _opt("--host", default=None),
+        _opt("--port", type=int, default=None),
+        _opt("--workers", type=int, default=None),
+    ),
+)
+INGEST = Command(
+    "ingest",
+    "services.ingestion.service:main",
+    "the ingestion service (sources -> Kafka -> writer)",
+    (
+        _opt(
+            "--role",
+            choices=("all", "sources", "writer"),
+            default="all",
+            help="run the price sources, the writer, or both",
+        ),
+    ),
+)
+PREDICT = Command("predict", "services.prediction.service:main", "the prediction service")
+MIGRATE = Command(
+    "migrate",
+    "services.common.commands:migrate_main",
+    "alembic upgrade head",
+    (_opt("--revision", default="head"),),
+)
+TRAIN = Command(
+    "train",
+    "services.prediction.training:main",
+    "retraining job: train, validate, register, promote",
+    (
+        _opt("--symbols", nargs="*", default=None),
+        _opt("--pending", action="store_true", help="serve only queued retrain requests"),
+        INTERVAL,
+    ),
+)
+BACKFILL = Command(
+    "backfill",
+    "services.ingestion.backfill:main",
+    "load history through the live validation path",
+    (
+        _opt("--csv", default=None, help="CSV file with date/time and close columns"),
+        _opt("--symbol", default=None),
+        _opt("--synthetic", action="store_true", help="generate synthetic history"),
+        _opt("--symbols", nargs="*", default=None),
+        _opt("--days", type=int, default=365),
+        _opt("--seed", type=int, default=None),
+        _opt("--step-minutes", type=int, default=60, help="synthetic tick spacing"),
+        _opt("--venue", default=None, help="binance|coinbase|kraken|finnhub: REST trades"),
+        _opt("--pair", default=None, help="with --venue: venue-symbol:SYMBOL"),
+        _opt("--since", default=None, help="with --venue: start (ISO 8601, UTC)"),
+        _opt("--until", default=None, help="with --venue: end (ISO 8601; default now)"),
+        _opt("--with-writer", action="store_true", help="store it with an in-process writer"),
+        _opt(
+            "--no-wait",
+            action="store_true",
+            help="exit once published (do not wait for the writer)",
+        ),
+        _opt("--wait-timeout", type=float, default=600.0, help="seconds to wait for storage"),
+    ),
+)
+BACKTEST = Command(
+    "backtest",
+    "services.commands_ml:backtest_main",
+    "walk-forward backtest of the served model choice",
+    (
+        _opt("--csv", required=True),
+        _opt("--symbol", required=True),
+        INTERVAL,
+        _opt("--horizon", type=int, default=1),
+        _opt("--test-size", type=int, default=250),
+        _opt("--refit-every", type=int, default=25),
+    ),
+)
+TOKEN = Command(
+    "token",
+    "services.api.commands:token_main",
+    "mint an access token with the configured private key",
+    (
+        _opt("--subject", required=True),
+        _opt("--scopes", default=DEFAULT_SCOPES),
+        _opt("--ttl", type=int, default=None, help="seconds (default: access-token TTL)"),
+    ),
+)
+CLIENTS_CREATE = Command(
+    "clients create",
+    "services.api.commands:clients_create_main",
+    "create an API client and print its id and secret",
+    (
+        _opt("--name", required=True),
+        _opt("--scopes", default=DEFAULT_SCOPES),
+        _opt("--client-id", default=None),
+    ),
+)
+MODELS_ROLLBACK = Command(
+    "models rollback",
+    "services.prediction.training:rollback_main",
+    "restore the previous champion",
+    (_opt("--symbol", required=True), _opt("--model", default="lstm"), INTERVAL),
+)
+STORAGE_MAINTAIN = Command(
+    "storage maintain",
+    "services.storage.maintenance:main",
+    "one round: tick retention, storage status as JSON",
+)
+WATCH = Command(
+    "watch",
+    "services.api.stream.watch:main",
+    "print a symbol's predictions as they arrive (live stream)",
+    (
+        _opt("symbol"),
+        INTERVAL,
+        _opt("--url", default=None, help="ws(s)://host/api/v1/stream (default: the API)"),
+        _opt("--token-file", default=None, help="access token (default: the demo token)"),
+        _opt("--json", action="store_true", help="one JSON record per line"),
+        _opt("--count", type=int, default=None, help="exit after N predictions"),
+    ),
+)
+DOCTOR = Command(
+    "doctor",
+    "services.doctor:main",
+    "check every dependency and known failure mode",
+    (
+        _opt("--json", action="store_true", help="machine-readable output"),
+        _opt(
+            "--only",
+            action="append",
+            metavar="CHECKS",
+            help="comma list of checks, prefixes (kafka) or globs (*.reachable); repeatable",
+        ),
+        _opt("--show", choices=("topics", "lag"), help="print Kafka topics or group lag"),
+        _opt("--shell", choices=("db", "redis"), help="open psql / redis-cli on the config"),
+    ),
+)
+
+# Groups of actions (``pricecast clients create``): their help lines.
+GROUPS = {
+    "clients": "API clients (client credentials)",
+    "models": "model registry operations",
+    "storage": "time-series storage upkeep",
+}
+
+# In the order ``pricecast --help`` lists them.
+COMMANDS: tuple[Command, ...] = (
+    RUN,
+    API,
+    INGEST,
+    PREDICT,
+    MIGRATE,
+    TRAIN,
+    BACKFILL,
+    BACKTEST,
+    TOKEN,
+    CLIENTS_CREATE,
+    MODELS_ROLLBACK,
+    STORAGE_MAINTAIN,
+    WATCH,
+    DOCTOR,
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pricecast", description="Pricecast asset-price forecasts"
     )
     parser.add_argument("--log-level", default=None, help="override PRICECAST_LOG_LEVEL")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("run", help="whole stack in the foreground (infra, migrate, demo, services)")
-    p.add_argument("--no-demo", action="store_true", help="do not load demo history")
-    p.add_argument("--port", type=int, default=None, help="API port (default 8000)")
-    p.set_defaults(func=_lazy("services.runner:main"))
-
-    p = sub.add_parser("api", help="the REST API service")
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None)
-    p.set_defaults(func=_lazy("services.api.server:main"))
-
-    p = sub.add_parser("ingest", help="the ingestion service (sources -> Kafka -> writer)")
-    p.add_argument(
-        "--role",
-        choices=("all", "sources", "writer"),
-        default="all",
-        help="run the price sources, the writer, or both",
-    )
-    p.set_defaults(func=_lazy("services.ingestion.service:main"))
-
-    p = sub.add_parser("predict", help="the prediction service")
-    p.set_defaults(func=_lazy("services.prediction.service:main"))
-
-    p = sub.add_parser("migrate", help="alembic upgrade head")
-    p.add_argument("--revision", default="head")
-    p.set_defaults(func=_lazy("services.common.commands:migrate_main"))
-
-    p = sub.add_parser("train", help="retraining job: train, validate, register, promote")
-    p.add_argument("--symbols", nargs="*", default=None)
-    p.add_argument("--pending", action="store_true", help="serve only queued retrain requests")
-    p.add_argument("--interval", default="1d", choices=("1h", "1d"))
-    p.set_defaults(func=_lazy("services.prediction.training:main"))
-
-    p = sub.add_parser("backfill", help="load history through the live validation path")
-    p.add_argument("--csv", default=None, help="CSV file with date/time and close columns")
-    p.add_argument("--symbol", default=None)
-    p.add_argument("--synthetic", action="store_true", help="generate synthetic history")
-    p.add_argument("--symbols", nargs="*", default=None)
-    p.add_argument("--days", type=int, default=365)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--step-minutes", type=int, default=60, help="synthetic tick spacing")
-    p.add_argument("--venue", default=None, help="binance|coinbase|kraken|finnhub: REST trades")
-    p.add_argument("--pair", default=None, help="with --venue: venue-symbol:SYMBOL")
-    p.add_argument("--since", default=None, help="with --venue: start (ISO 8601, UTC)")
-    p.add_argument("--until", default=None, help="with --venue: end (ISO 8601; default now)")
-    p.add_argument("--with-writer", action="store_true", help="store it with an in-process writer")
-    p.add_argument(
-        "--no-wait", action="store_true", help="exit once published (do not wait for the writer)"
-    )
-    p.add_argument("--wait-timeout", type=float, default=600.0, help="seconds to wait for storage")
-    p.set_defaults(func=_lazy("services.ingestion.backfill:main"))
-
-    p = sub.add_parser("backtest", help="walk-forward backtest of the served model choice")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--symbol", required=True)
-    p.add_argument("--interval", default="1d", choices=("1h", "1d"))
-    p.add_argument("--horizon", type=int, default=1)
-    p.add_argument("--test-size", type=int, default=250)
-    p.add_argument("--refit-every", type=int, default=25)
-    p.set_defaults(func=_lazy("services.commands_ml:backtest_main"))
-
-    p = sub.add_parser("token", help="mint an access token with the configured private key")
-    p.add_argument("--subject", required=True)
-    p.add_argument("--scopes", default="prices:read predictions:read models:read")
-    p.add_argument("--ttl", type=int, default=None, help="seconds (default: access-token TTL)")
-    p.set_defaults(func=_lazy("services.api.commands:token_main"))
-
-    clients = sub.add_parser("clients", help="API clients (client credentials)")
-    csub = clients.add_subparsers(dest="clients_command", required=True, metavar="ACTION")
-    p = csub.add_parser("create", help="create an API client and print its id and secret")
-    p.add_argument("--name", required=True)
-    p.add_argument("--scopes", default="prices:read predictions:read models:read")
-    p.add_argument("--client-id", default=None)
-    p.set_defaults(func=_lazy("services.api.commands:clients_create_main"))
-
-    models = sub.add_parser("models", help="model registry operations")
-    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    p = msub.add_parser("rollback", help="restore the previous champion")
-    p.add_argument("--symbol", required=True)
-    p.add_argument("--model", default="lstm")
-    p.add_argument("--interval", default="1d", choices=("1h", "1d"))
-    p.set_defaults(func=_lazy("services.prediction.training:rollback_main"))
-
-    storage = sub.add_parser("storage", help="time-series storage upkeep")
-    ssub = storage.add_subparsers(dest="storage_command", required=True, metavar="ACTION")
-    p = ssub.add_parser("maintain", help="one round: tick retention, storage status as JSON")
-    p.set_defaults(func=_lazy("services.storage.maintenance:main"))
-
-    p = sub.add_parser("watch", help="print a symbol's predictions as they arrive (live stream)")
-    p.add_argument("symbol")
-    p.add_argument("--interval", default="1d", choices=("1h", "1d"))
-    p.add_argument("--url", default=None, help="ws(s)://host/api/v1/stream (default: the API)")
-    p.add_argument("--token-file", default=None, help="access token (default: the demo token)")
-    p.add_argument("--json", action="store_true", help="one JSON record per line")
-    p.add_argument("--count", type=int, default=None, help="exit after N predictions")
-    p.set_defaults(func=_lazy("services.api.stream.watch:main"))
-
-    p = sub.add_parser("doctor", help="check every dependency and known failure mode")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument(
-        "--only",
-        action="append",
-        metavar="CHECKS",
-        help="comma list of checks, prefixes (kafka) or globs (*.reachable); repeatable",
-    )
-    p.add_argument("--show", choices=("topics", "lag"), help="print Kafka topics or group lag")
-    p.add_argument("--shell", choices=("db", "redis"), help="open psql / redis-cli on the config")
-    p.set_defaults(func=_lazy("services.doctor:main"))
+    groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+    for command in COMMANDS:
+        group, _, action = command.name.rpartition(" ")
+        subparsers = sub
+        if group:
+            if group not in groups:
+                group_parser = sub.add_parser(group, help=GROUPS[group])
+                groups[group] = group_parser.add_subparsers(
+                    dest=f"{group}_command", required=True, metavar="ACTION"
+                )
+            subparsers = groups[group]
+        command_parser = subparsers.add_parser(action, help=command.help)
+        for flags, settings in command.options:
+            command_parser.add_argument(*flags, **settings)
+        command_parser.set_defaults(func=_lazy(command.target))
     return parser
 
 

@@ -125,20 +125,18 @@ def wait_history_stored(settings: Settings, stored: threading.Event) -> None:
         log.warning("demo history not stored within 300 s; skipping the first training run")
 
 
-def mint_token(env: dict[str, str]) -> str:
+def mint_token(
+    env: dict[str, str],
+    subject: str = "demo",
+    scopes: str = DEMO_SCOPES,
+    ttl_s: int | None = 12 * 3600,
+) -> str:
+    """An access token minted by ``pricecast token`` with the keys ``env`` names (``ttl_s``
+    None: the configured access-token TTL). Also the benchmarks' and fault tests' minting."""
+    ttl = ["--ttl", str(ttl_s)] if ttl_s else []
+    argv = [sys.executable, "-m", "services.cli", "token", "--subject", subject]
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "token",
-            "--subject",
-            "demo",
-            "--scopes",
-            DEMO_SCOPES,
-            "--ttl",
-            str(12 * 3600),
-        ],
+        [*argv, "--scopes", scopes, *ttl],
         env=env,
         check=True,
         capture_output=True,

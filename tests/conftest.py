@@ -7,19 +7,19 @@ database index of its own. Nothing is mocked here.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 import redis
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from own_topics import own_topics
+from sqlalchemy.engine import Engine
 
 from services.common import infra
-from services.common.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
-from services.common.db import migrate
+from services.common.config import DEFAULT_REDIS_URL, Settings
+from services.common.db import scratch_database as _scratch_database
 
 DATA_TABLES = (
     "price_ticks",
@@ -46,35 +46,15 @@ def kafka_bootstrap(broker: infra.Broker) -> str:
     return broker.bootstrap
 
 
-@contextmanager
-def _scratch(prefix: str, *, migrated: bool = True) -> Iterator[str]:
-    """A new database on the configured server (migrated unless told otherwise), dropped
-    afterwards; yields its URL."""
-    base = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    try:
-        if migrated:
-            migrate(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(scope="session")
 def scratch_database() -> Callable[..., AbstractContextManager[str]]:
     """``with scratch_database(prefix, migrated=...) as url``: a database of the test's own."""
-    return _scratch
+    return _scratch_database
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    with _scratch(f"pricecast_test_{os.getpid()}") as url:
+    with _scratch_database(f"pricecast_test_{os.getpid()}") as url:
         yield url
 
 
@@ -106,17 +86,7 @@ def settings(
 @pytest.fixture
 def isolated_settings(settings: Settings) -> Settings:
     """Settings with topics and consumer groups of their own, for tests that share a broker."""
-    tag = uuid.uuid4().hex[:8]
-    return settings.model_copy(
-        update={
-            "topic_prices": f"prices-{tag}",
-            "topic_prices_dlq": f"prices.dlq-{tag}",
-            "topic_predictions": f"predictions-{tag}",
-            "topic_model_events": f"model-events-{tag}",
-            "consumer_group_writer": f"price-consumer-{tag}",
-            "consumer_group_prediction": f"prediction-engine-{tag}",
-        }
-    )
+    return own_topics(settings)
 
 
 @pytest.fixture(scope="session")

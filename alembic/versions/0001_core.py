@@ -2,10 +2,6 @@
 
 Works on plain PostgreSQL; the storage revision (0002) turns ticks and predictions into
 hypertables and adds the bar relations when TimescaleDB is available.
-
-Revision ID: 0001_core
-Revises:
-Create Date: 2026-11-22
 """
 
 from __future__ import annotations
@@ -14,8 +10,6 @@ from alembic import op
 
 revision = "0001_core"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

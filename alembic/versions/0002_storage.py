@@ -15,10 +15,6 @@ On both paths ``price_1m``/``price_1h``/``price_1d`` are views with the same col
 symbol, bucket, open, high, low, close, volume, trade_count, vwap. Open/close are the prices of
 the earliest/latest tick by (ts, source) (source compared bytewise, collation "C"). The active path is recorded in ``pricecast_meta``
 under ``storage_path``. ``PRICECAST_STORAGE_PATH=auto|timescaledb|postgres`` chooses.
-
-Revision ID: 0002_storage
-Revises: 0001_core
-Create Date: 2026-11-22
 """
 
 from __future__ import annotations
@@ -29,11 +25,10 @@ import sqlalchemy as sa
 from alembic import op
 
 from services.common.config import Settings
+from services.storage.path import recorded_storage_path
 
 revision = "0002_storage"
 down_revision = "0001_core"
-branch_labels = None
-depends_on = None
 
 log = logging.getLogger("alembic.runtime.migration")
 
@@ -74,6 +69,17 @@ def _upsert(level: str, source: str) -> str:
         ON CONFLICT (symbol, bucket) DO UPDATE SET {_merge_set()}"""
 
 
+def _delta_rollup(width: str, finer: str) -> str:
+    """The deltas of ``finer`` (a CTE of deltas one level down) rolled into ``width`` buckets."""
+    return f"""
+        SELECT symbol, date_bin('{width}', bucket, {ORIGIN}) AS bucket,
+               (array_agg(o ORDER BY bucket))[1] AS o,
+               (array_agg(c ORDER BY bucket DESC))[1] AS c,
+               max(high) AS high, min(low) AS low, sum(volume) AS volume,
+               sum(trade_count)::bigint AS trade_count, sum(pv) AS pv
+        FROM {finer} GROUP BY 1, 2"""
+
+
 def _rollup_statement(ticks: str) -> str:
     """One statement: aggregate the tick set ``ticks`` into 1m deltas, roll those into 1h
     and 1d deltas, and merge each level into its table (upserts ordered by key, so
@@ -98,21 +104,9 @@ def _rollup_statement(ticks: str) -> str:
                      ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
         ORDER BY symbol, bucket
     ), up_m AS ({_upsert("1m", "m")}
-    ), h AS (
-        SELECT symbol, date_bin('1 hour', bucket, {ORIGIN}) AS bucket,
-               (array_agg(o ORDER BY bucket))[1] AS o,
-               (array_agg(c ORDER BY bucket DESC))[1] AS c,
-               max(high) AS high, min(low) AS low, sum(volume) AS volume,
-               sum(trade_count)::bigint AS trade_count, sum(pv) AS pv
-        FROM m GROUP BY 1, 2
+    ), h AS ({_delta_rollup("1 hour", "m")}
     ), up_h AS ({_upsert("1h", "h")}
-    ), d AS (
-        SELECT symbol, date_bin('1 day', bucket, {ORIGIN}) AS bucket,
-               (array_agg(o ORDER BY bucket))[1] AS o,
-               (array_agg(c ORDER BY bucket DESC))[1] AS c,
-               max(high) AS high, min(low) AS low, sum(volume) AS volume,
-               sum(trade_count)::bigint AS trade_count, sum(pv) AS pv
-        FROM h GROUP BY 1, 2
+    ), d AS ({_delta_rollup("1 day", "h")}
     ){_upsert("1d", "d")}"""
 
 
@@ -248,6 +242,45 @@ COMMENT ON FUNCTION pricecast_tick_key(timestamptz, text) IS
 """
 
 
+def compression_statements(orderby: str, s: Settings) -> str:
+    """Compress ``price_ticks`` (segmented by symbol, ordered by ``orderby``) after
+    ``tick_compress_after_days``; 0007 switches it back on with its new key."""
+    return f"""ALTER TABLE price_ticks SET (
+            timescaledb.compress,
+            timescaledb.compress_segmentby = 'symbol',
+            timescaledb.compress_orderby = '{orderby}'
+        );
+        SELECT add_compression_policy('price_ticks',
+                                      INTERVAL '{s.tick_compress_after_days} days',
+                                      if_not_exists => true);"""
+
+
+def _rolled_up_aggregate(level: str, below: str) -> str:
+    """The continuous aggregate of ``level`` bars, rolled up from the one of ``below``."""
+    return f"""CREATE MATERIALIZED VIEW pricecast_cagg_{level}
+        WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+        SELECT symbol, time_bucket(INTERVAL '{dict(LEVELS)[level]}', bucket) AS bucket,
+               first(open, bucket) AS open, max(high) AS high, min(low) AS low,
+               last(close, bucket) AS close, sum(volume) AS volume,
+               sum(trade_count) AS trade_count, sum(pv) AS pv
+        FROM pricecast_cagg_{below} GROUP BY 1, 2 WITH NO DATA;"""
+
+
+# Refresh policy of each level: how often it runs and the buckets of one batch.
+REFRESH_SCHEDULE = (("1m", "1 minute", 1440), ("1h", "5 minutes", 168), ("1d", "1 hour", 31))
+
+
+def _refresh_policies(refresh_window: str) -> str:
+    """Each level refreshes ``[now - refresh_window, now - one bucket)`` on its schedule."""
+    return "\n        ".join(
+        f"SELECT add_continuous_aggregate_policy('pricecast_cagg_{level}',\n"
+        f"            start_offset => INTERVAL '{refresh_window}',"
+        f" end_offset => INTERVAL '{dict(LEVELS)[level]}',\n"
+        f"            schedule_interval => INTERVAL '{schedule}', buckets_per_batch => {batch});"
+        for level, schedule, batch in REFRESH_SCHEDULE
+    )
+
+
 def _timescale_upgrade(s: Settings) -> None:
     # Refresh window inside the tick retention: drop_chunks invalidates the dropped range,
     # so a refresh reaching it would delete the bars whose ticks retention removed.
@@ -258,14 +291,7 @@ def _timescale_upgrade(s: Settings) -> None:
         f"""
         SELECT create_hypertable('price_ticks', by_range('ts', INTERVAL '{s.tick_chunk_interval}'),
                                  migrate_data => true, if_not_exists => true);
-        ALTER TABLE price_ticks SET (
-            timescaledb.compress,
-            timescaledb.compress_segmentby = 'symbol',
-            timescaledb.compress_orderby = 'ts DESC, source'
-        );
-        SELECT add_compression_policy('price_ticks',
-                                      INTERVAL '{s.tick_compress_after_days} days',
-                                      if_not_exists => true);
+        {compression_statements("ts DESC, source", s)}
         SELECT add_retention_policy('price_ticks', INTERVAL '{s.tick_retention_days} days',
                                     if_not_exists => true);
         SELECT create_hypertable('predictions',
@@ -280,33 +306,13 @@ def _timescale_upgrade(s: Settings) -> None:
                sum(volume) AS volume, count(*) AS trade_count, sum(price * volume) AS pv
         FROM price_ticks GROUP BY 1, 2 WITH NO DATA;
 
-        CREATE MATERIALIZED VIEW pricecast_cagg_1h
-        WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
-        SELECT symbol, time_bucket(INTERVAL '1 hour', bucket) AS bucket,
-               first(open, bucket) AS open, max(high) AS high, min(low) AS low,
-               last(close, bucket) AS close, sum(volume) AS volume,
-               sum(trade_count) AS trade_count, sum(pv) AS pv
-        FROM pricecast_cagg_1m GROUP BY 1, 2 WITH NO DATA;
+        {_rolled_up_aggregate("1h", "1m")}
 
-        CREATE MATERIALIZED VIEW pricecast_cagg_1d
-        WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
-        SELECT symbol, time_bucket(INTERVAL '1 day', bucket) AS bucket,
-               first(open, bucket) AS open, max(high) AS high, min(low) AS low,
-               last(close, bucket) AS close, sum(volume) AS volume,
-               sum(trade_count) AS trade_count, sum(pv) AS pv
-        FROM pricecast_cagg_1h GROUP BY 1, 2 WITH NO DATA;
+        {_rolled_up_aggregate("1d", "1h")}
 
         -- Batches of a day of 1m buckets (a week of 1h, a month of 1d), not the default 10
         -- buckets: a backfill of history would otherwise take thousands of ~5 ms batches.
-        SELECT add_continuous_aggregate_policy('pricecast_cagg_1m',
-            start_offset => INTERVAL '{refresh_window}', end_offset => INTERVAL '1 minute',
-            schedule_interval => INTERVAL '1 minute', buckets_per_batch => 1440);
-        SELECT add_continuous_aggregate_policy('pricecast_cagg_1h',
-            start_offset => INTERVAL '{refresh_window}', end_offset => INTERVAL '1 hour',
-            schedule_interval => INTERVAL '5 minutes', buckets_per_batch => 168);
-        SELECT add_continuous_aggregate_policy('pricecast_cagg_1d',
-            start_offset => INTERVAL '{refresh_window}', end_offset => INTERVAL '1 day',
-            schedule_interval => INTERVAL '1 hour', buckets_per_batch => 31);
+        {_refresh_policies(refresh_window)}
         """
     )
     for level, _ in LEVELS:
@@ -380,10 +386,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     conn = op.get_bind()
-    path = conn.execute(
-        sa.text("SELECT value FROM pricecast_meta WHERE key = 'storage_path'")
-    ).scalar()
-    if path == "timescaledb":
+    if recorded_storage_path(conn) == "timescaledb":
         _timescale_downgrade()
     else:
         _plain_downgrade()

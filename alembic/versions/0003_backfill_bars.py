@@ -31,10 +31,6 @@ only; the plain path maintains bars in the inserting transaction and is left unc
 * Background jobs ``pricecast_storage_job``: materialise pending days every 10 minutes;
   materialise then apply retention once a day (config ``retention_days``). The same calls
   run in ``services.storage.maintenance`` and ``services.storage.backfill``.
-
-Revision ID: 0003_backfill_bars
-Revises: 0002_storage
-Create Date: 2026-11-22
 """
 
 from __future__ import annotations
@@ -43,22 +39,14 @@ import sqlalchemy as sa
 from alembic import op
 
 from services.common.config import Settings
+from services.storage.path import recorded_storage_path
 
 revision = "0003_backfill_bars"
 down_revision = "0002_storage"
-branch_labels = None
-depends_on = None
 
 ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
 # Longest run of consecutive days refreshed in one transaction.
 MAX_RUN_DAYS = 31
-
-
-def _is_timescale(conn: sa.Connection) -> bool:
-    path = conn.execute(
-        sa.text("SELECT value FROM pricecast_meta WHERE key = 'storage_path'")
-    ).scalar()
-    return path == "timescaledb"
 
 
 def _mark_threshold_days(s: Settings) -> int:
@@ -71,7 +59,7 @@ def _mark_threshold_days(s: Settings) -> int:
 
 def upgrade() -> None:
     conn = op.get_bind()
-    if not _is_timescale(conn):
+    if recorded_storage_path(conn) != "timescaledb":
         return  # plain path: bars are maintained by the insert trigger of 0002
     s = Settings()
     threshold = f"{_mark_threshold_days(s)} days"
@@ -239,7 +227,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     conn = op.get_bind()
-    if not _is_timescale(conn):
+    if recorded_storage_path(conn) != "timescaledb":
         return
     s = Settings()
     op.execute(

@@ -27,44 +27,28 @@ bars there; they stay as raw ticks until the next retention round and are not co
 
 Downgrade restores the trigger function of 0002 and keeps both ``pricecast_meta`` keys (what
 retention deleted stays true).
-
-Revision ID: 0004_late_ticks
-Revises: 0003_backfill_bars
-Create Date: 2026-11-23
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
-import sqlalchemy as sa
 from alembic import op
+
+from services.storage.migrations import earlier_revision
+from services.storage.path import recorded_storage_path
 
 revision = "0004_late_ticks"
 down_revision = "0003_backfill_bars"
-branch_labels = None
-depends_on = None
 
 
 def _storage_revision() -> ModuleType:
-    """Migration 0002 (its rollup statement is what the trigger runs); loaded from the file
-    next to this one, as the versions directory is no package."""
-    path = Path(__file__).with_name("0002_storage.py")
-    spec = importlib.util.spec_from_file_location("pricecast_migration_0002_storage", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Migration 0002: its rollup statement is what the trigger runs."""
+    return earlier_revision(__file__, "0002_storage.py")
 
 
-def _is_plain(conn: sa.Connection) -> bool:
-    path = conn.execute(
-        sa.text("SELECT value FROM pricecast_meta WHERE key = 'storage_path'")
-    ).scalar()
-    return path == "postgres"
+def _is_plain() -> bool:
+    return recorded_storage_path(op.get_bind()) == "postgres"
 
 
 def _trigger_function(rollup: str, rollup_recent: str) -> str:
@@ -107,7 +91,7 @@ def _trigger_function(rollup: str, rollup_recent: str) -> str:
 
 
 def upgrade() -> None:
-    if not _is_plain(op.get_bind()):
+    if not _is_plain():
         return  # TimescaleDB: 0003 already keeps late ticks of dropped days out of the bars
     storage = _storage_revision()
     op.execute(
@@ -119,7 +103,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if not _is_plain(op.get_bind()):
+    if not _is_plain():
         return
     storage = _storage_revision()
     op.execute(

@@ -11,10 +11,6 @@ model), whatever the table holds.
 The index is partial (scored rows only, the rows the query reads); ``ix_predictions_target_open``
 already makes scoring a non-HOT update, so this adds one index entry per scored row.
 On TimescaleDB ``predictions`` is a hypertable and the index is created on every chunk.
-
-Revision ID: 0005_scored_index
-Revises: 0004_late_ticks
-Create Date: 2026-11-22
 """
 
 from __future__ import annotations
@@ -23,8 +19,6 @@ from alembic import op
 
 revision = "0005_scored_index"
 down_revision = "0004_late_ticks"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

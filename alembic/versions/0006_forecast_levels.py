@@ -12,10 +12,6 @@
 Both storage paths run the same statements: on TimescaleDB ``predictions`` is a hypertable
 (not compressed), where adding a nullable column is a catalog change on every chunk;
 ``forecast_calibration`` is a small plain table on both.
-
-Revision ID: 0006_forecast_levels
-Revises: 0005_scored_index
-Create Date: 2026-12-01
 """
 
 from __future__ import annotations
@@ -24,8 +20,6 @@ from alembic import op
 
 revision = "0006_forecast_levels"
 down_revision = "0005_scored_index"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -25,27 +25,18 @@ counted twice and the bars stay as they are.
 
 Downgrade: trades that share (symbol, ts, source) are folded back to one row each (the
 smallest trade id is kept; the bars keep counting all of them), then the old key returns.
-
-Revision ID: 0007_trade_identity
-Revises: 0006_forecast_levels
-Create Date: 2026-12-01
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
-import sqlalchemy as sa
 from alembic import op
 
 from services.common.config import Settings
+from services.storage.migrations import earlier_revision
+from services.storage.path import recorded_storage_path
 
 revision = "0007_trade_identity"
 down_revision = "0006_forecast_levels"
-branch_labels = None
-depends_on = None
 
 OLD_KEY = "symbol, ts, source"
 NEW_KEY = "symbol, ts, source, trade_id"
@@ -59,24 +50,8 @@ NEW_LATE_DELETE = """USING (SELECT symbol, ts, source, trade_id FROM pricecast_n
                    AND p.trade_id = n.trade_id;"""
 
 
-def _revision(filename: str, name: str) -> ModuleType:
-    """An earlier migration module, loaded from the file next to this one."""
-    path = Path(__file__).with_name(filename)
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _storage_path(conn: sa.Connection) -> str:
-    return str(
-        conn.execute(
-            sa.text("SELECT value FROM pricecast_meta WHERE key = 'storage_path'")
-        ).scalar()
-        or "postgres"
-    )
+def _storage_path() -> str:
+    return recorded_storage_path(op.get_bind()) or "postgres"
 
 
 def _rekey(columns: str) -> None:
@@ -100,8 +75,8 @@ def _rekey(columns: str) -> None:
 
 def _late_ticks_trigger(rekeyed: bool) -> str:
     """0004's trigger function; ``rekeyed``: its late-tick delete matches the new key."""
-    late = _revision("0004_late_ticks_after_retention.py", "pricecast_migration_0004")
-    storage = _revision("0002_storage.py", "pricecast_migration_0002_storage")
+    late = earlier_revision(__file__, "0004_late_ticks_after_retention.py")
+    storage = earlier_revision(__file__, "0002_storage.py")
     body = str(
         late._trigger_function(
             storage._rollup_statement("pricecast_new_ticks"),
@@ -123,22 +98,16 @@ def _timescale_compression(on: bool, orderby: str, s: Settings) -> None:
             """
         )
         return
+    storage = earlier_revision(__file__, "0002_storage.py")
     op.execute(
         f"""
-        ALTER TABLE price_ticks SET (
-            timescaledb.compress,
-            timescaledb.compress_segmentby = 'symbol',
-            timescaledb.compress_orderby = '{orderby}'
-        );
-        SELECT add_compression_policy('price_ticks',
-                                      INTERVAL '{s.tick_compress_after_days} days',
-                                      if_not_exists => true);
+        {storage.compression_statements(orderby, s)}
         """
     )
 
 
 def upgrade() -> None:
-    path = _storage_path(op.get_bind())
+    path = _storage_path()
     if path == "timescaledb":
         _timescale_compression(False, "", Settings())
     op.execute("ALTER TABLE price_ticks ADD COLUMN trade_id text NOT NULL DEFAULT ''")
@@ -154,7 +123,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    path = _storage_path(op.get_bind())
+    path = _storage_path()
     if path == "timescaledb":
         _timescale_compression(False, "", Settings())
     op.execute(

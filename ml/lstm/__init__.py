@@ -1,5 +1,6 @@
-"""LSTM forecaster: the torch module (``module``) and the fit/predict wrapper (``model``)."""
+"""LSTM forecaster: the torch network (``network``) and the forecaster that trains and serves
+it (``forecaster``: windows, scaling, training, conformal intervals, artifacts)."""
 
-from ml.lstm.model import LSTMConfig, LSTMForecaster
+from ml.lstm.forecaster import LSTMConfig, LSTMForecaster
 
 __all__ = ["LSTMConfig", "LSTMForecaster"]

@@ -5,12 +5,25 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from typing import Any
 
 import uvicorn
 
-from services.common.config import get_settings
+from services.common.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+
+def websocket_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the live streams (also bench/stream_fanout's): protocol pings find
+    dead peers; client messages are small; no permessage-deflate (its zlib state costs ~300 kB
+    per connection, messages are small)."""
+    return {
+        "ws_per_message_deflate": False,
+        "ws_ping_interval": settings.stream_heartbeat_s,
+        "ws_ping_timeout": settings.stream_heartbeat_s,
+        "ws_max_size": settings.stream_max_message_bytes,
+    }
 
 
 def main(args: argparse.Namespace) -> int:
@@ -37,11 +50,6 @@ def main(args: argparse.Namespace) -> int:
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=10,
-        # Live streams: protocol pings find dead peers; client messages are small; no
-        # permessage-deflate (its zlib state costs ~300 kB per connection, messages are small).
-        ws_per_message_deflate=False,
-        ws_ping_interval=settings.stream_heartbeat_s,
-        ws_ping_timeout=settings.stream_heartbeat_s,
-        ws_max_size=settings.stream_max_message_bytes,
+        **websocket_options(settings),
     )
     return 0

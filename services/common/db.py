@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from services.common.config import Settings
+from services.common.config import DEFAULT_DATABASE_URL, Settings
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,26 @@ def migrate(database_url: str, revision: str = "head") -> None:
     cfg = alembic_config(database_url)
     assert isinstance(cfg, Config)
     command.upgrade(cfg, revision)
+
+
+@contextmanager
+def scratch_database(prefix: str, *, migrated: bool = True) -> Iterator[str]:
+    """A new database ``<prefix>_<random>`` on the server of ``DATABASE_URL`` (migrated unless
+    told otherwise), dropped afterwards; yields its URL. For tests and benchmarks."""
+    base = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    try:
+        if migrated:
+            migrate(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def current_revision(engine: Engine) -> str | None:

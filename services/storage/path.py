@@ -13,11 +13,17 @@ StoragePath = Literal["timescaledb", "postgres"]
 TRIGGER_NAME = "pricecast_bars_maintain"
 
 
-def storage_path(conn: sa.Connection) -> StoragePath:
-    """The path recorded by migration 0002 (``pricecast_meta.storage_path``)."""
+def recorded_storage_path(conn: sa.Connection) -> str | None:
+    """``pricecast_meta.storage_path`` as migration 0002 recorded it (None: not recorded)."""
     value = conn.execute(
         sa.text("SELECT value FROM pricecast_meta WHERE key = 'storage_path'")
     ).scalar()
+    return None if value is None else str(value)
+
+
+def storage_path(conn: sa.Connection) -> StoragePath:
+    """The path recorded by migration 0002 (``pricecast_meta.storage_path``)."""
+    value = recorded_storage_path(conn)
     if value not in ("timescaledb", "postgres"):
         raise RuntimeError("storage path not recorded: run `pricecast migrate`")
     return "timescaledb" if value == "timescaledb" else "postgres"
@@ -44,9 +50,9 @@ def bar_maintenance_enabled(conn: sa.Connection) -> bool:
     return bool(scheduled)
 
 
-# Newest tick and newest 1m bar per symbol, via one index probe each (loose index scan over
-# the symbols of price_ticks; a plain max(ts) would scan the table).
-_PLAIN_LAG = """
+# The symbols of price_ticks by a loose index scan (one probe of the (symbol, ts) index per
+# symbol; a plain DISTINCT would read the table), as the CTE ``syms``.
+SYMBOLS_CTE = """
 WITH RECURSIVE syms(symbol) AS (
     (SELECT symbol FROM price_ticks ORDER BY symbol LIMIT 1)
     UNION ALL
@@ -54,7 +60,11 @@ WITH RECURSIVE syms(symbol) AS (
             ORDER BY p.symbol LIMIT 1)
     FROM syms s WHERE s.symbol IS NOT NULL
 )
-SELECT coalesce(max(CASE WHEN b.bucket IS NULL THEN 'Infinity'::float8
+"""
+
+# Newest tick and newest 1m bar per symbol, via one index probe each (a plain max(ts) would
+# scan the table).
+_PLAIN_LAG = f"""{SYMBOLS_CTE}SELECT coalesce(max(CASE WHEN b.bucket IS NULL THEN 'Infinity'::float8
            ELSE greatest(0, extract(epoch FROM
                 date_bin('1 minute', t.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') - b.bucket
            )::float8) END), 0)

@@ -24,21 +24,13 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from services.storage.path import storage_path
+from services.storage.path import SYMBOLS_CTE, storage_path
 
 log = logging.getLogger(__name__)
 
 # Symbols having ticks older than :cutoff: loose index scan over the symbols, then one
 # probe of the (symbol, ts) index each.
-_SYMBOLS_WITH_OLD_TICKS = """
-WITH RECURSIVE syms(symbol) AS (
-    (SELECT symbol FROM price_ticks ORDER BY symbol LIMIT 1)
-    UNION ALL
-    SELECT (SELECT p.symbol FROM price_ticks p WHERE p.symbol > s.symbol
-            ORDER BY p.symbol LIMIT 1)
-    FROM syms s WHERE s.symbol IS NOT NULL
-)
-SELECT symbol FROM syms
+_SYMBOLS_WITH_OLD_TICKS = f"""{SYMBOLS_CTE}SELECT symbol FROM syms
 WHERE symbol IS NOT NULL
   AND EXISTS (SELECT 1 FROM price_ticks p WHERE p.symbol = syms.symbol AND p.ts < :cutoff)
 """

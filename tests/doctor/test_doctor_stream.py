@@ -4,19 +4,16 @@ code; no API on the port is nothing to check."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from api.stream._stream_helpers import start_api
 from sqlalchemy.engine import Engine
 
 from services.api.core.keys import ensure_dev_keys
 from services.common.config import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api" / "stream"))
-from _stream_helpers import start_api
 
 Diagnose = Callable[..., dict[str, Any]]
 

@@ -17,12 +17,9 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # faultkit
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # services
-
+# Run as a script, this folder is sys.path[0] (faultkit); services is installed in the venv.
 from faultkit.report import write_result
 from faultkit.scenario import SERVICES, Config, FaultStack
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
-from _ml_synthetic import ar_prices, random_walk
+from ml_synthetic import ar_prices, random_walk
 
 from ml.arima import ArimaForecaster
 from ml.evaluation import predictor_of, walk_forward

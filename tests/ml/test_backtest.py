@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _ml_synthetic import ar_prices, random_walk
+from ml_synthetic import ar_prices, random_walk
 
 from ml.backtest import main
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _ml_synthetic import random_walk
+from ml_synthetic import random_walk
 
 from ml.evaluation import compute_metrics, predictor_of, target_indices, walk_forward
 from ml.naive import NaiveForecaster

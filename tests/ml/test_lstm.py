@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
-from _ml_synthetic import FAST_LSTM, ar_prices, random_walk
+from ml_synthetic import FAST_LSTM, ar_prices, random_walk
 
 from ml.evaluation import holdout_metrics
 from ml.lstm import LSTMForecaster

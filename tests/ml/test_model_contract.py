@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _ml_synthetic import FAST_LSTM, ar_prices
+from ml_synthetic import FAST_LSTM, ar_prices
 
 from ml.arima import ArimaForecaster
 from ml.base import Forecaster, GlobalForecaster, NotFittedError

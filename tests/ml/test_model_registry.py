@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from _ml_synthetic import FAST_LSTM, ar_prices
+from ml_synthetic import FAST_LSTM, ar_prices
 from sqlalchemy.engine import Engine
 
 from ml import registry

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _ml_synthetic import FAST_LSTM, ar_prices
+from ml_synthetic import FAST_LSTM, ar_prices
 
 from ml.lstm import LSTMForecaster
 from ml.selection import InsufficientHistory, SelectionPolicy, select_model

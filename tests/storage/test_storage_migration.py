@@ -15,16 +15,16 @@ TYPES = (
 )
 
 
+COLUMNS = sa.text(
+    "SELECT column_name, data_type FROM information_schema.columns "
+    "WHERE table_name = :r ORDER BY ordinal_position"
+)
+
+
 def columns(engine: Engine, rel: str) -> list[tuple[str, str]]:
+    """``(name, type)`` of every column of the relation ``rel``, in order."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_name = :r ORDER BY ordinal_position"
-            ),
-            {"r": rel},
-        )
-        return [(r[0], r[1]) for r in rows]
+        return [(name, data_type) for name, data_type in conn.execute(COLUMNS, {"r": rel})]
 
 
 def test_bar_relations_have_the_contract_columns(storage: Engine) -> None:

@@ -9,6 +9,7 @@ import pytest
 import redis
 from _stream_helpers import RunningApi, producer, start_api
 from aiokafka import AIOKafkaProducer
+from own_topics import own_topics
 from sqlalchemy.engine import Engine
 
 from services.common.config import Settings
@@ -17,15 +18,9 @@ from services.common.kafka import ensure_topics
 
 @pytest.fixture
 async def stream_settings(api_settings: Settings) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    s = api_settings.model_copy(
-        update={
-            "topic_prices": f"prices-{tag}",
-            "topic_prices_dlq": f"prices.dlq-{tag}",
-            "topic_predictions": f"predictions-{tag}",
-            "topic_model_events": f"model-events-{tag}",
-            "consumer_group_writer": f"price-consumer-{tag}",
-            "consumer_group_prediction": f"prediction-engine-{tag}",
+    s = own_topics(
+        api_settings,
+        {
             "stream_auth_timeout_s": 1.0,
             "stream_slow_client_s": 1.0,
             "stream_sweep_interval_s": 0.1,
@@ -33,7 +28,7 @@ async def stream_settings(api_settings: Settings) -> Settings:
             "stream_queue_size": 64,
             "api_sync_interval_ms": 50,
             "writer_batch_timeout_ms": 50,
-        }
+        },
     )
     await ensure_topics(s)
     return s

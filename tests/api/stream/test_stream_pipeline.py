@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import orjson
 from _stream_helpers import RunningApi, bearer, next_message, ws_connect
+from prediction.prediction_helpers import history_ticks, produce_ticks, store_ticks
 from sqlalchemy.engine import Engine
 
 from services.common import infra
 from services.common.config import Settings
 from services.prediction.service import PredictionService
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "prediction"))
-from prediction_helpers import history_ticks, produce_ticks, store_ticks
 
 SYMBOL = "PIPE-USD"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -28,22 +28,19 @@ class HealthSample:
     ready: int  # /health/ready status, 0 = no answer
 
 
+@dataclass(eq=False)
 class Probe:
-    def __init__(
-        self,
-        api: Service,
-        services: list[Service],
-        token: str,
-        symbols: list[str],
-        api_rate: float = 5.0,
-    ) -> None:
-        self.api = api
-        self.services = services
-        self.token = token
-        self.symbols = symbols
-        self.api_rate = api_rate
-        self.api_samples: list[ApiSample] = []
-        self.health_samples: list[HealthSample] = []
+    """Samples the API (``api_rate`` requests/s) and every service's health while it runs."""
+
+    api: Service
+    services: list[Service]
+    token: str
+    symbols: list[str]
+    api_rate: float = 5.0
+    api_samples: list[ApiSample] = field(default_factory=list, init=False)
+    health_samples: list[HealthSample] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._api_loop, daemon=True, name="probe-api"),

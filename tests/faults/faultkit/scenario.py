@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +44,7 @@ from faultkit.stack import Service, wait_until
 from services.common import infra
 from services.common.config import DEFAULT_DATABASE_URL, Settings
 from services.common.kafka import ensure_topics
+from services.runner import mint_token
 
 SERVICES = ("ingestion", "prediction", "api")
 ALL_FAULTS = (
@@ -296,25 +298,7 @@ class FaultStack:
         return env
 
     def _token(self) -> str:
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "token",
-                "--subject",
-                "faults",
-                "--scopes",
-                "predictions:read prices:read",
-                "--ttl",
-                "14400",
-            ],
-            env=self.env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return out.stdout.strip().splitlines()[-1]
+        return mint_token(self.env, "faults", "predictions:read prices:read", ttl_s=14400)
 
     def _history(self, before: datetime) -> None:
         """Hourly ticks for ``history_days`` before the load (written directly: setup)."""
@@ -505,6 +489,23 @@ class FaultStack:
         }
 
     # --- one fault ---
+    def _outage(
+        self,
+        t_fault: float,
+        outage_s: float,
+        probe_by_s: float,
+        stop: Callable[[], object],
+        start: Callable[[], object],
+    ) -> dict[str, Any]:
+        """A dependency down for ``outage_s`` from ``t_fault``; ``/health/detailed`` as read
+        while it is down (after ``probe_by_s`` at most, half the outage for short ones)."""
+        stop()
+        time.sleep(min(probe_by_s, outage_s / 2))
+        detailed = self.detailed()
+        time.sleep(max(0.0, outage_s - (time.monotonic() - t_fault)))
+        start()
+        return detailed
+
     def run_fault(self, fault: str) -> FaultReport:
         cfg = self.cfg
         self.load.set_phase(fault)
@@ -517,23 +518,21 @@ class FaultStack:
         detailed: dict[str, Any] = {}
         t_fault = time.monotonic()
         if fault == "postgres_unreachable":
-            self.proxy.cut()
-            time.sleep(min(5.0, cfg.pg_outage_s / 2))
-            detailed = self.detailed()
-            time.sleep(max(0.0, cfg.pg_outage_s - (time.monotonic() - t_fault)))
-            self.proxy.restore()
+            detailed = self._outage(
+                t_fault, cfg.pg_outage_s, 5.0, self.proxy.cut, self.proxy.restore
+            )
         elif fault == "redis_restart":
-            self.redis.stop()
-            time.sleep(min(4.0, cfg.redis_outage_s / 2))
-            detailed = self.detailed()
-            time.sleep(max(0.0, cfg.redis_outage_s - (time.monotonic() - t_fault)))
-            self.redis.start()
+            detailed = self._outage(
+                t_fault, cfg.redis_outage_s, 4.0, self.redis.stop, self.redis.start
+            )
         elif fault == "broker_restart":
-            self.broker.kill()
-            time.sleep(min(3.0, cfg.broker_outage_s / 2))
-            detailed = self.detailed()
-            time.sleep(max(0.0, cfg.broker_outage_s - (time.monotonic() - t_fault)))
-            self.broker.start(self.settings)
+            detailed = self._outage(
+                t_fault,
+                cfg.broker_outage_s,
+                3.0,
+                self.broker.kill,
+                lambda: self.broker.start(self.settings),
+            )
         elif fault.startswith(("sigkill_", "sigterm_")):
             down_service = fault.split("_", 1)[1]
             svc = self.services[down_service]

@@ -35,7 +35,7 @@ from ml.base import (
     as_price_series,
     check_horizon,
 )
-from ml.lstm.module import ReturnsLSTM
+from ml.lstm.network import ReturnsLSTM
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,9 @@ class _Windows:
         return int(self.starts.shape[0])
 
     def batch(self, idx: np.ndarray, window: int, horizon: int) -> tuple[np.ndarray, ...]:
-        s = self.starts[idx]
-        x = self.returns[s[:, None] + np.arange(window)]
-        y = self.returns[s[:, None] + window + np.arange(horizon)]
+        starts = self.starts[idx]
+        x = self.returns[starts[:, None] + np.arange(window)]
+        y = self.returns[starts[:, None] + window + np.arange(horizon)]
         mask = (np.arange(horizon)[None, :] < self.limits[idx][:, None]) & np.isfinite(y)
         return x, np.nan_to_num(y), mask
 
@@ -103,15 +103,20 @@ def resolve_device(name: str) -> torch.device:
 
 def configure_threads(num_threads: int | None) -> None:
     """Set torch's intra-op threads (``None``: every core this process may use)."""
-    n = num_threads or max(1, min(len(os.sched_getaffinity(0)), os.cpu_count() or 1))
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+    threads = num_threads or max(1, min(len(os.sched_getaffinity(0)), os.cpu_count() or 1))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def series_scale(returns: np.ndarray, lookback: int) -> float:
     tail = returns[-lookback:]
-    s = float(np.std(tail)) if tail.size >= 2 else 0.0
-    return s if s > 1e-12 else 1.0
+    scale = float(np.std(tail)) if tail.size >= 2 else 0.0
+    return scale if scale > 1e-12 else 1.0
+
+
+def _copy_state(net: ReturnsLSTM) -> dict[str, torch.Tensor]:
+    """A detached copy of the network's weights (the best epoch's, restored at the end)."""
+    return {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
 
 
 class LSTMForecaster(GlobalForecaster):
@@ -130,39 +135,41 @@ class LSTMForecaster(GlobalForecaster):
 
     # ------------------------------------------------------------------------- data
     def _prepare(self, series: Sequence[np.ndarray]) -> _Prepared:
-        c = self.config
+        config = self.config
         chunks: list[np.ndarray] = []
-        tr_starts: list[np.ndarray] = []
-        tr_limits: list[np.ndarray] = []
-        va_starts: list[np.ndarray] = []
-        va_limits: list[np.ndarray] = []
+        train_starts: list[np.ndarray] = []
+        train_limits: list[np.ndarray] = []
+        val_starts: list[np.ndarray] = []
+        val_limits: list[np.ndarray] = []
         offset = 0
         used = 0
-        for y in series:
-            arr = as_price_series(y, min_len=2)
-            r = np.diff(np.log(arr))
-            n = r.size
-            n_val = max(int(n * c.val_fraction), c.min_val_points)
-            split = n - n_val  # first validation target index
-            if split - c.window < 4 or n_val < 2:
+        for prices in series:
+            returns = np.diff(np.log(as_price_series(prices, min_len=2)))
+            n_returns = returns.size
+            n_val = max(int(n_returns * config.val_fraction), config.min_val_points)
+            split = n_returns - n_val  # first validation target index
+            if split - config.window < 4 or n_val < 2:
                 continue  # too short to contribute training and validation windows
-            scale = series_scale(r[:split], c.scale_lookback)
-            chunks.append(np.r_[r / scale, np.full(c.max_horizon, np.nan)].astype(np.float32))
-            t0 = np.arange(c.window, n)  # first target index of each window
-            is_val = t0 >= split
-            tr_t0, va_t0 = t0[~is_val], t0[is_val]
-            tr_starts.append(offset + tr_t0 - c.window)
-            tr_limits.append(np.minimum(c.max_horizon, split - tr_t0))
-            va_starts.append(offset + va_t0 - c.window)
-            va_limits.append(np.minimum(c.max_horizon, n - va_t0))
-            offset += n + c.max_horizon
+            scale = series_scale(returns[:split], config.scale_lookback)
+            padding = np.full(config.max_horizon, np.nan)
+            chunks.append(np.r_[returns / scale, padding].astype(np.float32))
+            first_targets = np.arange(config.window, n_returns)  # of each window
+            is_val = first_targets >= split
+            train_first, val_first = first_targets[~is_val], first_targets[is_val]
+            train_starts.append(offset + train_first - config.window)
+            train_limits.append(np.minimum(config.max_horizon, split - train_first))
+            val_starts.append(offset + val_first - config.window)
+            val_limits.append(np.minimum(config.max_horizon, n_returns - val_first))
+            offset += n_returns + config.max_horizon
             used += 1
         if not used:
-            raise ValueError(f"no series long enough for window={c.window} and a validation split")
+            raise ValueError(
+                f"no series long enough for window={config.window} and a validation split"
+            )
         flat = np.concatenate(chunks)
         return _Prepared(
-            train=_Windows(flat, np.concatenate(tr_starts), np.concatenate(tr_limits)),
-            val=_Windows(flat, np.concatenate(va_starts), np.concatenate(va_limits)),
+            train=_Windows(flat, np.concatenate(train_starts), np.concatenate(train_limits)),
+            val=_Windows(flat, np.concatenate(val_starts), np.concatenate(val_limits)),
             n_series=used,
         )
 
@@ -175,10 +182,9 @@ class LSTMForecaster(GlobalForecaster):
 
     def fit_many(self, series: Sequence[np.ndarray]) -> Self:
         """Train one network on every series in ``series`` (a global model)."""
-        c = self.config
-        configure_threads(c.num_threads)
+        configure_threads(self.config.num_threads)
         data = self._prepare(series)
-        device = resolve_device(c.device)
+        device = resolve_device(self.config.device)
         try:
             self._train(data, device)
         except torch.cuda.OutOfMemoryError:
@@ -190,66 +196,71 @@ class LSTMForecaster(GlobalForecaster):
         return self
 
     def _loss(
-        self, net: ReturnsLSTM, w: _Windows, idx: np.ndarray, device: torch.device
+        self, net: ReturnsLSTM, windows: _Windows, idx: np.ndarray, device: torch.device
     ) -> torch.Tensor:
-        c = self.config
-        x, y, mask = w.batch(idx, c.window, c.max_horizon)
-        xt = torch.from_numpy(x).unsqueeze(-1).to(device)
-        yt = torch.from_numpy(y).to(device)
-        mt = torch.from_numpy(mask.astype(np.float32)).to(device)
-        pred = net(xt)
-        return ((pred - yt) ** 2 * mt).sum() / mt.sum().clamp_min(1.0)
+        x, y, mask = windows.batch(idx, self.config.window, self.config.max_horizon)
+        inputs = torch.from_numpy(x).unsqueeze(-1).to(device)
+        targets = torch.from_numpy(y).to(device)
+        weights = torch.from_numpy(mask.astype(np.float32)).to(device)
+        pred = net(inputs)
+        return ((pred - targets) ** 2 * weights).sum() / weights.sum().clamp_min(1.0)
 
-    def _epoch_indices(self, n: int, rng: np.random.Generator) -> np.ndarray:
+    def _epoch_indices(self, count: int, rng: np.random.Generator) -> np.ndarray:
         """A shuffled epoch, capped for big data and repeated for small data."""
-        c = self.config
-        want = min(max(n, c.min_steps_per_epoch * c.batch_size), c.max_windows_per_epoch)
-        reps = -(-want // n)
-        return np.concatenate([rng.permutation(n) for _ in range(reps)])[:want]
+        config = self.config
+        want = min(
+            max(count, config.min_steps_per_epoch * config.batch_size),
+            config.max_windows_per_epoch,
+        )
+        reps = -(-want // count)
+        return np.concatenate([rng.permutation(count) for _ in range(reps)])[:want]
 
     def _train(self, data: _Prepared, device: torch.device) -> None:
-        c = self.config
-        torch.manual_seed(c.seed)
-        rng = np.random.default_rng(c.seed)
-        net = ReturnsLSTM(c.hidden, c.layers, c.max_horizon).to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        config = self.config
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        net = ReturnsLSTM(config.hidden, config.layers, config.max_horizon).to(device)
+        optimizer = torch.optim.Adam(
+            net.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
         val_idx = np.arange(len(data.val))
-        if val_idx.size > c.max_val_windows:
-            val_idx = np.sort(rng.choice(val_idx, c.max_val_windows, replace=False))
+        if val_idx.size > config.max_val_windows:
+            val_idx = np.sort(rng.choice(val_idx, config.max_val_windows, replace=False))
         best = math.inf
-        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        best_state = _copy_state(net)
         stale = 0
         epochs_run = 0
         started = time.perf_counter()
         history: list[float] = []
-        for _epoch in range(c.epochs):
+        for _epoch in range(config.epochs):
             net.train()
             perm = self._epoch_indices(len(data.train), rng)
-            for i in range(0, perm.size, c.batch_size):
-                opt.zero_grad(set_to_none=True)
-                loss = self._loss(net, data.train, perm[i : i + c.batch_size], device)
+            for start in range(0, perm.size, config.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                batch = perm[start : start + config.batch_size]
+                loss = self._loss(net, data.train, batch, device)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                opt.step()
+                optimizer.step()
             net.eval()
             with torch.no_grad():
                 vals = [
-                    float(self._loss(net, data.val, val_idx[i : i + 4096], device))
-                    * min(4096, val_idx.size - i)
-                    for i in range(0, val_idx.size, 4096)
+                    float(self._loss(net, data.val, val_idx[start : start + 4096], device))
+                    * min(4096, val_idx.size - start)
+                    for start in range(0, val_idx.size, 4096)
                 ]
             val_loss = sum(vals) / max(val_idx.size, 1)
             history.append(round(val_loss, 5))
             epochs_run += 1
             if val_loss < best - 1e-5:
                 best, stale = val_loss, 0
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                best_state = _copy_state(net)
             else:
                 stale += 1
-                if stale >= c.patience:
+                if stale >= config.patience:
                     break
-            if time.perf_counter() - started > c.max_train_seconds:
-                log.info("LSTM training budget %.0fs reached", c.max_train_seconds)
+            if time.perf_counter() - started > config.max_train_seconds:
+                log.info("LSTM training budget %.0fs reached", config.max_train_seconds)
                 break
         net.load_state_dict(best_state)
         self.net = net.to("cpu").eval()
@@ -268,24 +279,25 @@ class LSTMForecaster(GlobalForecaster):
 
     def _calibrate(self, val: _Windows) -> None:
         """Conformal quantiles of |cumulative residual| per step, on the validation windows."""
-        c = self.config
-        idx = np.arange(len(val))[: c.max_val_windows]
-        x, y, mask = val.batch(idx, c.window, c.max_horizon)
+        config = self.config
+        idx = np.arange(len(val))[: config.max_val_windows]
+        x, y, mask = val.batch(idx, config.window, config.max_horizon)
         pred = self._net_predict(x)
         cum_err = np.abs(np.cumsum(pred, axis=1) - np.cumsum(y, axis=1))
-        table = np.zeros((c.max_horizon, LEVEL_GRID.size))
+        table = np.zeros((config.max_horizon, LEVEL_GRID.size))
         last_ok = -1
-        for k in range(c.max_horizon):
-            res = cum_err[mask[:, k], k]
-            if res.size >= 10:
-                n = res.size
-                q_levels = np.minimum(np.ceil((n + 1) * LEVEL_GRID) / n, 1.0)
-                table[k] = np.quantile(res, q_levels, method="higher")
-                last_ok = k
+        for step in range(config.max_horizon):
+            residuals = cum_err[mask[:, step], step]
+            if residuals.size >= 10:
+                count = residuals.size
+                q_levels = np.minimum(np.ceil((count + 1) * LEVEL_GRID) / count, 1.0)
+                table[step] = np.quantile(residuals, q_levels, method="higher")
+                last_ok = step
             elif last_ok >= 0:  # too few residuals this far out: random-walk growth
-                table[k] = table[last_ok] * math.sqrt((k + 1) / (last_ok + 1))
+                table[step] = table[last_ok] * math.sqrt((step + 1) / (last_ok + 1))
             else:
-                table[k] = np.sqrt(k + 1) * np.abs(np.random.default_rng(0).standard_normal(1))
+                noise = np.abs(np.random.default_rng(0).standard_normal(1))
+                table[step] = np.sqrt(step + 1) * noise
         self.conformal = np.maximum.accumulate(table, axis=1)
 
     # --------------------------------------------------------------------- inference
@@ -297,16 +309,16 @@ class LSTMForecaster(GlobalForecaster):
         return out.numpy().astype(np.float64)
 
     def _inputs(self, histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        c = self.config
-        x = np.zeros((len(histories), c.window), dtype=np.float32)
+        window = self.config.window
+        x = np.zeros((len(histories), window), dtype=np.float32)
         scales = np.ones(len(histories))
-        for i, y in enumerate(histories):
-            r = np.diff(np.log(as_price_series(y)))
-            s = series_scale(r, c.scale_lookback)
-            tail = r[-c.window :] / s
+        for row, history in enumerate(histories):
+            returns = np.diff(np.log(as_price_series(history)))
+            scale = series_scale(returns, self.config.scale_lookback)
+            tail = returns[-window:] / scale
             if tail.size:
-                x[i, -tail.size :] = tail
-            scales[i] = s
+                x[row, -tail.size :] = tail
+            scales[row] = scale
         return x, scales
 
     def forward_many(
@@ -324,16 +336,18 @@ class LSTMForecaster(GlobalForecaster):
             return []
         x, scales = self._inputs(histories)
         cum = np.cumsum(self._net_predict(x)[:, :h], axis=1) * scales[:, None]
-        q = np.array([np.interp(level, LEVEL_GRID, self.conformal[k]) for k in range(h)])
-        half = q[None, :] * scales[:, None]
+        quantiles = np.array(
+            [np.interp(level, LEVEL_GRID, self.conformal[step]) for step in range(h)]
+        )
+        half = quantiles[None, :] * scales[:, None]
         out: list[Forecast] = []
-        for i, y in enumerate(histories):
-            last = float(y[-1])
+        for row, history in enumerate(histories):
+            last = float(history[-1])
             out.append(
                 Forecast(
-                    mean=last * np.exp(cum[i]),
-                    lower=last * np.exp(cum[i] - half[i]),
-                    upper=last * np.exp(cum[i] + half[i]),
+                    mean=last * np.exp(cum[row]),
+                    lower=last * np.exp(cum[row] - half[row]),
+                    upper=last * np.exp(cum[row] + half[row]),
                     level=level,
                 )
             )

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from ml_synthetic import FAST_LSTM, ar_prices
 from sqlalchemy.engine import Engine
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ml"))
-from _ml_synthetic import FAST_LSTM, ar_prices
 
 from ml import registry
 from services.common.config import Settings
