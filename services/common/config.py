@@ -94,7 +94,11 @@ class ProductionGaps:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PRICECAST_", extra="ignore")
+    # hide_input_in_errors: a bad value is reported by its setting and the rule it broke, never
+    # echoed back (DATABASE_URL, REDIS_URL and the JWT key paths may carry secrets).
+    model_config = SettingsConfigDict(
+        env_prefix="PRICECAST_", extra="ignore", hide_input_in_errors=True
+    )
 
     # --- standard-name connection settings -------------------------------------------
     database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL"))

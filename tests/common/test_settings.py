@@ -81,3 +81,12 @@ def test_production_gaps() -> None:
     )
     assert not explicit.production_gaps()  # by value when no environment is given
     explicit.require_jwt_keys()
+
+
+def test_a_rejected_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A URL that fails its rule may carry credentials: the error names the setting, not the value.
+    monkeypatch.setenv("PRICECAST_ALERTMANAGER_URL", "ftp://ops:hunter2@alerts.example")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert "alertmanager_url" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
