@@ -29,8 +29,8 @@ from services.common.health import (
     serve_worker_http,
 )
 from services.ingestion.producer import TickPublisher
-from services.ingestion.runner import run_source
 from services.ingestion.sink import TickSink
+from services.ingestion.source_loop import run_source
 from services.ingestion.sources.base import Source
 from services.ingestion.sources.exchange.stream import ExchangeSource
 from services.ingestion.sources.http import HttpSource

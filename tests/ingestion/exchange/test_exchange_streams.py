@@ -25,7 +25,7 @@ from venues import DIALECTS, FakeVenue, VTrade, make_trades
 
 from services.common.config import Settings
 from services.ingestion.producer import TickPublisher
-from services.ingestion.runner import run_source
+from services.ingestion.source_loop import run_source
 from services.ingestion.sources.exchange.registry import build_exchange_source
 from services.ingestion.sources.exchange.stream import ExchangeSource
 
