@@ -44,23 +44,6 @@ REQUIRED = ("symbol", "ts", "price", "volume", "source")
 KNOWN_FIELDS = frozenset((*REQUIRED, "kind", "trade_id"))
 JUMP_CONFIRMATIONS = 3
 
-REASONS = (
-    "invalid_json",
-    "unknown_shape",
-    "missing_field",
-    "invalid_type",
-    "invalid_symbol",
-    "invalid_source",
-    "invalid_timestamp",
-    "future_timestamp",
-    "non_finite_price",
-    "non_positive_price",
-    "non_finite_volume",
-    "non_positive_volume",
-    "price_jump",
-    "invalid_trade_id",
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Rejection:

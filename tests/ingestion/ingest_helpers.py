@@ -90,7 +90,6 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
         PRICECAST_WRITER_HEARTBEAT_INTERVAL_MS="200",
         PRICECAST_LOG_LEVEL="INFO",
     )
-    env.pop("PRICECAST_WRITER_CRASH_AT", None)
     env.update(extra)
     return env
 
