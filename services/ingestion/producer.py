@@ -25,9 +25,10 @@ from aiokafka.partitioner import murmur2
 from services.common.config import Settings
 from services.common.kafka import dumps, ensure_topics, make_producer
 from services.common.metrics import DLQ_MESSAGES, TICKS_INGESTED, VALIDATION_ERRORS
+from services.common.schemas import Tick
 from services.ingestion.batch import validate_batch, wire_records
 from services.ingestion.dlq import Origin, Stage, dlq_record
-from services.ingestion.validation import Rejection, Tick, Validator, future_limit
+from services.ingestion.validation import Rejection, Validator, future_limit
 
 log = logging.getLogger(__name__)
 

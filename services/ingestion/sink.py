@@ -1,7 +1,7 @@
 """Storing ticks in ``price_ticks``: one transaction per batch, idempotent on the natural key.
 
-The sink takes a batch as COPY text lines (:func:`services.ingestion.validation.copy_line`, or
-the writer's :func:`~services.ingestion.validation.decode_batch`). A batch is COPYed straight
+The sink takes a batch as COPY text lines (:func:`services.ingestion.batch.copy_line`, or
+the writer's :func:`~services.ingestion.batch.decode_batch`). A batch is COPYed straight
 into ``price_ticks`` when none of it is stored yet (the common case); otherwise it is COPYed
 into a session temp table and ``INSERT .. SELECT .. ON CONFLICT DO NOTHING`` moves it (natural
 key ``(symbol, ts, source, trade_id)``: ``trade_id`` is the venue's id of a trade, empty for
@@ -32,7 +32,8 @@ import psycopg2.errors
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from services.ingestion.validation import Tick, copy_line
+from services.common.schemas import Tick
+from services.ingestion.batch import copy_line
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ Commit semantics (at-least-once delivery, exactly-once effect):
    ``writer_batch_size``: when the database is the bottleneck, it gets fewer, larger
    statements (its per-statement work, such as the bar trigger, is then shared by more rows).
 2. Each record is re-validated as it arrives (stateless checks, :func:`~services.ingestion.
-   validation.decode_batch`). Poison records (bad JSON, unknown shape, a missing field, a bad
+   batch.decode_batch`). Poison records (bad JSON, unknown shape, a missing field, a bad
    value, ...) are sent to ``prices.dlq`` with the reason, the original payload and their
    topic/partition/offset; the DLQ send is acknowledged before step 4.
 3. The good ticks are written in ONE database transaction (normally one ``COPY`` straight into
@@ -64,19 +64,13 @@ from services.common.kafka import (
     start_with_backoff,
 )
 from services.common.metrics import CONSUMER_LAG, TICKS_WRITTEN, WRITER_BATCH_SECONDS
+from services.common.schemas import Tick
+from services.ingestion.batch import DecodedBatch, decode_batch
 from services.ingestion.dlq import Origin
 from services.ingestion.producer import TickPublisher
 from services.ingestion.sink import TickSink
 from services.ingestion.staleness import StalenessTracker
-from services.ingestion.validation import (
-    DecodedBatch,
-    Rejection,
-    Tick,
-    check_fields,
-    decode,
-    decode_batch,
-    future_limit,
-)
+from services.ingestion.validation import Rejection, check_fields, decode, future_limit
 
 log = logging.getLogger(__name__)
 

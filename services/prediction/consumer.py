@@ -72,7 +72,7 @@ def parse_batch(
         spans[tp] = (records[0].offset, records[-1].offset)
         for record in records:
             try:
-                tick = Tick.model_validate_json(record.value or b"")
+                tick = Tick.from_json(record.value or b"")
             except ValidationError:
                 FORECAST_ERRORS.labels("bad_tick").inc()
                 log.warning("skipping malformed tick at %s@%d", tp, record.offset)

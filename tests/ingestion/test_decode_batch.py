@@ -9,16 +9,9 @@ import orjson
 import pytest
 
 from services.common.kafka import dumps
-from services.ingestion.validation import (
-    Rejection,
-    Tick,
-    ValidationFailed,
-    check_fields,
-    copy_line,
-    decode,
-    decode_batch,
-    is_wire_ts,
-)
+from services.common.schemas import Tick
+from services.ingestion.batch import copy_line, decode_batch, is_wire_ts
+from services.ingestion.validation import Rejection, ValidationFailed, check_fields, decode
 
 LIMIT = datetime(2025, 6, 1, 12, 0, 5, tzinfo=UTC)
 

@@ -6,14 +6,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from services.common.schemas import Tick
 from services.ingestion.dlq import Origin, dlq_record
-from services.ingestion.validation import (
-    Rejection,
-    Tick,
-    Validator,
-    check_fields,
-    parse_ts,
-)
+from services.ingestion.validation import Rejection, Validator, check_fields, parse_ts
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -19,9 +19,9 @@ from sqlalchemy.engine import Engine
 
 from services.common import infra
 from services.common.config import Settings
+from services.common.schemas import Tick
 from services.ingestion.backfill import writer_backlog
 from services.ingestion.producer import TickPublisher
-from services.ingestion.validation import Tick
 
 CRASHING = Path(__file__).with_name("crashing_writer.py")
 
