@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
 
 from services.common.config import Settings
-from services.common.metrics import CONSUMER_OFFSET_RESETS
+from services.common.metrics import CONSUMER_LAG, CONSUMER_OFFSET_RESETS
 
 log = logging.getLogger(__name__)
 
@@ -267,11 +267,12 @@ class LogEndWatchdog:
         return target
 
 
-class FencedCommits(ConsumerRebalanceListener):
-    """Rebalance (generation) fencing and ordered offset commits of a manual-commit consumer.
+class FencedConsumer(ConsumerRebalanceListener):
+    """A manual-commit group member: rebalance (generation) fencing and ordered offset commits.
 
-    Both ``prices`` consumers (the writer, the prediction engine's consumer) subscribe through
-    :meth:`subscribe` and commit through :meth:`commit`.
+    Both ``prices`` consumers (the writer, the prediction engine's consumer) start their
+    ``AIOKafkaConsumer`` through :meth:`start` (subscribed with this fence as its rebalance
+    listener), commit through :meth:`commit`, report :meth:`lag` and :meth:`stop` it.
 
     Commit semantics (at-least-once; the consumer's effect must be idempotent):
 
@@ -309,10 +310,30 @@ class FencedCommits(ConsumerRebalanceListener):
         self.fenced = 0  # batches whose offsets were fenced off by a rebalance
         self.consumer: AIOKafkaConsumer | None = None
 
-    def subscribe(self, consumer: AIOKafkaConsumer, topics: list[str]) -> None:
-        """Subscribe ``consumer`` to ``topics`` with this fence as its rebalance listener."""
-        self.consumer = consumer
+    async def start(
+        self, consumer: AIOKafkaConsumer, topics: list[str], wait_s: float
+    ) -> LogEndWatchdog:
+        """Subscribe ``consumer`` to ``topics`` with this fence as its rebalance listener and
+        start it (waiting up to ``wait_s`` for the broker); its :class:`LogEndWatchdog`."""
         consumer.subscribe(topics, listener=self)
+        await start_with_backoff(consumer.start, wait_s, what="kafka consumer")
+        self.consumer = consumer
+        return LogEndWatchdog(consumer, self.group)
+
+    async def stop(self) -> None:
+        """Stop the consumer (it leaves the group); nothing is committed after this."""
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    async def lag(self) -> int | None:
+        """Records behind (:func:`consumer_lag`, also into ``pricecast_consumer_lag{group}``);
+        None when the consumer is not running."""
+        if self.consumer is None:
+            return None
+        lag = await consumer_lag(self.consumer)
+        CONSUMER_LAG.labels(self.group).set(lag)
+        return lag
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         self.generation += 1  # a batch read before this is not committed any more

@@ -34,7 +34,7 @@ next owner (or this writer, after the rebalance, since every new assignment rest
 committed offsets) reads those records again. A batch whose database write is in flight
 finishes it; its offset commit is then skipped (a batch read before a rebalance is fenced off),
 or refused by the group, which is logged and harmless for the same reason: the generation
-fencing and the commits are :class:`~services.common.kafka.FencedCommits`'. A position left
+fencing and the commits are :class:`~services.common.kafka.FencedConsumer`'. A position left
 beyond the log end anyway is moved back by :class:`~services.common.kafka.LogEndWatchdog`.
 The database being unreachable is not poison: the batch is retried with bounded backoff and
 nothing is committed until it is stored. SIGTERM (``stop`` set) finishes the batch in flight
@@ -53,17 +53,11 @@ from datetime import datetime
 
 import psycopg2
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from services.common.config import Settings
-from services.common.kafka import (
-    FencedCommits,
-    LogEndWatchdog,
-    consumer_lag,
-    make_consumer,
-    start_with_backoff,
-)
-from services.common.metrics import CONSUMER_LAG, TICKS_WRITTEN, WRITER_BATCH_SECONDS
+from services.common.kafka import FencedConsumer, make_consumer
+from services.common.metrics import TICKS_WRITTEN, WRITER_BATCH_SECONDS
 from services.common.schemas import Tick
 from services.ingestion.batch import DecodedBatch, decode_batch
 from services.ingestion.dlq import Origin
@@ -140,10 +134,9 @@ class TickWriter:
         self.pending: list[ConsumerRecord] = []
         self.pending_offsets: dict[TopicPartition, int] = {}  # last offset per partition
         self.pending_chunks: list[_Chunk] = []  # the pending records, validated
-        self.fence = FencedCommits(settings.consumer_group_writer, on_revoked=self._revoked)
+        self.fence = FencedConsumer(settings.consumer_group_writer, on_revoked=self._revoked)
         self.stats = WriterStats()
         self.ready = False
-        self._consumer: AIOKafkaConsumer | None = None
         self._halted = False  # a batch was left unstored at stop: write nothing after it
 
     def _revoked(self, revoked: list[TopicPartition]) -> None:
@@ -154,38 +147,36 @@ class TickWriter:
             log.info("rebalance: discarded %d uncommitted records (redelivered)", dropped)
 
     async def lag(self) -> int:
-        if self._consumer is None:
+        lag = await self.fence.lag()
+        if lag is None:
             return 0
-        lag = await consumer_lag(self._consumer)
         self.stats.lag = lag
-        CONSUMER_LAG.labels(self.settings.consumer_group_writer).set(lag)
         return lag
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish the batch in flight and the pending one,
         and leave the group."""
-        s = self.settings
+        settings = self.settings
         consumer = make_consumer(
-            s,
-            group_id=s.consumer_group_writer,
-            max_poll_records=s.writer_batch_size,
-            session_timeout_ms=s.writer_session_timeout_ms,
-            heartbeat_interval_ms=s.writer_heartbeat_interval_ms,
+            settings,
+            group_id=settings.consumer_group_writer,
+            max_poll_records=settings.writer_batch_size,
+            session_timeout_ms=settings.writer_session_timeout_ms,
+            heartbeat_interval_ms=settings.writer_heartbeat_interval_ms,
             client_id="pricecast-writer",
         )
-        self.fence.subscribe(consumer, [s.topic_prices])
-        await start_with_backoff(consumer.start, s.startup_wait_s, what="kafka consumer")
-        self._consumer = consumer
+        watchdog = await self.fence.start(
+            consumer, [settings.topic_prices], settings.startup_wait_s
+        )
         try:
             await asyncio.to_thread(self.sink.load_known_assets)
         except sa.exc.SQLAlchemyError as exc:  # the cache only saves upserts; go on without it
             log.warning("could not load known assets (%s)", exc)
         self.ready = True
-        timeout_s = s.writer_batch_timeout_ms / 1000.0
-        size = s.writer_batch_size
+        timeout_s = settings.writer_batch_timeout_ms / 1000.0
+        size = settings.writer_batch_size
         started = time.monotonic()
         inflight: asyncio.Task[bool] | None = None
-        watchdog = LogEndWatchdog(consumer, s.consumer_group_writer)
         try:
             while not stop.is_set() and not self._halted:
                 await watchdog.check()
@@ -226,10 +217,9 @@ class TickWriter:
                 # and is a no-op then. Its thread may still use the sink's connection.
                 inflight.cancel()
                 await asyncio.gather(inflight, return_exceptions=True)
-            self._consumer = None
             if not abandoned:
                 await asyncio.to_thread(self.sink.close)
-            await consumer.stop()
+            await self.fence.stop()
 
     async def flush(self, stop: asyncio.Event | None) -> None:
         """Steps 3-4 for the pending records, now (no batch may be in flight)."""

@@ -26,7 +26,7 @@ means the batch is handled again by the new owner.
 
 Offsets belong to the assignment they were read under: a batch fetched before a rebalance
 (revocation or assignment) is neither committed nor sought back to, it is read again from the
-committed offsets (:class:`~services.common.kafka.FencedCommits` has the fencing and the commit
+committed offsets (:class:`~services.common.kafka.FencedConsumer` has the fencing and the commit
 rules; its ``generation`` and ``fenced`` are ``PricesConsumer.generation`` and
 ``PricesConsumer.stale_batches``).
 """
@@ -46,14 +46,8 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from services.common.config import Settings
-from services.common.kafka import (
-    FencedCommits,
-    LogEndWatchdog,
-    consumer_lag,
-    make_consumer,
-    start_with_backoff,
-)
-from services.common.metrics import CONSUMER_LAG, FORECAST_ERRORS
+from services.common.kafka import FencedConsumer, LogEndWatchdog, make_consumer
+from services.common.metrics import FORECAST_ERRORS
 from services.common.schemas import Tick
 from services.prediction.engine import Interrupted, PredictionEngine, TickIn
 
@@ -86,10 +80,9 @@ class PricesConsumer:
     def __init__(self, settings: Settings, engine: PredictionEngine) -> None:
         self.settings = settings
         self.engine = engine
-        self.consumer: AIOKafkaConsumer | None = None
         self.batches = 0
         self.failures = 0
-        self.fence = FencedCommits(
+        self.fence = FencedConsumer(
             settings.consumer_group_prediction,
             on_revoked=lambda revoked: engine.forget_partitions([tp.partition for tp in revoked]),
         )
@@ -97,7 +90,7 @@ class PricesConsumer:
 
     @property
     def generation(self) -> int:
-        """Bumped by every revocation and assignment (:class:`FencedCommits`)."""
+        """Bumped by every revocation and assignment (:class:`FencedConsumer`)."""
         return self.fence.generation
 
     @property
@@ -105,25 +98,25 @@ class PricesConsumer:
         """Batches whose offsets a rebalance fenced off (neither committed nor sought back)."""
         return self.fence.fenced
 
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        """The running consumer (None when not running)."""
+        return self.fence.consumer
+
     async def lag(self) -> int | None:
-        if self.consumer is None:
-            return None
-        lag = await consumer_lag(self.consumer)
-        CONSUMER_LAG.labels(self.settings.consumer_group_prediction).set(lag)
-        return lag
+        return await self.fence.lag()
 
     async def run(self, stop: asyncio.Event) -> None:
-        s = self.settings
+        settings = self.settings
         consumer = make_consumer(
-            s,
-            group_id=s.consumer_group_prediction,
+            settings,
+            group_id=settings.consumer_group_prediction,
             max_poll_records=2000,
-            fetch_max_wait_ms=s.prediction_fetch_max_wait_ms,
+            fetch_max_wait_ms=settings.prediction_fetch_max_wait_ms,
         )
-        self.fence.subscribe(consumer, [s.topic_prices])
-        await start_with_backoff(consumer.start, s.startup_wait_s, what="kafka consumer")
-        self.consumer = consumer
-        self.watchdog = watchdog = LogEndWatchdog(consumer, s.consumer_group_prediction)
+        self.watchdog = watchdog = await self.fence.start(
+            consumer, [settings.topic_prices], settings.startup_wait_s
+        )
         backoff = 0.5
         try:
             while not stop.is_set():
@@ -172,8 +165,7 @@ class PricesConsumer:
                 )
                 self.batches += 1
         finally:
-            self.consumer = None
-            await consumer.stop()
+            await self.fence.stop()
 
     def _owner(self, consumer: AIOKafkaConsumer) -> Callable[[str], bool]:
         """Whether a symbol's ticks land on a partition assigned here (key = symbol, the
