@@ -51,13 +51,13 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         configs = {"min.insync.replicas": str(min(2, replicas - 1))} if replicas >= 3 else {}
         wanted = [
             NewTopic(
-                name=t,
+                name=topic,
                 num_partitions=settings.kafka_partitions,
                 replication_factor=replicas,
                 topic_configs=configs,
             )
-            for t in all_topics(settings)
-            if t not in existing
+            for topic in all_topics(settings)
+            if topic not in existing
         ]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):

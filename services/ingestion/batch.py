@@ -74,13 +74,13 @@ def validate_batch(
     pct, last_good, pending = guard.pct, guard.last_good, guard._pending
     symbols, sources, inf, fields = _OK_SYMBOLS, _OK_SOURCES, math.inf, _FIELDS
     checked: object = None  # the last datetime found aware UTC and within the limit
-    for p in payloads:
-        if type(p) is dict and "kind" not in p:
+    for payload in payloads:
+        if type(payload) is dict and "kind" not in payload:
             try:
-                symbol, source, price, volume, ts = fields(p)
+                symbol, source, price, volume, ts = fields(payload)
             except KeyError:
                 price = None  # the full check says which is missing
-            tid = p.get("trade_id", "")
+            tid = payload.get("trade_id", "")
             if (
                 type(price) is float
                 and type(volume) is float
@@ -127,7 +127,7 @@ def validate_batch(
                         out_keys.append(key)
                         docs.append(wire)
                     continue
-        _validated(validate(p, limit), good, bad, (out_keys, docs) if records else None)
+        _validated(validate(payload, limit), good, bad, (out_keys, docs) if records else None)
     if records:
         out_values.extend(each_json(docs))
     return good, bad
@@ -160,8 +160,8 @@ def each_json(docs: list[dict[str, Any]]) -> list[bytes]:
         return []
     parts = dumps(docs)[1:-1].split(_NEXT)
     if len(parts) != len(docs):  # not wire-form docs after all: one at a time
-        return [dumps(d) for d in docs]
-    return [parts[0], *[_START + p for p in parts[1:]]]
+        return [dumps(doc) for doc in docs]
+    return [parts[0], *[_START + part for part in parts[1:]]]
 
 
 def wire_records(ticks: Iterable[Tick]) -> Iterator[tuple[bytes, bytes]]:
@@ -199,9 +199,11 @@ def is_wire_ts(ts: str) -> bool:
     """``ts`` has the wire form's separators where they belong (positions 4, 7, 10, 13, 16,
     19 and the final "Z"). If ``datetime.fromisoformat`` also accepts it, the rest are ASCII
     digits and PostgreSQL reads the same instant from the text."""
-    n = len(ts)
+    length = len(ts)
     seps = ts[4:20:3]
-    return (n == 20 and seps == "--T::Z") or (n == 27 and seps == "--T::." and ts[26] == "Z")
+    return (length == 20 and seps == "--T::Z") or (
+        length == 27 and seps == "--T::." and ts[26] == "Z"
+    )
 
 
 def copy_line(tick: Tick) -> str:
@@ -246,20 +248,20 @@ def decode_batch(values: Sequence[bytes | None], limit: datetime) -> DecodedBatc
     rows, good, newest = out.rows, out.good, out.newest
     loads, fromiso = orjson.loads, datetime.fromisoformat
     ok_symbols, ok_sources, inf = _OK_SYMBOLS, _OK_SOURCES, math.inf
-    for i, raw in enumerate(values):
+    for index, raw in enumerate(values):
         if type(raw) is bytes:
             try:
-                d = loads(raw)
+                doc = loads(raw)
             except orjson.JSONDecodeError:
-                d = None
-            n_fields = len(d) if type(d) is dict else 0
-            tid = d.get("trade_id", "") if n_fields == 6 else ""
+                doc = None
+            n_fields = len(doc) if type(doc) is dict else 0
+            tid = doc.get("trade_id", "") if n_fields == 6 else ""
             if n_fields == 5 or (n_fields == 6 and type(tid) is str and _trade_id_ok(tid)):
-                symbol = d.get("symbol")
-                ts = d.get("ts")
-                price = d.get("price")
-                volume = d.get("volume")
-                source = d.get("source")
+                symbol = doc.get("symbol")
+                ts = doc.get("ts")
+                price = doc.get("price")
+                volume = doc.get("volume")
+                source = doc.get("source")
                 if (
                     type(symbol) is str
                     and type(source) is str
@@ -271,8 +273,8 @@ def decode_batch(values: Sequence[bytes | None], limit: datetime) -> DecodedBatc
                     and symbol in ok_symbols
                     and source in ok_sources
                     and (  # is_wire_ts, inlined
-                        ((n := len(ts)) == 20 and ts[4:20:3] == "--T::Z")
-                        or (n == 27 and ts[4:20:3] == "--T::." and ts[26] == "Z")
+                        ((length := len(ts)) == 20 and ts[4:20:3] == "--T::Z")
+                        or (length == 27 and ts[4:20:3] == "--T::." and ts[26] == "Z")
                     )
                 ):
                     dt: datetime | None
@@ -282,7 +284,7 @@ def decode_batch(values: Sequence[bytes | None], limit: datetime) -> DecodedBatc
                         dt = None  # the full check says why
                     if dt is not None and dt <= limit:
                         rows.append(f"{symbol}\t{ts}\t{price!r}\t{volume!r}\t{source}\t{tid}\n")
-                        good.append(i)
+                        good.append(index)
                         last = newest.get(symbol)
                         if last is None or dt > last:
                             newest[symbol] = dt
@@ -290,10 +292,10 @@ def decode_batch(values: Sequence[bytes | None], limit: datetime) -> DecodedBatc
         try:
             tick = check_fields(decode(raw), limit=limit)
         except ValidationFailed as exc:
-            out.rejects.append((i, Rejection(exc.reason, exc.detail, raw, exc.symbol)))
+            out.rejects.append((index, Rejection(exc.reason, exc.detail, raw, exc.symbol)))
             continue
         rows.append(copy_line(tick))
-        good.append(i)
+        good.append(index)
         last = newest.get(tick.symbol)
         if last is None or tick.ts > last:
             newest[tick.symbol] = tick.ts

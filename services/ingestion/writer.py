@@ -110,12 +110,12 @@ class _Batch:
 def decode_records(records: Sequence[ConsumerRecord], limit: datetime) -> DecodedBatch:
     """Step 2 for ``records``: COPY lines of the good ones, rejections of the poison ones (a
     rejection without a symbol of its own takes the record key's)."""
-    decoded = decode_batch([r.value for r in records], limit)
-    for k, (i, rej) in enumerate(decoded.rejects):
-        key = records[i].key
+    decoded = decode_batch([record.value for record in records], limit)
+    for slot, (index, rej) in enumerate(decoded.rejects):
+        key = records[index].key
         if rej.symbol is None and key:
             symbol = key.decode("utf-8", errors="replace")
-            decoded.rejects[k] = (i, Rejection(rej.reason, rej.detail, rej.payload, symbol))
+            decoded.rejects[slot] = (index, Rejection(rej.reason, rej.detail, rej.payload, symbol))
     return decoded
 
 
@@ -239,8 +239,8 @@ class TickWriter:
                 [rej for _, rej in decoded.rejects],
                 "writer",
                 [
-                    Origin(records[i].topic, records[i].partition, records[i].offset)
-                    for i, _ in decoded.rejects
+                    Origin(records[index].topic, records[index].partition, records[index].offset)
+                    for index, _ in decoded.rejects
                 ],
             )
             if not self.fence.current(generation, f"the validation of {len(records)} records"):
@@ -264,7 +264,7 @@ class TickWriter:
                 for symbol, ts in chunk.decoded.newest.items():
                     if symbol not in newest or ts > newest[symbol]:
                         newest[symbol] = ts
-        rejected = sum(len(c.decoded.rejects) for c in chunks)
+        rejected = sum(len(chunk.decoded.rejects) for chunk in chunks)
         generation, started = self.fence.generation, time.perf_counter()
         return _Batch(chunks, rows, newest, offsets, consumed, rejected, generation, started)
 
@@ -319,15 +319,15 @@ class TickWriter:
     async def _store_each(self, batch: _Batch) -> int:
         """The batch's good ticks one by one (a rare path: they are validated again)."""
         ticks: list[Tick] = [
-            check_fields(decode(chunk.records[i].value), limit=chunk.limit)
+            check_fields(decode(chunk.records[index].value), limit=chunk.limit)
             for chunk in batch.chunks
-            for i in chunk.decoded.good
+            for index in chunk.decoded.good
         ]
         inserted, refused = await asyncio.to_thread(self.sink.write_each, ticks)
         if refused:
             rejects = [
-                Rejection("db_rejected", err, ticks[i].wire(), ticks[i].symbol)
-                for i, err in refused
+                Rejection("db_rejected", err, ticks[index].wire(), ticks[index].symbol)
+                for index, err in refused
             ]
             await self.publisher.dead_letter(rejects, "writer")
         return inserted

@@ -309,7 +309,7 @@ class ExchangeSource(Source):
         ids = [int(trade["trade_id"]) for trade in trades]
         if any(later < earlier for earlier, later in itertools.pairwise(ids)):
             order = sorted(range(len(trades)), key=ids.__getitem__)
-            trades, ids = [trades[k] for k in order], [ids[k] for k in order]
+            trades, ids = [trades[at] for at in order], [ids[at] for at in order]
         kept: list[RawTick] = []
         for trade, tid in zip(trades, ids, strict=True):
             keep, gap = tracker.observe(trade.pop("_venue"), tid, trade["ts"])
