@@ -10,7 +10,7 @@ measured. Two clients read the same frames in the same run:
 * value: :class:`~services.ingestion.sources.exchange.binance.BinanceSource` (prices and
   sizes parsed exactly, gap tracking, validation, keyed record batches to ``prices``, every batch
   acknowledged by the broker), driven by the publish loop every source uses
-  (:func:`services.ingestion.runner.run_source`'s body). The clock stops when the last trade
+  (:func:`services.ingestion.source_loop.run_source`'s body). The clock stops when the last trade
   is acknowledged; the topic's end offsets are checked to hold every trade.
 
 The machine is shared: the two are measured in alternating rounds and the best round of each

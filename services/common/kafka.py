@@ -6,17 +6,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
 
 from services.common.config import Settings
-from services.common.metrics import CONSUMER_OFFSET_RESETS
+from services.common.metrics import CONSUMER_LAG, CONSUMER_OFFSET_RESETS
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,13 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         configs = {"min.insync.replicas": str(min(2, replicas - 1))} if replicas >= 3 else {}
         wanted = [
             NewTopic(
-                name=t,
+                name=topic,
                 num_partitions=settings.kafka_partitions,
                 replication_factor=replicas,
                 topic_configs=configs,
             )
-            for t in all_topics(settings)
-            if t not in existing
+            for topic in all_topics(settings)
+            if topic not in existing
         ]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
@@ -265,3 +265,122 @@ class LogEndWatchdog:
             where,
         )
         return target
+
+
+class FencedConsumer(ConsumerRebalanceListener):
+    """A manual-commit group member: rebalance (generation) fencing and ordered offset commits.
+
+    Both ``prices`` consumers (the writer, the prediction engine's consumer) start their
+    ``AIOKafkaConsumer`` through :meth:`start` (subscribed with this fence as its rebalance
+    listener), commit through :meth:`commit`, report :meth:`lag` and :meth:`stop` it.
+
+    Commit semantics (at-least-once; the consumer's effect must be idempotent):
+
+    * **What is committed, when.** The owner fetches a batch, notes :attr:`generation`, does
+      the batch's work until it is durable, then calls :meth:`commit` with the batch's last
+      offset per partition: ``last + 1`` is committed for each partition still assigned.
+      Nothing is committed before the batch's work is durable, and the owner commits batches
+      strictly in the order it consumed them, so a committed offset means every earlier
+      record of the partition was handled. Commits are cumulative: a later commit covers an
+      earlier one that failed.
+    * **Rebalance.** Every revocation and every assignment bumps :attr:`generation`; a
+      revocation first calls ``on_revoked`` (the owner drops what it holds uncommitted for
+      those partitions: it is read again). A batch fetched under an older generation is
+      *fenced*: its offsets are neither committed (:meth:`commit` returns False) nor sought
+      back to (:meth:`seek_back`). The new assignment starts from the group's committed
+      offset, which lies before the batch (it was not committed), so the batch is read again,
+      by this consumer or the partitions' new owner. Offsets belong to the log they were read
+      from: after a broker lost its log (the in-memory broker restarted and the group
+      re-joined a new, empty log) an old batch's offsets can lie beyond the new log's end,
+      and committing or seeking to them would skip every record before them.
+      :class:`LogEndWatchdog` is the second line, for a position beyond the log end anyway.
+    * **Refused commits.** A commit the group refuses (``CommitFailedError`` after a rebalance
+      the fence did not see yet, a broker error) is logged and is harmless: the batch is
+      handled again by the partition's next owner, or the next commit covers it.
+    * **At-least-once.** A crash or a rebalance at any point before the commit redelivers the
+      batch from the committed offset; nothing is lost, and work may be done twice.
+    """
+
+    def __init__(
+        self, group: str, on_revoked: Callable[[list[TopicPartition]], None] | None = None
+    ) -> None:
+        self.group = group
+        self.on_revoked = on_revoked
+        self.generation = 0  # bumped by every revocation and assignment
+        self.fenced = 0  # batches whose offsets were fenced off by a rebalance
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def start(
+        self, consumer: AIOKafkaConsumer, topics: list[str], wait_s: float
+    ) -> LogEndWatchdog:
+        """Subscribe ``consumer`` to ``topics`` with this fence as its rebalance listener and
+        start it (waiting up to ``wait_s`` for the broker); its :class:`LogEndWatchdog`."""
+        consumer.subscribe(topics, listener=self)
+        await start_with_backoff(consumer.start, wait_s, what="kafka consumer")
+        self.consumer = consumer
+        return LogEndWatchdog(consumer, self.group)
+
+    async def stop(self) -> None:
+        """Stop the consumer (it leaves the group); nothing is committed after this."""
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    async def lag(self) -> int | None:
+        """Records behind (:func:`consumer_lag`, also into ``pricecast_consumer_lag{group}``);
+        None when the consumer is not running."""
+        if self.consumer is None:
+            return None
+        lag = await consumer_lag(self.consumer)
+        CONSUMER_LAG.labels(self.group).set(lag)
+        return lag
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.generation += 1  # a batch read before this is not committed any more
+        if self.on_revoked is not None:
+            self.on_revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.generation += 1  # offsets read before a re-join may be of another log
+        partitions = sorted(tp.partition for tp in assigned)
+        log.info("consumer group %s: partitions assigned: %s", self.group, partitions)
+
+    def current(self, generation: int, what: str = "the batch") -> bool:
+        """Whether no rebalance came since ``generation`` (else counted and logged: fenced)."""
+        if generation == self.generation:
+            return True
+        self.fenced += 1
+        log.info("consumer group %s: rebalanced during %s: it is read again", self.group, what)
+        return False
+
+    async def commit(self, last_offsets: Mapping[TopicPartition, int], generation: int) -> bool:
+        """Commit ``last + 1`` for each partition of the batch still assigned, unless the batch
+        is fenced (a rebalance since ``generation``); True when the group took the commit."""
+        consumer = self.consumer
+        if consumer is None or not self.current(generation, "the batch (not committed)"):
+            return False
+        assigned = consumer.assignment()
+        offsets = {tp: last + 1 for tp, last in last_offsets.items() if tp in assigned}
+        if not offsets:
+            return False
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning(
+                "consumer group %s: offset commit refused (%s); the records are read again "
+                "unless a later commit covers them",
+                self.group,
+                exc,
+            )
+            return False
+        return True
+
+    def seek_back(self, first_offsets: Mapping[TopicPartition, int], generation: int) -> bool:
+        """Re-read a failed batch from its first offsets, unless it is fenced (the new
+        assignment starts from the committed offset, before the batch, anyway)."""
+        consumer = self.consumer
+        if consumer is None or not self.current(generation, "the failed batch"):
+            return False
+        for tp, first in first_offsets.items():
+            consumer.seek(tp, first)
+        return True

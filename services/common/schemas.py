@@ -8,25 +8,65 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal, NamedTuple, NotRequired, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, TypeAdapter, field_validator
+from typing_extensions import TypedDict
 
 Interval = Literal["1h", "1d"]
 ModelName = Literal["lstm", "arima", "naive"]
 
 
-class Tick(BaseModel):
-    """One validated tick on the ``prices`` topic (key: symbol)."""
+class Tick(NamedTuple):
+    """One validated tick on the ``prices`` topic (key: symbol): the one tick type.
 
-    model_config = ConfigDict(frozen=True)
+    A plain tuple (not a pydantic model): the publisher and the writer handle one per message,
+    and :mod:`services.ingestion.validation` builds it after its own checks. Readers of
+    ``prices`` that want pydantic's field checks use :meth:`from_json`.
+    """
 
     symbol: str
-    ts: datetime  # UTC
+    ts: datetime  # aware, UTC
     price: float
     volume: float
     source: str
     trade_id: str = ""  # the venue's trade id; absent (empty) for ticks without one
+
+    def wire(self) -> dict[str, Any]:
+        """The ``prices`` message (``services.common.kafka.dumps`` of it); no empty trade id."""
+        out: dict[str, Any] = {
+            "symbol": self.symbol,
+            "ts": self.ts,
+            "price": self.price,
+            "volume": self.volume,
+            "source": self.source,
+        }
+        if self.trade_id:
+            out["trade_id"] = self.trade_id
+        return out
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Tick:
+        """A tick from JSON with pydantic's (lax) field checks; unknown fields are ignored.
+        Raises ``pydantic.ValidationError``."""
+        return cls(**_TICK_FIELDS.validate_json(raw))
+
+    def to_json(self) -> str:
+        """JSON of every field, ``trade_id`` included, timestamps as pydantic writes them."""
+        return _TICK_FIELDS.dump_json(self._asdict()).decode()
+
+
+def _fields_of(tuple_type: type[Tick]) -> TypeAdapter[dict[str, Any]]:
+    """Pydantic's view of ``tuple_type``'s fields: a TypedDict derived from it (defaulted
+    fields not required)."""
+    fields = {
+        name: NotRequired[hint] if name in tuple_type._field_defaults else hint
+        for name, hint in get_type_hints(tuple_type).items()
+    }
+    return TypeAdapter(TypedDict(f"{tuple_type.__name__}Fields", fields))  # type: ignore[operator]
+
+
+_TICK_FIELDS = _fields_of(Tick)
 
 
 class IntervalBand(BaseModel):

@@ -80,8 +80,8 @@ class Progress:
 
 
 def _count_rows(path: Path) -> int:
-    with path.open(encoding="utf-8") as f:
-        return max(0, sum(1 for _ in f) - 1)
+    with path.open(encoding="utf-8") as lines_in:
+        return max(0, sum(1 for _ in lines_in) - 1)
 
 
 def history_start(now: datetime, days: int) -> datetime:
@@ -103,8 +103,8 @@ def synthetic_ticks(
 def count_synthetic(symbol_days: dict[str, int], now: datetime, step_minutes: int) -> int:
     step_s = step_minutes * 60
     return sum(
-        int((now - history_start(now, d)).total_seconds() // step_s) + 1
-        for d in symbol_days.values()
+        int((now - history_start(now, days)).total_seconds() // step_s) + 1
+        for days in symbol_days.values()
     )
 
 

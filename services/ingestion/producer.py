@@ -25,9 +25,10 @@ from aiokafka.partitioner import murmur2
 from services.common.config import Settings
 from services.common.kafka import dumps, ensure_topics, make_producer
 from services.common.metrics import DLQ_MESSAGES, TICKS_INGESTED, VALIDATION_ERRORS
+from services.common.schemas import Tick
 from services.ingestion.batch import validate_batch, wire_records
 from services.ingestion.dlq import Origin, Stage, dlq_record
-from services.ingestion.validation import Rejection, Tick, Validator, future_limit
+from services.ingestion.validation import Rejection, Validator, future_limit
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,8 @@ class TickPublisher:
     ) -> int:
         """``records``: the ticks' (key, value) pairs (:func:`~.batch.wire_records`)."""
         sent = await self.send_keyed(self.settings.topic_prices, records)
-        for source, n in Counter(map(_SOURCE_OF, ticks)).items():
-            TICKS_INGESTED.labels(source).inc(n)
+        for source, count in Counter(map(_SOURCE_OF, ticks)).items():
+            TICKS_INGESTED.labels(source).inc(count)
         return sent
 
     async def dead_letter(
@@ -150,8 +151,8 @@ class TickPublisher:
         if not rejections:
             return 0
         records = []
-        for i, rej in enumerate(rejections):
-            origin = origins[i] if origins else None
+        for index, rej in enumerate(rejections):
+            origin = origins[index] if origins else None
             record = dlq_record(rej.reason, rej.detail, rej.payload, stage, origin, source)
             records.append((rej.symbol.encode() if rej.symbol else None, dumps(record)))
             VALIDATION_ERRORS.labels(rej.reason).inc()

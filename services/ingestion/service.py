@@ -29,8 +29,8 @@ from services.common.health import (
     serve_worker_http,
 )
 from services.ingestion.producer import TickPublisher
-from services.ingestion.runner import run_source
 from services.ingestion.sink import TickSink
+from services.ingestion.source_loop import run_source
 from services.ingestion.sources.base import Source
 from services.ingestion.sources.exchange.stream import ExchangeSource
 from services.ingestion.sources.http import HttpSource
@@ -104,13 +104,13 @@ class IngestionService:
                 "dead_lettered": st.dead_lettered,
             }
             extra["storage_maintenance"] = self.maintenance
-        extra["sources"] = {s.name: _source_state(s) for s in self.sources}
+        extra["sources"] = {source.name: _source_state(source) for source in self.sources}
         return extra
 
     async def _check_streams(self) -> CheckResult:
         """Exchange streams (not critical: the service degrades while one reconnects)."""
-        streams = [s for s in self.sources if isinstance(s, ExchangeSource)]
-        down = [s.name for s in streams if s.stats.connected_since is None]
+        streams = [stream for stream in self.sources if isinstance(stream, ExchangeSource)]
+        down = [stream.name for stream in streams if stream.stats.connected_since is None]
         if not streams:
             return CheckResult("healthy", 0.0, "no exchange stream configured")
         detail = f"disconnected: {', '.join(down)}" if down else "every stream connected"
@@ -199,11 +199,11 @@ class IngestionService:
             log.info(
                 "ingestion running (role %s, sources %s)",
                 self.role,
-                ", ".join(s.name for s in self.sources) or "-",
+                ", ".join(source.name for source in self.sources) or "-",
             )
             await stop.wait()
             results = await asyncio.gather(*tasks, return_exceptions=True)
-            failed = [r for r in results if isinstance(r, BaseException)]
+            failed = [result for result in results if isinstance(result, BaseException)]
             for exc in failed:
                 log.error("ingestion task failed: %r", exc)
             return 1 if failed else 0

@@ -1,7 +1,7 @@
 """Storing ticks in ``price_ticks``: one transaction per batch, idempotent on the natural key.
 
-The sink takes a batch as COPY text lines (:func:`services.ingestion.validation.copy_line`, or
-the writer's :func:`~services.ingestion.validation.decode_batch`). A batch is COPYed straight
+The sink takes a batch as COPY text lines (:func:`services.ingestion.batch.copy_line`, or
+the writer's :func:`~services.ingestion.batch.decode_batch`). A batch is COPYed straight
 into ``price_ticks`` when none of it is stored yet (the common case); otherwise it is COPYed
 into a session temp table and ``INSERT .. SELECT .. ON CONFLICT DO NOTHING`` moves it (natural
 key ``(symbol, ts, source, trade_id)``: ``trade_id`` is the venue's id of a trade, empty for
@@ -32,7 +32,8 @@ import psycopg2.errors
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from services.ingestion.validation import Tick, copy_line
+from services.common.schemas import Tick
+from services.ingestion.batch import copy_line
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ CONNECTION_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 def copy_rows(ticks: Sequence[Tick]) -> list[str]:
     """The COPY text lines of ``ticks``."""
-    return [copy_line(t) for t in ticks]
+    return [copy_line(tick) for tick in ticks]
 
 
 def first_seen(rows: Sequence[str], symbols: set[str]) -> dict[str, datetime]:
@@ -167,7 +168,7 @@ class TickSink:
             return 0
         data = "".join(rows)
         if symbols is None:
-            symbols = {r[: r.index("\t")] for r in rows}
+            symbols = {row_text[: row_text.index("\t")] for row_text in rows}
         new_symbols = set(symbols).difference(self.known_assets)
         new_assets = first_seen(rows, new_symbols) if new_symbols else {}
         with self._cursor() as cur:
@@ -212,24 +213,31 @@ class TickSink:
         Returns the count stored and the (index, error) of each tick the database refused."""
         refused: list[tuple[int, str]] = []
         inserted = 0
-        new_symbols = {t.symbol for t in ticks}.difference(self.known_assets)
+        new_symbols = {tick.symbol for tick in ticks}.difference(self.known_assets)
         new_assets: dict[str, datetime] = {}
-        for t in ticks:
-            if t.symbol in new_symbols and (
-                t.symbol not in new_assets or t.ts < new_assets[t.symbol]
+        for tick in ticks:
+            if tick.symbol in new_symbols and (
+                tick.symbol not in new_assets or tick.ts < new_assets[tick.symbol]
             ):
-                new_assets[t.symbol] = t.ts
+                new_assets[tick.symbol] = tick.ts
         with self._cursor() as cur, self._transaction(cur):
             self._upsert_assets(cur, new_assets)
-            for i, t in enumerate(ticks):
+            for index, tick in enumerate(ticks):
                 cur.execute("SAVEPOINT one_tick")
                 try:
-                    row = (t.symbol, t.ts, t.price, t.volume, t.source, t.trade_id)
+                    row = (
+                        tick.symbol,
+                        tick.ts,
+                        tick.price,
+                        tick.volume,
+                        tick.source,
+                        tick.trade_id,
+                    )
                     cur.execute(INSERT_ONE, row)
                     inserted += int(cur.rowcount)
                     cur.execute("RELEASE SAVEPOINT one_tick")
                 except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
                     cur.execute("ROLLBACK TO SAVEPOINT one_tick")
-                    refused.append((i, str(exc).strip().splitlines()[0][:200]))
+                    refused.append((index, str(exc).strip().splitlines()[0][:200]))
         self.known_assets.update(new_assets)
         return inserted, refused

@@ -48,10 +48,13 @@ class StalenessTracker:
 
     def ages(self, now: float | None = None) -> dict[str, float]:
         current = now if now is not None else time.time()
-        return {s: round(max(0.0, current - t), 3) for s, t in sorted(self._newest.items())}
+        return {
+            symbol: round(max(0.0, current - seen), 3)
+            for symbol, seen in sorted(self._newest.items())
+        }
 
     def stale(self, now: float | None = None) -> list[str]:
-        return [s for s, age in self.ages(now).items() if age > self.stale_after_s]
+        return [symbol for symbol, age in self.ages(now).items() if age > self.stale_after_s]
 
     def refresh_from_db(self, engine: Engine) -> None:
         with engine.connect() as conn:
@@ -63,7 +66,7 @@ class StalenessTracker:
         ages = self.ages(now)
         return {
             "tick_age_seconds": ages,
-            "stale_symbols": [s for s, a in ages.items() if a > self.stale_after_s],
+            "stale_symbols": [symbol for symbol, age in ages.items() if age > self.stale_after_s],
             "stale_after_seconds": self.stale_after_s,
             "newest_tick": (
                 datetime.fromtimestamp(max(self._newest.values()), UTC).isoformat()

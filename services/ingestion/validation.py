@@ -19,47 +19,30 @@ be 0 (or absent). Everything else must hold:
   of the symbol is quarantined (``price_jump``). Three consecutive quarantined ticks that agree
   with each other confirm a new level, so a real repricing is not blocked forever.
 
-Validation is hand-written (no pydantic per tick): the writer runs it on every consumed message.
+Validation is hand-written (no pydantic per tick): the writer runs it on every consumed message
+(a batch at a time: :mod:`services.ingestion.batch`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
+
+from services.common.schemas import Tick
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,16}(?:-[A-Z0-9]{1,16})?$")
 SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 TRADE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _trade_id_ok = TRADE_ID_RE.fullmatch
-# The wire form of ``ts`` (``services.common.kafka.dumps``: orjson, UTC, "Z"),
-# "YYYY-MM-DDTHH:MM:SSZ" or "YYYY-MM-DDTHH:MM:SS.ffffffZ": the writer passes a timestamp of
-# this form through to COPY as it came (see :func:`is_wire_ts`).
 REQUIRED = ("symbol", "ts", "price", "volume", "source")
 KNOWN_FIELDS = frozenset((*REQUIRED, "kind", "trade_id"))
 JUMP_CONFIRMATIONS = 3
-
-REASONS = (
-    "invalid_json",
-    "unknown_shape",
-    "missing_field",
-    "invalid_type",
-    "invalid_symbol",
-    "invalid_source",
-    "invalid_timestamp",
-    "future_timestamp",
-    "non_finite_price",
-    "non_positive_price",
-    "non_finite_volume",
-    "non_positive_volume",
-    "price_jump",
-    "invalid_trade_id",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,32 +53,6 @@ class Rejection:
     detail: str
     payload: Any
     symbol: str | None = None
-
-
-class Tick(NamedTuple):
-    """A validated tick (the ``prices`` wire format of ``services.common.schemas.Tick``).
-
-    A plain tuple rather than the pydantic model: the writer builds one per consumed message.
-    """
-
-    symbol: str
-    ts: datetime  # aware, UTC
-    price: float
-    volume: float
-    source: str
-    trade_id: str = ""  # the venue's trade id ("": none)
-
-    def wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "symbol": self.symbol,
-            "ts": self.ts,
-            "price": self.price,
-            "volume": self.volume,
-            "source": self.source,
-        }
-        if self.trade_id:
-            out["trade_id"] = self.trade_id
-        return out
 
 
 class ValidationFailed(Exception):
@@ -275,111 +232,6 @@ def decode(raw: bytes | None) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValidationFailed("invalid_json", str(exc)[:200]) from exc
-
-
-def is_wire_ts(ts: str) -> bool:
-    """``ts`` has the wire form's separators where they belong (positions 4, 7, 10, 13, 16,
-    19 and the final "Z"). If ``datetime.fromisoformat`` also accepts it, the rest are ASCII
-    digits and PostgreSQL reads the same instant from the text."""
-    n = len(ts)
-    seps = ts[4:20:3]
-    return (n == 20 and seps == "--T::Z") or (n == 27 and seps == "--T::." and ts[26] == "Z")
-
-
-def copy_line(tick: Tick) -> str:
-    """One ``price_ticks`` row in COPY text format (symbol, ts, price, volume, source,
-    trade_id).
-
-    Symbol, source and trade id passed their format checks (no tab, newline or backslash),
-    so nothing needs escaping; ``repr`` of a float is its shortest exact text."""
-    return (
-        f"{tick.symbol}\t{tick.ts.isoformat()}\t{tick.price!r}\t{tick.volume!r}"
-        f"\t{tick.source}\t{tick.trade_id}\n"
-    )
-
-
-@dataclass(slots=True)
-class DecodedBatch:
-    """A consumed batch after the writer's validation, ready for COPY.
-
-    ``rows[k]`` is the COPY text line of the record at index ``good[k]`` of the batch (record
-    order kept); ``rejects`` are (index, why) of the poison records; ``newest`` is the newest
-    timestamp per symbol among the good ticks (what the staleness tracker needs).
-    """
-
-    rows: list[str] = field(default_factory=list)
-    good: list[int] = field(default_factory=list)
-    rejects: list[tuple[int, Rejection]] = field(default_factory=list)
-    newest: dict[str, datetime] = field(default_factory=dict)
-
-
-def decode_batch(values: Sequence[bytes | None], limit: datetime) -> DecodedBatch:
-    """Decode and validate consumed ``prices`` messages (the writer's per-record work).
-
-    Exactly the checks of :func:`check_fields` after :func:`decode`. The common message (the
-    wire form :class:`Tick` is published in: the five fields, plus a well-formed
-    ``trade_id`` or none, float price and volume, a known-good symbol and source, ``ts`` in
-    wire form (:func:`is_wire_ts`) and not beyond ``limit``) becomes its COPY line directly,
-    its ``ts`` text passed through (it names the instant that ``datetime.fromisoformat``
-    parsed, and PostgreSQL reads it the same way); every other message, valid or not, takes
-    the full check and its line is formatted from the normalised :class:`Tick`.
-    """
-    out = DecodedBatch()
-    rows, good, newest = out.rows, out.good, out.newest
-    loads, fromiso = orjson.loads, datetime.fromisoformat
-    ok_symbols, ok_sources, inf = _OK_SYMBOLS, _OK_SOURCES, math.inf
-    for i, raw in enumerate(values):
-        if type(raw) is bytes:
-            try:
-                d = loads(raw)
-            except orjson.JSONDecodeError:
-                d = None
-            n_fields = len(d) if type(d) is dict else 0
-            tid = d.get("trade_id", "") if n_fields == 6 else ""
-            if n_fields == 5 or (n_fields == 6 and type(tid) is str and _trade_id_ok(tid)):
-                symbol = d.get("symbol")
-                ts = d.get("ts")
-                price = d.get("price")
-                volume = d.get("volume")
-                source = d.get("source")
-                if (
-                    type(symbol) is str
-                    and type(source) is str
-                    and type(price) is float
-                    and type(volume) is float
-                    and type(ts) is str
-                    and 0.0 < price < inf
-                    and 0.0 < volume < inf
-                    and symbol in ok_symbols
-                    and source in ok_sources
-                    and (  # is_wire_ts, inlined
-                        ((n := len(ts)) == 20 and ts[4:20:3] == "--T::Z")
-                        or (n == 27 and ts[4:20:3] == "--T::." and ts[26] == "Z")
-                    )
-                ):
-                    dt: datetime | None
-                    try:
-                        dt = fromiso(ts)  # aware UTC ("Z"); may still be no real date
-                    except ValueError:
-                        dt = None  # the full check says why
-                    if dt is not None and dt <= limit:
-                        rows.append(f"{symbol}\t{ts}\t{price!r}\t{volume!r}\t{source}\t{tid}\n")
-                        good.append(i)
-                        last = newest.get(symbol)
-                        if last is None or dt > last:
-                            newest[symbol] = dt
-                        continue
-        try:
-            tick = check_fields(decode(raw), limit=limit)
-        except ValidationFailed as exc:
-            out.rejects.append((i, Rejection(exc.reason, exc.detail, raw, exc.symbol)))
-            continue
-        rows.append(copy_line(tick))
-        good.append(i)
-        last = newest.get(tick.symbol)
-        if last is None or tick.ts > last:
-            newest[tick.symbol] = tick.ts
-    return out
 
 
 @dataclass

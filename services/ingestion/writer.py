@@ -8,7 +8,7 @@ Commit semantics (at-least-once delivery, exactly-once effect):
    ``writer_batch_size``: when the database is the bottleneck, it gets fewer, larger
    statements (its per-statement work, such as the bar trigger, is then shared by more rows).
 2. Each record is re-validated as it arrives (stateless checks, :func:`~services.ingestion.
-   validation.decode_batch`). Poison records (bad JSON, unknown shape, a missing field, a bad
+   batch.decode_batch`). Poison records (bad JSON, unknown shape, a missing field, a bad
    value, ...) are sent to ``prices.dlq`` with the reason, the original payload and their
    topic/partition/offset; the DLQ send is acknowledged before step 4.
 3. The good ticks are written in ONE database transaction (normally one ``COPY`` straight into
@@ -32,62 +32,42 @@ Rebalance: when partitions are revoked, every record whose batch has not started
 write (the pending batch, and records being validated) is discarded, not flushed; the partitions'
 next owner (or this writer, after the rebalance, since every new assignment restarts from the
 committed offsets) reads those records again. A batch whose database write is in flight
-finishes it; its offset commit is then skipped (every revocation and assignment bumps the
-writer's generation, and a batch read in an older generation commits nothing: after a broker
-restart its offsets would belong to the lost log and could lie beyond the new log's end), or
-refused by the group, which is logged and harmless for the same reason. A position left
+finishes it; its offset commit is then skipped (a batch read before a rebalance is fenced off),
+or refused by the group, which is logged and harmless for the same reason: the generation
+fencing and the commits are :class:`~services.common.kafka.FencedConsumer`'. A position left
 beyond the log end anyway is moved back by :class:`~services.common.kafka.LogEndWatchdog`.
 The database being unreachable is not poison: the batch is retried with bounded backoff and
 nothing is committed until it is stored. SIGTERM (``stop`` set) finishes the batch in flight
 and the pending one, commits, and returns; if the database is down then, the batch is left
 uncommitted (for redelivery) and nothing after it is written.
-
-For fault-injection tests only, ``PRICECAST_WRITER_CRASH_AT=<point>:<n>`` SIGKILLs the process
-at the n-th batch reaching ``before_db_commit``, ``after_db_commit`` or ``after_offset_commit``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg2
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import ConsumerRecord, TopicPartition
 
 from services.common.config import Settings
-from services.common.kafka import (
-    LogEndWatchdog,
-    consumer_lag,
-    make_consumer,
-    start_with_backoff,
-)
-from services.common.metrics import CONSUMER_LAG, TICKS_WRITTEN, WRITER_BATCH_SECONDS
+from services.common.kafka import FencedConsumer, make_consumer
+from services.common.metrics import TICKS_WRITTEN, WRITER_BATCH_SECONDS
+from services.common.schemas import Tick
+from services.ingestion.batch import DecodedBatch, decode_batch
 from services.ingestion.dlq import Origin
 from services.ingestion.producer import TickPublisher
 from services.ingestion.sink import TickSink
 from services.ingestion.staleness import StalenessTracker
-from services.ingestion.validation import (
-    DecodedBatch,
-    Rejection,
-    Tick,
-    check_fields,
-    decode,
-    decode_batch,
-    future_limit,
-)
+from services.ingestion.validation import Rejection, check_fields, decode, future_limit
 
 log = logging.getLogger(__name__)
 
-CRASH_ENV = "PRICECAST_WRITER_CRASH_AT"
 MAX_DB_BACKOFF_S = 5.0
 BATCH_GROWTH = 4  # a pending batch may grow to this many times writer_batch_size (see step 1)
 BUSY_POLL_MS = 5  # how often a due batch checks whether the database stage is free
@@ -101,9 +81,7 @@ class WriterStats:
     stored: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
-    last_batch_at: float | None = None
     lag: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,52 +107,15 @@ class _Batch:
     started: float
 
 
-class _CrashHook:
-    """Test-only: kill the process hard at a chosen point of the n-th batch."""
-
-    def __init__(self, spec: str | None) -> None:
-        self.point, self.n = None, 0
-        if spec:
-            point, _, n = spec.partition(":")
-            self.point, self.n = point, int(n or 1)
-        self.seen: dict[str, int] = {}
-
-    def __call__(self, point: str) -> None:
-        if point != self.point:
-            return
-        self.seen[point] = self.seen.get(point, 0) + 1
-        if self.seen[point] == self.n:
-            log.warning("crash hook: SIGKILL at %s of batch %d", point, self.n)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _Revocations(ConsumerRebalanceListener):
-    def __init__(self, writer: TickWriter) -> None:
-        self.writer = writer
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.writer.generation += 1  # a batch read before this is not written any more
-        dropped = len(self.writer.pending)
-        self.writer.pending = []
-        self.writer.pending_offsets = {}
-        self.writer.pending_chunks = []
-        if dropped:
-            log.info("rebalance: discarded %d uncommitted records (redelivered)", dropped)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.writer.generation += 1  # offsets read before a re-join may be of another log
-        log.info("assigned %d partitions", len(assigned))
-
-
 def decode_records(records: Sequence[ConsumerRecord], limit: datetime) -> DecodedBatch:
     """Step 2 for ``records``: COPY lines of the good ones, rejections of the poison ones (a
     rejection without a symbol of its own takes the record key's)."""
-    decoded = decode_batch([r.value for r in records], limit)
-    for k, (i, rej) in enumerate(decoded.rejects):
-        key = records[i].key
+    decoded = decode_batch([record.value for record in records], limit)
+    for slot, (index, rej) in enumerate(decoded.rejects):
+        key = records[index].key
         if rej.symbol is None and key:
             symbol = key.decode("utf-8", errors="replace")
-            decoded.rejects[k] = (i, Rejection(rej.reason, rej.detail, rej.payload, symbol))
+            decoded.rejects[slot] = (index, Rejection(rej.reason, rej.detail, rej.payload, symbol))
     return decoded
 
 
@@ -193,46 +134,49 @@ class TickWriter:
         self.pending: list[ConsumerRecord] = []
         self.pending_offsets: dict[TopicPartition, int] = {}  # last offset per partition
         self.pending_chunks: list[_Chunk] = []  # the pending records, validated
-        self.generation = 0  # bumped by every revocation
+        self.fence = FencedConsumer(settings.consumer_group_writer, on_revoked=self._revoked)
         self.stats = WriterStats()
         self.ready = False
-        self._consumer: AIOKafkaConsumer | None = None
-        self._crash = _CrashHook(os.environ.get(CRASH_ENV))
         self._halted = False  # a batch was left unstored at stop: write nothing after it
 
+    def _revoked(self, revoked: list[TopicPartition]) -> None:
+        """Drop the pending batch: it is read again from the committed offsets."""
+        dropped = len(self.pending)
+        self.pending, self.pending_offsets, self.pending_chunks = [], {}, []
+        if dropped:
+            log.info("rebalance: discarded %d uncommitted records (redelivered)", dropped)
+
     async def lag(self) -> int:
-        if self._consumer is None:
+        lag = await self.fence.lag()
+        if lag is None:
             return 0
-        lag = await consumer_lag(self._consumer)
         self.stats.lag = lag
-        CONSUMER_LAG.labels(self.settings.consumer_group_writer).set(lag)
         return lag
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish the batch in flight and the pending one,
         and leave the group."""
-        s = self.settings
+        settings = self.settings
         consumer = make_consumer(
-            s,
-            group_id=s.consumer_group_writer,
-            max_poll_records=s.writer_batch_size,
-            session_timeout_ms=s.writer_session_timeout_ms,
-            heartbeat_interval_ms=s.writer_heartbeat_interval_ms,
+            settings,
+            group_id=settings.consumer_group_writer,
+            max_poll_records=settings.writer_batch_size,
+            session_timeout_ms=settings.writer_session_timeout_ms,
+            heartbeat_interval_ms=settings.writer_heartbeat_interval_ms,
             client_id="pricecast-writer",
         )
-        consumer.subscribe([s.topic_prices], listener=_Revocations(self))
-        await start_with_backoff(consumer.start, s.startup_wait_s, what="kafka consumer")
-        self._consumer = consumer
+        watchdog = await self.fence.start(
+            consumer, [settings.topic_prices], settings.startup_wait_s
+        )
         try:
             await asyncio.to_thread(self.sink.load_known_assets)
         except sa.exc.SQLAlchemyError as exc:  # the cache only saves upserts; go on without it
             log.warning("could not load known assets (%s)", exc)
         self.ready = True
-        timeout_s = s.writer_batch_timeout_ms / 1000.0
-        size = s.writer_batch_size
+        timeout_s = settings.writer_batch_timeout_ms / 1000.0
+        size = settings.writer_batch_size
         started = time.monotonic()
         inflight: asyncio.Task[bool] | None = None
-        watchdog = LogEndWatchdog(consumer, s.consumer_group_writer)
         try:
             while not stop.is_set() and not self._halted:
                 await watchdog.check()
@@ -273,10 +217,9 @@ class TickWriter:
                 # and is a no-op then. Its thread may still use the sink's connection.
                 inflight.cancel()
                 await asyncio.gather(inflight, return_exceptions=True)
-            self._consumer = None
             if not abandoned:
                 await asyncio.to_thread(self.sink.close)
-            await consumer.stop()
+            await self.fence.stop()
 
     async def flush(self, stop: asyncio.Event | None) -> None:
         """Steps 3-4 for the pending records, now (no batch may be in flight)."""
@@ -285,7 +228,7 @@ class TickWriter:
 
     async def _accept(self, data: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Step 2 for a fetch: validate, dead-letter the poison, add to the pending batch."""
-        generation = self.generation
+        generation = self.fence.generation
         records: list[ConsumerRecord] = []
         for part in data.values():
             records.extend(part)
@@ -296,13 +239,12 @@ class TickWriter:
                 [rej for _, rej in decoded.rejects],
                 "writer",
                 [
-                    Origin(records[i].topic, records[i].partition, records[i].offset)
-                    for i, _ in decoded.rejects
+                    Origin(records[index].topic, records[index].partition, records[index].offset)
+                    for index, _ in decoded.rejects
                 ],
             )
-            if generation != self.generation:  # revoked meanwhile: they will be read again
-                log.info("rebalance: discarded %d records being validated", len(records))
-                return
+            if not self.fence.current(generation, f"the validation of {len(records)} records"):
+                return  # revoked meanwhile: they will be read again
         self.pending.extend(records)
         for tp, part in data.items():
             self.pending_offsets[tp] = part[-1].offset
@@ -322,10 +264,9 @@ class TickWriter:
                 for symbol, ts in chunk.decoded.newest.items():
                     if symbol not in newest or ts > newest[symbol]:
                         newest[symbol] = ts
-        rejected = sum(len(c.decoded.rejects) for c in chunks)
-        return _Batch(
-            chunks, rows, newest, offsets, consumed, rejected, self.generation, time.perf_counter()
-        )
+        rejected = sum(len(chunk.decoded.rejects) for chunk in chunks)
+        generation, started = self.fence.generation, time.perf_counter()
+        return _Batch(chunks, rows, newest, offsets, consumed, rejected, generation, started)
 
     async def _hand_over(
         self, batch: _Batch, inflight: asyncio.Task[bool] | None, stop: asyncio.Event
@@ -334,12 +275,8 @@ class TickWriter:
         if inflight is not None and not await inflight:
             self._halted = True  # the previous batch is not stored: neither is this one
             return None
-        if batch.generation != self.generation:
-            log.info(
-                "rebalance: discarded a validated batch of %d records (redelivered)",
-                batch.consumed,
-            )
-            return None
+        if not self.fence.current(batch.generation, f"a batch of {batch.consumed} records"):
+            return None  # discarded before its write: it is read again
         return asyncio.create_task(self._complete(batch, stop), name="writer-batch")
 
     async def _complete(self, batch: _Batch, stop: asyncio.Event | None) -> bool:
@@ -349,12 +286,7 @@ class TickWriter:
         if stored is None:  # stopping while the database is down: leave it to redelivery
             self._halted = True
             return False
-        self._crash("after_db_commit")
-        if batch.generation == self.generation:
-            await self._commit(batch.offsets)
-        else:  # read before a rebalance: its offsets may belong to a log the broker lost
-            log.info("rebalance during a write: batch stored, offsets not committed (re-read)")
-        self._crash("after_offset_commit")
+        await self.commit(batch)
         WRITER_BATCH_SECONDS.observe(time.perf_counter() - batch.started)
         TICKS_WRITTEN.inc(stored)
         st = self.stats
@@ -363,7 +295,6 @@ class TickWriter:
         st.stored += stored
         st.duplicates += len(batch.rows) - stored
         st.dead_lettered += batch.rejected
-        st.last_batch_at = time.time()
         if self.staleness is not None:
             for symbol, ts in batch.newest.items():
                 self.staleness.observe(symbol, ts)
@@ -374,7 +305,7 @@ class TickWriter:
         rows, symbols = batch.rows, list(batch.newest)
         while True:
             try:
-                return await asyncio.to_thread(self._write, rows, symbols)
+                return await asyncio.to_thread(self.sink.write_rows, rows, symbols)
             except DB_UNAVAILABLE as exc:
                 log.error("database unavailable (%s); retrying batch in %.1fs", exc, delay)
             except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
@@ -385,42 +316,23 @@ class TickWriter:
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_DB_BACKOFF_S)
 
-    def _write(self, rows: list[str], symbols: list[str]) -> int:
-        self._crash("before_db_commit")
-        return self.sink.write_rows(rows, symbols)
-
     async def _store_each(self, batch: _Batch) -> int:
         """The batch's good ticks one by one (a rare path: they are validated again)."""
         ticks: list[Tick] = [
-            check_fields(decode(chunk.records[i].value), limit=chunk.limit)
+            check_fields(decode(chunk.records[index].value), limit=chunk.limit)
             for chunk in batch.chunks
-            for i in chunk.decoded.good
+            for index in chunk.decoded.good
         ]
         inserted, refused = await asyncio.to_thread(self.sink.write_each, ticks)
         if refused:
             rejects = [
-                Rejection("db_rejected", err, ticks[i].wire(), ticks[i].symbol)
-                for i, err in refused
+                Rejection("db_rejected", err, ticks[index].wire(), ticks[index].symbol)
+                for index, err in refused
             ]
             await self.publisher.dead_letter(rejects, "writer")
         return inserted
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` (the batch's last offset per partition) + 1, for the partitions
-        still assigned."""
-        consumer = self._consumer
-        if consumer is None:
-            return
-        assigned = consumer.assignment()
-        to_commit = {
-            tp: OffsetAndMetadata(o + 1, "") for tp, o in offsets.items() if tp in assigned
-        }
-        if not to_commit:
-            return
-        try:
-            await consumer.commit(to_commit)
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-            # Stored already; the next owner re-reads and ON CONFLICT makes it a no-op.
-            log.warning(
-                "offset commit refused after a rebalance (%s); records will be re-read", exc
-            )
+    async def commit(self, batch: _Batch) -> None:
+        """Step 4: commit the stored batch's offsets, unless a rebalance fenced it off (read
+        before a rebalance: its offsets may belong to a log the broker lost)."""
+        await self.fence.commit(batch.offsets, batch.generation)

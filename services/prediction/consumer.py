@@ -24,16 +24,11 @@ Two replicas in the group split the partitions, hence the symbols (key = symbol)
 rebalance drops the state of revoked partitions; a commit refused because of a rebalance just
 means the batch is handled again by the new owner.
 
-Offsets belong to the assignment they were read under. Every rebalance (revocation or
-assignment) bumps ``PricesConsumer.generation``; a batch remembers the generation it was
-fetched in, and after a rebalance in between its offsets are neither committed nor sought
-back to: the new assignment already starts from the group's committed offset, which lies
-before the batch (it was not committed), so the batch is read again. This matters when the
-broker lost its log (the in-memory broker restarted: the group re-joins a new, empty log):
-an offset of the old log is beyond the end of the new one, and a broker that does not answer
-``OFFSET_OUT_OF_RANGE`` (Tansu) would leave the consumer waiting there, and then skip every
-tick before it. :class:`~services.common.kafka.LogEndWatchdog` is the second line: a
-partition whose position stays beyond the log end is moved back into the log.
+Offsets belong to the assignment they were read under: a batch fetched before a rebalance
+(revocation or assignment) is neither committed nor sought back to, it is read again from the
+committed offsets (:class:`~services.common.kafka.FencedConsumer` has the fencing and the commit
+rules; its ``generation`` and ``fenced`` are ``PricesConsumer.generation`` and
+``PricesConsumer.stale_batches``).
 """
 
 from __future__ import annotations
@@ -42,40 +37,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from services.common.config import Settings
-from services.common.kafka import (
-    LogEndWatchdog,
-    consumer_lag,
-    make_consumer,
-    start_with_backoff,
-)
-from services.common.metrics import CONSUMER_LAG, FORECAST_ERRORS
+from services.common.kafka import FencedConsumer, LogEndWatchdog, make_consumer
+from services.common.metrics import FORECAST_ERRORS
 from services.common.schemas import Tick
 from services.prediction.engine import Interrupted, PredictionEngine, TickIn
 
 log = logging.getLogger(__name__)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, owner: PricesConsumer) -> None:
-        self.owner = owner
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self.owner.generation += 1
-        self.owner.engine.forget_partitions([tp.partition for tp in revoked])
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self.owner.generation += 1
-        log.info("prediction partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
 
 def parse_batch(
@@ -90,7 +66,7 @@ def parse_batch(
         spans[tp] = (records[0].offset, records[-1].offset)
         for record in records:
             try:
-                tick = Tick.model_validate_json(record.value or b"")
+                tick = Tick.from_json(record.value or b"")
             except ValidationError:
                 FORECAST_ERRORS.labels("bad_tick").inc()
                 log.warning("skipping malformed tick at %s@%d", tp, record.offset)
@@ -104,35 +80,43 @@ class PricesConsumer:
     def __init__(self, settings: Settings, engine: PredictionEngine) -> None:
         self.settings = settings
         self.engine = engine
-        self.consumer: AIOKafkaConsumer | None = None
         self.batches = 0
         self.failures = 0
-        self.last_batch_at: datetime | None = None
-        # Bumped by every revocation and assignment: offsets of a batch fetched under an
-        # older generation are neither committed nor sought back to (module docstring).
-        self.generation = 0
-        self.stale_batches = 0
+        self.fence = FencedConsumer(
+            settings.consumer_group_prediction,
+            on_revoked=lambda revoked: engine.forget_partitions([tp.partition for tp in revoked]),
+        )
         self.watchdog: LogEndWatchdog | None = None
 
+    @property
+    def generation(self) -> int:
+        """Bumped by every revocation and assignment (:class:`FencedConsumer`)."""
+        return self.fence.generation
+
+    @property
+    def stale_batches(self) -> int:
+        """Batches whose offsets a rebalance fenced off (neither committed nor sought back)."""
+        return self.fence.fenced
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        """The running consumer (None when not running)."""
+        return self.fence.consumer
+
     async def lag(self) -> int | None:
-        if self.consumer is None:
-            return None
-        lag = await consumer_lag(self.consumer)
-        CONSUMER_LAG.labels(self.settings.consumer_group_prediction).set(lag)
-        return lag
+        return await self.fence.lag()
 
     async def run(self, stop: asyncio.Event) -> None:
-        s = self.settings
+        settings = self.settings
         consumer = make_consumer(
-            s,
-            group_id=s.consumer_group_prediction,
+            settings,
+            group_id=settings.consumer_group_prediction,
             max_poll_records=2000,
-            fetch_max_wait_ms=s.prediction_fetch_max_wait_ms,
+            fetch_max_wait_ms=settings.prediction_fetch_max_wait_ms,
         )
-        consumer.subscribe([s.topic_prices], listener=_Rebalance(self))
-        await start_with_backoff(consumer.start, s.startup_wait_s, what="kafka consumer")
-        self.consumer = consumer
-        self.watchdog = watchdog = LogEndWatchdog(consumer, s.consumer_group_prediction)
+        self.watchdog = watchdog = await self.fence.start(
+            consumer, [settings.topic_prices], settings.startup_wait_s
+        )
         backoff = 0.5
         try:
             while not stop.is_set():
@@ -149,7 +133,7 @@ class PricesConsumer:
                 batch = await consumer.getmany(timeout_ms=200)
                 if not batch:
                     continue
-                generation = self.generation
+                generation = self.fence.generation
                 ticks, spans = parse_batch(batch)
                 started = time.perf_counter()
                 try:
@@ -161,13 +145,15 @@ class PricesConsumer:
                     self.failures += 1
                     log.exception("batch failed; re-reading it in %.1fs", backoff)
                     self.engine.forget_keys(ticks)
-                    self._seek_back(consumer, spans, generation)
+                    self.fence.seek_back(
+                        {tp: first for tp, (first, _) in spans.items()}, generation
+                    )
                     await _sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
                 backoff = 0.5
                 handled = time.perf_counter()
-                await self._commit(consumer, spans, generation)
+                await self.fence.commit({tp: last for tp, (_, last) in spans.items()}, generation)
                 log.debug(
                     "batch of %d ticks: %d forecasts, %d scored; handled in %.1f ms, "
                     "committed in %.1f ms",
@@ -178,10 +164,8 @@ class PricesConsumer:
                     (time.perf_counter() - handled) * 1000,
                 )
                 self.batches += 1
-                self.last_batch_at = datetime.now(UTC)
         finally:
-            self.consumer = None
-            await consumer.stop()
+            await self.fence.stop()
 
     def _owner(self, consumer: AIOKafkaConsumer) -> Callable[[str], bool]:
         """Whether a symbol's ticks land on a partition assigned here (key = symbol, the
@@ -197,42 +181,6 @@ class PricesConsumer:
             return partitioner(symbol.encode(), partitions, partitions) in mine
 
         return owns
-
-    def _seek_back(
-        self,
-        consumer: AIOKafkaConsumer,
-        spans: dict[TopicPartition, tuple[int, int]],
-        generation: int,
-    ) -> None:
-        """Re-read a failed batch: back to its first offsets, unless a rebalance came in
-        between (the new assignment starts from the committed offset, before the batch, and
-        the batch's offsets may be those of a log the broker no longer has)."""
-        if generation != self.generation:
-            self.stale_batches += 1
-            log.info("rebalanced during the failed batch: re-read from the committed offsets")
-            return
-        for tp, (first, _) in spans.items():
-            consumer.seek(tp, first)
-
-    async def _commit(
-        self,
-        consumer: AIOKafkaConsumer,
-        spans: dict[TopicPartition, tuple[int, int]],
-        generation: int,
-    ) -> None:
-        """Commit the batch's offsets, unless a rebalance came in between (see
-        :meth:`_seek_back`): then the batch is read again from the committed offsets."""
-        if generation != self.generation:
-            self.stale_batches += 1
-            log.info("rebalanced during the batch: not committing its offsets (re-read)")
-            return
-        offsets = {tp: last + 1 for tp, (_, last) in spans.items()}
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # Rebalanced away: the new owner handles the batch again. A broker hiccup: the
-            # next commit (cumulative) covers these offsets. Either way nothing is lost.
-            log.warning("offset commit failed (%s)", exc)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

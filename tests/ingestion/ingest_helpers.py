@@ -21,6 +21,19 @@ from services.ingestion.sink import TickSink
 from services.ingestion.writer import TickWriter
 
 
+def raw_tick(symbol: str, /, **fields: object) -> dict[str, object]:
+    """A valid raw tick of ``symbol`` (wire-form timestamp, trade); ``fields`` replace any."""
+    payload: dict[str, object] = {
+        "symbol": symbol,
+        "ts": "2025-06-01T11:59:00Z",
+        "price": 100.0,
+        "volume": 1.5,
+        "source": "synthetic",
+    }
+    payload.update(fields)
+    return payload
+
+
 def count_ticks(engine: Engine, where: str = "TRUE", **params: Any) -> int:
     with engine.connect() as conn:
         return int(
@@ -90,7 +103,6 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
         PRICECAST_WRITER_HEARTBEAT_INTERVAL_MS="200",
         PRICECAST_LOG_LEVEL="INFO",
     )
-    env.pop("PRICECAST_WRITER_CRASH_AT", None)
     env.update(extra)
     return env
 

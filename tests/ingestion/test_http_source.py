@@ -15,7 +15,7 @@ from ingest_helpers import decode_value, read_topic, wait_for
 from services.common.config import Settings
 from services.common.metrics import UPSTREAM_ERRORS
 from services.ingestion.producer import TickPublisher
-from services.ingestion.runner import run_source
+from services.ingestion.source_loop import run_source
 from services.ingestion.sources.coingecko import CoinGeckoSource
 from services.ingestion.sources.http import HttpPolicy
 

@@ -12,8 +12,9 @@ from ingest_helpers import count_ticks
 from sqlalchemy.engine import Engine
 
 from services.common.kafka import dumps
+from services.common.schemas import Tick
+from services.ingestion.batch import copy_line, decode_batch
 from services.ingestion.sink import MERGE_AFTER_CONFLICT, TickSink
-from services.ingestion.validation import Tick, copy_line, decode_batch
 
 T0 = datetime(2025, 4, 1, tzinfo=UTC)
 

@@ -12,8 +12,8 @@ from ingest_helpers import count_ticks, decode_value, read_topic, wait_for
 from sqlalchemy.engine import Engine
 
 from services.common.config import Settings
+from services.common.schemas import Tick
 from services.ingestion.producer import TickPublisher
-from services.ingestion.validation import Tick
 
 
 def ticks(symbol: str, n: int, start: datetime | None = None) -> list[Tick]:

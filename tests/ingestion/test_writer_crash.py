@@ -7,6 +7,7 @@ import asyncio
 import random
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,9 +19,11 @@ from sqlalchemy.engine import Engine
 
 from services.common import infra
 from services.common.config import Settings
+from services.common.schemas import Tick
 from services.ingestion.backfill import writer_backlog
 from services.ingestion.producer import TickPublisher
-from services.ingestion.validation import Tick
+
+CRASHING = Path(__file__).with_name("crashing_writer.py")
 
 
 @dataclass
@@ -29,15 +32,17 @@ class Writer:
     health_port: int
 
 
-def spawn_writer(settings: Settings, log: Path, **env: str) -> Writer:
+def spawn_writer(settings: Settings, log: Path, crash_at: str | None = None) -> Writer:
+    """The writer as its own process; ``crash_at`` (``POINT:N``, :mod:`crashing_writer`)
+    SIGKILLs it at the ``N``-th batch reaching ``POINT``."""
     port = infra.free_port()
+    command = [*PRICECAST] if crash_at is None else [sys.executable, str(CRASHING), crash_at]
     proc = subprocess.Popen(
-        [*PRICECAST, "ingest", "--role", "writer"],
+        [*command, "ingest", "--role", "writer"],
         env=service_env(
             settings,
             PRICECAST_WRITER_BATCH_SIZE="300",
             PRICECAST_INGEST_HEALTH_PORT=str(port),
-            **env,
         ),
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
@@ -90,7 +95,7 @@ async def test_sigkill_after_db_commit_before_offset_commit(
 ) -> None:
     produced = await produce(publisher, "A", 3000)
     log = tmp_path / "writer.log"
-    proc = spawn_writer(ing_settings, log, PRICECAST_WRITER_CRASH_AT="after_db_commit:3").proc
+    proc = spawn_writer(ing_settings, log, crash_at="after_db_commit:3").proc
     assert await asyncio.to_thread(proc.wait, 60) == -signal.SIGKILL, log.read_text()
     stored_at_crash = count_ticks(clean_db, "symbol LIKE 'K%'")
     assert stored_at_crash >= 3 * 1  # three batches committed in the database ...
@@ -111,8 +116,7 @@ async def test_sigkill_at_random_points_then_restart(
     points = ["before_db_commit:2", "after_offset_commit:1", None, None]
     for round_, point in enumerate(points):
         produced += await produce(publisher, f"R{round_}", 2500)
-        extra = {"PRICECAST_WRITER_CRASH_AT": point} if point else {}
-        proc = spawn_writer(ing_settings, log, **extra).proc
+        proc = spawn_writer(ing_settings, log, crash_at=point).proc
         if point:
             assert await asyncio.to_thread(proc.wait, 60) == -signal.SIGKILL
         else:

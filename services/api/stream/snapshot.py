@@ -113,4 +113,4 @@ def _tick(engine: Engine, symbol: str) -> str | None:
         price=row["price"],
         volume=row["volume"],
         source=row["source"],
-    ).model_dump_json()
+    ).to_json()

@@ -37,7 +37,7 @@ class TickCoalescer:
         sent = 0
         for symbol, (raw, born) in pending.items():
             try:
-                data = Tick.model_validate_json(raw).model_dump_json()
+                data = Tick.from_json(raw).to_json()
             except ValidationError:
                 log.debug("unreadable tick of %s skipped", symbol)
                 continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from venues import DIALECTS, FakeVenue, VTrade, make_trades
 
 from services.common.config import Settings
 from services.ingestion.producer import TickPublisher
-from services.ingestion.runner import run_source
+from services.ingestion.source_loop import run_source
 from services.ingestion.sources.exchange.registry import build_exchange_source
 from services.ingestion.sources.exchange.stream import ExchangeSource
 
@@ -66,6 +66,25 @@ class Running:
         self.stop.set()
         await asyncio.wait_for(self.task, 30)
         await self.source.close()
+
+
+@pytest.fixture
+def stream_to_db(
+    ing_settings: Settings,
+    publisher: TickPublisher,
+    start_writer: Any,
+    venues: list[FakeVenue],
+    tmp_path: Path,
+) -> Callable[..., Awaitable[tuple[Running, Settings]]]:
+    """Start a writer and a ``kind`` source reading ``venue`` (settings ``overrides``)."""
+
+    async def start(kind: str, venue: FakeVenue, **overrides: Any) -> tuple[Running, Settings]:
+        venues.append(venue)
+        settings = settings_for(ing_settings, kind, venue, tmp_path, **overrides)
+        await start_writer(settings)
+        return Running(build_exchange_source(settings, kind), publisher), settings
+
+    return start
 
 
 @pytest.fixture
@@ -118,13 +137,7 @@ def expected_ids(kind: str, trades: list[VTrade]) -> set[str]:
 
 @pytest.mark.parametrize("kind", sorted(DIALECTS))
 async def test_every_trade_once_through_a_drop_and_a_gap(
-    kind: str,
-    ing_settings: Settings,
-    publisher: TickPublisher,
-    start_writer: Any,
-    clean_db: Engine,
-    venues: list[FakeVenue],
-    tmp_path: Path,
+    kind: str, stream_to_db: Any, clean_db: Engine
 ) -> None:
     n, cut, away = SHAPE[kind]
     start_ms = int(time.time() * 1000) - 3_600_000
@@ -141,10 +154,7 @@ async def test_every_trade_once_through_a_drop_and_a_gap(
         junk=junk,
         require_token="test-key" if kind == "finnhub" else None,
     ).start()
-    venues.append(venue)
-    s = settings_for(ing_settings, kind, venue, tmp_path)
-    await start_writer(s)
-    running = Running(build_exchange_source(s, kind), publisher)
+    running, settings = await stream_to_db(kind, venue)
     try:
         await wait_for(
             lambda: stored(clean_db, SYMBOL[kind])["rows"] >= n, 60, f"{n} {kind} trades stored"
@@ -164,7 +174,8 @@ async def test_every_trade_once_through_a_drop_and_a_gap(
     assert state["gaps"]["found"] >= 1 and state["gaps"]["failed"] == 0
     assert venue.rest_calls >= 1
     reasons = ["invalid_json", "unknown_shape"] + (["invalid_type"] if dialect.batch > 1 else [])
-    dlq = [decode_value(r) for r in await read_topic(s, s.topic_prices_dlq, len(reasons))]
+    records = await read_topic(settings, settings.topic_prices_dlq, len(reasons))
+    dlq = [decode_value(record) for record in records]
     assert sorted(d["reason"] for d in dlq) == sorted(reasons)
     assert all(d["source"] == kind for d in dlq)
     assert state["malformed"] == len(reasons)
@@ -191,22 +202,14 @@ async def test_a_silent_server_is_taken_as_dead(
 
 
 async def test_binance_connection_renewed_before_its_age_limit(
-    ing_settings: Settings,
-    publisher: TickPublisher,
-    start_writer: Any,
-    clean_db: Engine,
-    venues: list[FakeVenue],
-    tmp_path: Path,
+    stream_to_db: Any, clean_db: Engine
 ) -> None:
     """Binance cuts connections at 24 h; the source renews them at max age (here 0.3 s) at
     once, and whatever the venue sent into the closing connection is repaired by id."""
     n = 150
     trades = make_trades("BTCUSDT", n, int(time.time() * 1000) - 600_000)
     venue = await FakeVenue(DIALECTS["binance"](), trades, pace_s=0.01).start()
-    venues.append(venue)
-    s = settings_for(ing_settings, "binance", venue, tmp_path, binance_max_connection_age_s=0.3)
-    await start_writer(s)
-    running = Running(build_exchange_source(s, "binance"), publisher)
+    running, _ = await stream_to_db("binance", venue, binance_max_connection_age_s=0.3)
     try:
         await wait_for(lambda: stored(clean_db, "XB-USD")["rows"] >= n, 60, "all stored")
         await wait_for(

@@ -15,8 +15,8 @@ the faster trades come, the larger the batches the publisher sends). The reader:
   once, and after any other end with exponential backoff and full jitter (a fleet of
   replicas does not reconnect in lockstep);
 * finds holes (:mod:`.gaps`) and has them repaired from the venue's REST trades endpoint
-  (:meth:`ExchangeSource.rest_gap`) by a separate task; repaired trades take the same path
-  (validation, ``prices``), and the store's key keeps each trade once.
+  (:meth:`ExchangeSource.rest_gap`) by a separate task (:mod:`.repair`); repaired trades take
+  the same path (validation, ``prices``), and the store's key keeps each trade once.
 
 The batch handed out by ``fetch`` is handed out again until ``published`` confirms it: a
 broker outage loses no trade (the DLQ may see a malformed frame twice).
@@ -39,10 +39,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from services.common.metrics import (
     SOURCE_CONNECTED,
-    SOURCE_GAPS,
     SOURCE_MESSAGES,
     SOURCE_RECONNECTS,
-    SOURCE_TRADES_REPAIRED,
     UPSTREAM_ERRORS,
 )
 from services.ingestion.sources.base import RawTick, Source
@@ -51,11 +49,11 @@ from services.ingestion.sources.exchange.common import (
     Parsed,
     StreamConfig,
     StreamStats,
-    plain,
     redact,
     tune_gc,
 )
 from services.ingestion.sources.exchange.gaps import Gap, SequenceTracker
+from services.ingestion.sources.exchange.repair import GapRepair
 from services.ingestion.sources.exchange.wire import Connection
 
 log = logging.getLogger(__name__)
@@ -80,7 +78,7 @@ class ExchangeSource(Source):
         self._http = client or httpx.AsyncClient(timeout=config.rest_timeout_s)
         self._own_http = client is None
         self._tasks: list[asyncio.Task[None]] = []
-        self._gaps: asyncio.Queue[Gap] = asyncio.Queue()
+        self.repairs = GapRepair(self)
         self._unacked: list[Any] | None = None
         self._reconnected: set[str] = set()  # time-window venues: symbols since a reconnect
         self._last_message = 0.0
@@ -129,7 +127,7 @@ class ExchangeSource(Source):
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self._run(), name=f"{self.kind}-stream"),
-                asyncio.create_task(self._repair_loop(), name=f"{self.kind}-repair"),
+                asyncio.create_task(self.repairs.run(), name=f"{self.kind}-repair"),
             ]
 
     async def close(self) -> None:
@@ -279,13 +277,13 @@ class ExchangeSource(Source):
         trades = parsed.trades
         if trades:
             if len(trades) == 1 and self.sequential_ids:  # the common frame (Binance)
-                t = trades[0]
-                venue, tid, last = t.pop("_venue"), int(t["trade_id"]), self.tracker.last
+                trade = trades[0]
+                venue, tid, last = trade.pop("_venue"), int(trade["trade_id"]), self.tracker.last
                 prev = last.get(venue)
                 if prev is not None and tid == prev[0] + 1:  # in sequence: observe(), inlined
-                    last[venue] = (tid, t["ts"])
+                    last[venue] = (tid, trade["ts"])
                 else:
-                    keep, gap = self.tracker.observe(venue, tid, t["ts"])
+                    keep, gap = self.tracker.observe(venue, tid, trade["ts"])
                     if gap is not None:
                         self._found(gap)
                     if not keep:
@@ -299,67 +297,31 @@ class ExchangeSource(Source):
         """Drop trades seen already; queue the holes they reveal for repair."""
         tracker = self.tracker
         if not self.sequential_ids:
-            for t in trades:
-                venue = t.pop("_venue")
+            for trade in trades:
+                venue = trade.pop("_venue")
                 if self._reconnected and venue in self._reconnected:
                     self._reconnected.discard(venue)
-                    gap = tracker.window(venue, t["ts"])
+                    gap = tracker.window(venue, trade["ts"])
                     if gap is not None:
                         self._found(gap)
-                tracker.seen(venue, t["ts"])
+                tracker.seen(venue, trade["ts"])
             return trades
-        ids = [int(t["trade_id"]) for t in trades]
-        if any(b < a for a, b in itertools.pairwise(ids)):
+        ids = [int(trade["trade_id"]) for trade in trades]
+        if any(later < earlier for earlier, later in itertools.pairwise(ids)):
             order = sorted(range(len(trades)), key=ids.__getitem__)
-            trades, ids = [trades[i] for i in order], [ids[i] for i in order]
+            trades, ids = [trades[at] for at in order], [ids[at] for at in order]
         kept: list[RawTick] = []
-        for t, tid in zip(trades, ids, strict=True):
-            keep, gap = tracker.observe(t.pop("_venue"), tid, t["ts"])
+        for trade, tid in zip(trades, ids, strict=True):
+            keep, gap = tracker.observe(trade.pop("_venue"), tid, trade["ts"])
             if gap is not None:
                 self._found(gap)
             if keep:
-                kept.append(t)
+                kept.append(trade)
         return kept
 
     # --- gaps ------------------------------------------------------------------------------
     def _found(self, gap: Gap) -> None:
-        self.stats.gaps["found"] += 1
-        SOURCE_GAPS.labels(self.kind, "found").inc()
-        log.warning("%s: gap found: %s", self.kind, gap.describe())
-        if self.config.repair:
-            self._gaps.put_nowait(gap)
-
-    async def _repair_loop(self) -> None:
-        while True:
-            gap = await self._gaps.get()
-            await self.repair(gap)
-
-    async def repair(self, gap: Gap) -> bool:
-        """Fetch ``gap`` from REST (bounded retries) into the stream; True once complete."""
-        cfg = self.config
-        for attempt in range(cfg.repair_attempts):
-            try:
-                trades = await self.rest_gap(gap)
-            except Exception as exc:  # noqa: BLE001 - HTTP, JSON, a malformed trade: retried
-                self._error(f"gap repair of {gap.describe()} failed: {exc!r}"[:300])
-                await asyncio.sleep(self.backoff_s(attempt))
-                continue
-            if trades:
-                await self.buffer.put(plain(trades))
-            n = len(trades)
-            self.stats.gaps["trades_repaired"] += n
-            SOURCE_TRADES_REPAIRED.labels(self.kind).inc(n)
-            complete = gap.expected is None or n >= gap.expected
-            outcome = "repaired" if complete else "failed"
-            self.stats.gaps[outcome] += 1
-            SOURCE_GAPS.labels(self.kind, outcome).inc()
-            self.tracker.close(gap)
-            log.info("%s: gap %s: %d trades from REST (%s)", self.kind, gap.describe(), n, outcome)
-            return complete
-        self.stats.gaps["failed"] += 1
-        SOURCE_GAPS.labels(self.kind, "failed").inc()
-        self.tracker.close(gap)
-        return False
+        self.repairs.found(gap)
 
     # --- health ----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from services.common.schemas import Tick
 from services.ingestion.sources.exchange.binance import BinanceSource
 from services.ingestion.sources.exchange.coinbase import CoinbaseSource
 from services.ingestion.sources.exchange.common import StreamConfig, redact
@@ -14,7 +15,7 @@ from services.ingestion.sources.exchange.finnhub import FinnhubSource
 from services.ingestion.sources.exchange.gaps import SequenceTracker
 from services.ingestion.sources.exchange.kraken import KrakenSource
 from services.ingestion.sources.exchange.numbers import decimal_value, parse_pairs, rfc3339
-from services.ingestion.validation import Rejection, Tick, ValidationFailed, Validator
+from services.ingestion.validation import Rejection, ValidationFailed, Validator
 
 CFG = StreamConfig("wss://venue.example", "https://venue.example", api_key="secret-key")
 

@@ -5,29 +5,17 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from ingest_helpers import raw_tick
 
+from services.common.schemas import Tick
 from services.ingestion.dlq import Origin, dlq_record
-from services.ingestion.validation import (
-    Rejection,
-    Tick,
-    Validator,
-    check_fields,
-    parse_ts,
-)
+from services.ingestion.validation import Rejection, Validator, check_fields, parse_ts
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def good(**over: object) -> dict[str, object]:
-    base: dict[str, object] = {
-        "symbol": "BTC-USD",
-        "ts": "2025-06-01T11:59:00Z",
-        "price": 100.0,
-        "volume": 1.5,
-        "source": "synthetic",
-    }
-    base.update(over)
-    return base
+    return raw_tick("BTC-USD", **over)
 
 
 def reason_of(payload: object) -> str:

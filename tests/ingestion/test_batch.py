@@ -8,8 +8,9 @@ import orjson
 import pytest
 
 from services.common.kafka import dumps
+from services.common.schemas import Tick
 from services.ingestion.batch import each_json, validate_batch, wire_records
-from services.ingestion.validation import Rejection, Tick, Validator, future_limit
+from services.ingestion.validation import Rejection, Validator, future_limit
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 LIMIT = future_limit(5.0, NOW)

@@ -7,32 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from ingest_helpers import raw_tick
 
 from services.common.kafka import dumps
-from services.ingestion.validation import (
-    Rejection,
-    Tick,
-    ValidationFailed,
-    check_fields,
-    copy_line,
-    decode,
-    decode_batch,
-    is_wire_ts,
-)
+from services.common.schemas import Tick
+from services.ingestion.batch import copy_line, decode_batch, is_wire_ts
+from services.ingestion.validation import Rejection, ValidationFailed, check_fields, decode
 
 LIMIT = datetime(2025, 6, 1, 12, 0, 5, tzinfo=UTC)
 
 
 def tick(**over: object) -> dict[str, object]:
-    base: dict[str, object] = {
-        "symbol": "DB-USD",
-        "ts": "2025-06-01T11:59:00Z",
-        "price": 100.0,
-        "volume": 1.5,
-        "source": "synthetic",
-    }
-    base.update(over)
-    return base
+    return raw_tick("DB-USD", **over)
 
 
 PAYLOADS: list[bytes | None] = [

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from services.common.schemas import Tick
 from services.ingestion.sources.csv_replay import CsvReplaySource
-from services.ingestion.validation import Rejection, Tick, Validator
+from services.ingestion.validation import Rejection, Validator
 
 
 async def test_replay_in_chunks_then_exhausted(tmp_path: Path) -> None:

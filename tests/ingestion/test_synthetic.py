@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from services.common.schemas import Tick
 from services.ingestion.backfill import count_synthetic, history_start, synthetic_ticks
 from services.ingestion.sources.synthetic import SyntheticSource, history, model_price
-from services.ingestion.validation import Tick, Validator
+from services.ingestion.validation import Validator
 
 
 def test_history_is_deterministic_and_grid_aligned() -> None:
