@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from services.common.db import alembic_config, migrate
 from services.ingestion.sink import TickSink
-from services.ingestion.validation import Tick
+from services.common.schemas import Tick
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
