@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from services.common.db import alembic_config, migrate
-from services.ingestion.sink import TickSink
 from services.common.schemas import Tick
+from services.ingestion.sink import TickSink
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
