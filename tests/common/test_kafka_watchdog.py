@@ -55,6 +55,18 @@ async def _next_fetch(consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
         await consumer.getmany(tp, timeout_ms=200)
 
 
+async def _until_reset(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, watchdog: LogEndWatchdog
+) -> dict[TopicPartition, int]:
+    """Poll until the watchdog resets a partition; what it reset."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert time.monotonic() < deadline, "the watchdog never reset the partition"
+        await consumer.getmany(tp, timeout_ms=100)
+        if reset := await watchdog.check():
+            return reset
+
+
 def _resets(group: str) -> float:
     value = REGISTRY.get_sample_value("pricecast_consumer_offset_resets_total", {"group": group})
     return value or 0.0
@@ -105,12 +117,7 @@ async def test_watchdog_resets_to_the_committed_offset_inside_the_log(
         await _produce(s, 5, "b")
         watchdog = LogEndWatchdog(consumer, group, grace_s=0.3, interval_s=0.05)
         before = _resets(group)
-        reset: dict[TopicPartition, int] = {}
-        deadline = time.monotonic() + 30
-        while not reset:
-            assert time.monotonic() < deadline, "the watchdog never reset the partition"
-            await consumer.getmany(tp, timeout_ms=100)
-            reset = await watchdog.check()
+        reset = await _until_reset(consumer, tp, watchdog)
         assert reset == {tp: 40}
         assert _resets(group) == before + 1
         # From the committed offset on, every record of the log is read: nothing skipped.
@@ -131,12 +138,7 @@ async def test_watchdog_resets_to_the_beginning_when_the_commit_is_beyond_the_en
         consumer.seek(tp, BEYOND)
         await consumer.commit({tp: BEYOND})
         watchdog = LogEndWatchdog(consumer, group, grace_s=0.3, interval_s=0.05)
-        reset: dict[TopicPartition, int] = {}
-        deadline = time.monotonic() + 30
-        while not reset:
-            assert time.monotonic() < deadline, "the watchdog never reset the partition"
-            await consumer.getmany(tp, timeout_ms=100)
-            reset = await watchdog.check()
+        reset = await _until_reset(consumer, tp, watchdog)
         assert reset == {tp: 0}
         assert await _drain(consumer, tp, RECORDS) == list(range(RECORDS))
     finally:
