@@ -121,11 +121,13 @@ class _LstmChampion:
                     if self.champion is None
                     else score(self.champion.model, {"s": history}, holdouts, self.horizon).mase
                 )
-                decision = decide_promotion(cand, champ)
+                decision = decide_promotion(cand, champ, horizon=self.horizon)
                 if decision.promote:
-                    self.champion = LoadedModel(latest, f"lstm:backtest:{key}", cand)
+                    self.champion = LoadedModel(latest, f"lstm:backtest:{key}", cand, self.horizon)
                 elif self.champion is not None and champ is not None:
-                    self.champion = LoadedModel(self.champion.model, self.champion.version, champ)
+                    self.champion = LoadedModel(
+                        self.champion.model, self.champion.version, champ, self.horizon
+                    )
                 self.log.append(
                     {"at": key, "promoted": decision.promote, "reason": decision.reason}
                 )

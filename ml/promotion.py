@@ -15,6 +15,7 @@ import numpy as np
 from ml.base import Forecaster
 from ml.evaluation import Metrics, holdout_metrics
 from ml.lstm import LSTMConfig, LSTMForecaster
+from ml.selection import noise_margin_mase
 
 PROMOTE_MAX_MASE = 0.98  # must beat naive by 2%: guards against noise on random walks
 
@@ -76,12 +77,16 @@ def decide_promotion(
     candidate_mase: float | None,
     champion_mase: float | None,
     max_mase: float = PROMOTE_MAX_MASE,
+    horizon: int = 1,
 ) -> Decision:
+    """Promote when the candidate beats naive by more than noise at the validated
+    ``horizon`` (:func:`noise_margin_mase`) and beats the champion on the same tails."""
+    max_mase = noise_margin_mase(max_mase, horizon)
     if candidate_mase is None:
         return Decision(False, "candidate has no walk-forward MASE")
     if not candidate_mase < max_mase:
         return Decision(
-            False, f"MASE {candidate_mase:.3f} does not beat naive (needs < {max_mase:.2f})"
+            False, f"MASE {candidate_mase:.3f} does not beat naive (needs < {max_mase:g})"
         )
     if champion_mase is not None and not candidate_mase < champion_mase:
         return Decision(

@@ -5,7 +5,8 @@ import pytest
 from _ml_synthetic import FAST_LSTM, ar_prices
 
 from ml.lstm import LSTMForecaster
-from ml.selection import InsufficientHistory, SelectionPolicy, select_model
+from ml.promotion import decide_promotion
+from ml.selection import InsufficientHistory, SelectionPolicy, noise_margin_mase, select_model
 from ml.serving import LoadedModel, serve_forecast
 
 POLICY = SelectionPolicy(min_arima_days=30, min_lstm_days=90)
@@ -42,6 +43,29 @@ def test_no_promoted_lstm_and_untrusted_lstm_fall_back_to_arima() -> None:
     sel = select_model(400, True, POLICY, lstm_validation_mase=1.02)
     assert sel.model == "arima" and "1.020" in str(sel.reason)
     assert select_model(400, True, POLICY, lstm_validation_mase=0.8).model == "lstm"
+
+
+def test_validation_at_a_longer_horizon_must_beat_naive_by_a_wider_margin() -> None:
+    assert noise_margin_mase(0.98, 1) == pytest.approx(0.98)
+    assert noise_margin_mase(0.98, 5) == pytest.approx(1 - 0.02 * 5**0.5)
+    assert noise_margin_mase(0.98, 0) == pytest.approx(0.98)
+    # 0.97 beats naive by more than noise at h = 1, not on 5-step (overlapping) targets
+    assert select_model(400, True, POLICY, 0.97).model == "lstm"
+    wide = select_model(400, True, POLICY, 0.97, validation_horizon=5)
+    assert wide.model == "arima" and "0.955" in str(wide.reason)
+    assert select_model(400, True, POLICY, 0.95, validation_horizon=5).model == "lstm"
+    # serving reads the horizon the champion was validated at
+    y = ar_prices(200, seed=3)
+    champion = LoadedModel(LSTMForecaster(FAST_LSTM, epochs=1).fit(y), "lstm:*:1d:v1", 0.97, 5)
+    assert serve_forecast(y, 1, 200, champion, POLICY).model == "arima"
+
+
+def test_promotion_needs_the_horizon_margin() -> None:
+    assert decide_promotion(0.97, None).promote
+    late = decide_promotion(0.97, None, horizon=5)
+    assert not late.promote and "needs < 0.955" in late.reason
+    assert decide_promotion(0.95, None, horizon=5).promote
+    assert not decide_promotion(0.95, 0.94, horizon=5).promote
 
 
 def test_promoted_lstm_is_served_and_long_horizon_falls_back() -> None:
