@@ -39,9 +39,10 @@ from scipy.signal import lfilter
 DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.95)
 # GARCH(1,1) with variance targeting: the weights of the long-run variance, of the newest
 # squared return and of the previous variance (they sum to 1). The long-run weight 0.06
-# (persistence 0.94 -> 0.87) and the ACI step 0.12 were chosen together on the six series of
-# bench/forecast_quality.py (docs/forecasting.md): the faster reversion leaves the adaptive
-# correction less to do, so it can move in smaller steps.
+# (memory 0.90 -> 0.87: a past shock weighs half after about 5 bars, was 7) and the ACI step
+# 0.12 were chosen together on the six series of bench/forecast_quality.py
+# (docs/forecasting.md): the faster reversion leaves the adaptive correction less to do, so
+# it can move in smaller steps.
 GARCH_LONG, GARCH_SHOCK = 0.06, 0.07
 GARCH_MEMORY = 1.0 - GARCH_LONG - GARCH_SHOCK
 # ACI step per level: gamma(L) = ACI_GAMMA_SCALE * (1 - L), so 0.024 at 80%. A step that is
