@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,14 +17,6 @@ class InsufficientHistory(Exception):
         super().__init__(f"Required: {required_days} days, Available: {available_days} days")
 
 
-def noise_margin_mase(max_mase: float, horizon: int) -> float:
-    """The MASE to beat when validated at ``horizon``: the 1-step margin ``1 - max_mase``
-    times sqrt(horizon). Overlapping h-step holdout targets hold about 1/h as much
-    independent evidence, so the noise of their MASE grows like sqrt(h) (0.98 at h = 1,
-    0.955 at h = 5)."""
-    return 1.0 - (1.0 - max_mase) * math.sqrt(max(1, horizon))
-
-
 @dataclass(frozen=True)
 class SelectionPolicy:
     """Thresholds (the services pass ``min_history_days_arima`` / ``..._lstm`` settings)."""
@@ -34,6 +25,9 @@ class SelectionPolicy:
     min_lstm_days: int = 90
     # A promoted LSTM is not served for an asset whose own validation MASE is not below this.
     max_lstm_mase: float = 0.98  # same margin as promotion (ml.promotion.PROMOTE_MAX_MASE)
+    # ... and, where the validation recorded it, the t of its advantage over naive must
+    # clear this (ml.promotion.PROMOTE_MIN_T): beating naive by more than noise.
+    min_lstm_advantage_t: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 < self.min_arima_days <= self.min_lstm_days:
@@ -51,13 +45,9 @@ def select_model(
     has_promoted_lstm: bool,
     policy: SelectionPolicy,
     lstm_validation_mase: float | None = None,
-    validation_horizon: int = 1,
+    lstm_validation_t: float | None = None,
 ) -> Selection:
-    """LSTM with enough history and a promoted version; ARIMA with enough history; else raise.
-
-    The LSTM's own validation MASE on the asset (measured at ``validation_horizon``) must
-    beat naive by more than noise: ``policy.max_lstm_mase`` at horizon 1, the margin
-    widened by sqrt(horizon) beyond (:func:`noise_margin_mase`)."""
+    """LSTM with enough history and a promoted version; ARIMA with enough history; else raise."""
     if available_days < policy.min_arima_days:
         raise InsufficientHistory(policy.min_arima_days, available_days)
     if available_days < policy.min_lstm_days:
@@ -66,10 +56,16 @@ def select_model(
         )
     if not has_promoted_lstm:
         return Selection("arima", "no promoted lstm version")
-    limit = noise_margin_mase(policy.max_lstm_mase, validation_horizon)
-    if lstm_validation_mase is not None and not lstm_validation_mase < limit:
+    if lstm_validation_mase is not None and not lstm_validation_mase < policy.max_lstm_mase:
         return Selection(
             "arima",
-            f"lstm validation MASE {lstm_validation_mase:.3f} >= {limit:g} for this asset",
+            f"lstm validation MASE {lstm_validation_mase:.3f} >= {policy.max_lstm_mase:.2f} "
+            "for this asset",
+        )
+    if lstm_validation_t is not None and not lstm_validation_t > policy.min_lstm_advantage_t:
+        return Selection(
+            "arima",
+            f"lstm beats naive by no more than noise for this asset (t {lstm_validation_t:.2f}"
+            f" <= {policy.min_lstm_advantage_t:g})",
         )
     return Selection("lstm", None)
