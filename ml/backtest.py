@@ -115,17 +115,23 @@ class _LstmChampion:
             except ValueError as exc:
                 self.log.append({"at": key, "trained": False, "reason": str(exc)})
             else:
-                cand = score(latest, {"s": history}, holdouts, self.horizon).mase
+                cand = score(latest, {"s": history}, holdouts, self.horizon)
                 champ = (
                     None
                     if self.champion is None
-                    else score(self.champion.model, {"s": history}, holdouts, self.horizon).mase
+                    else score(self.champion.model, {"s": history}, holdouts, self.horizon)
                 )
-                decision = decide_promotion(cand, champ)
+                decision = decide_promotion(
+                    cand.mase, None if champ is None else champ.mase, advantage_t=cand.advantage_t
+                )
                 if decision.promote:
-                    self.champion = LoadedModel(latest, f"lstm:backtest:{key}", cand)
-                elif self.champion is not None and champ is not None:
-                    self.champion = LoadedModel(self.champion.model, self.champion.version, champ)
+                    self.champion = LoadedModel(
+                        latest, f"lstm:backtest:{key}", cand.mase, cand.advantage_t
+                    )
+                elif self.champion is not None and champ is not None and champ.mase is not None:
+                    self.champion = LoadedModel(
+                        self.champion.model, self.champion.version, champ.mase, champ.advantage_t
+                    )
                 self.log.append(
                     {"at": key, "promoted": decision.promote, "reason": decision.reason}
                 )

@@ -199,11 +199,11 @@ def predictor_of(model: Forecaster, level: float = 0.8, levels: Sequence[float] 
     return predict
 
 
-def holdout_metrics(
+def holdout_walk(
     model: Forecaster, y: np.ndarray, *, horizon: int, test_size: int, level: float = 0.8
-) -> Metrics:
-    """Walk-forward metrics of an already fitted model (no refit) on the last points of y."""
-    wf = walk_forward(
+) -> WalkForward:
+    """Walk-forward of an already fitted model (no refit) on the last points of y."""
+    return walk_forward(
         y,
         lambda _hist: predictor_of(model, level),
         horizon=horizon,
@@ -212,4 +212,29 @@ def holdout_metrics(
         min_history=2,
         level=level,
     )
-    return wf.metrics()
+
+
+def holdout_metrics(
+    model: Forecaster, y: np.ndarray, *, horizon: int, test_size: int, level: float = 0.8
+) -> Metrics:
+    """Walk-forward metrics of an already fitted model (no refit) on the last points of y."""
+    return holdout_walk(model, y, horizon=horizon, test_size=test_size, level=level).metrics()
+
+
+def advantage_t(wf: WalkForward, horizon: int) -> float | None:
+    """How far the model beats naive beyond noise: the t statistic of the mean paired
+    difference ``|naive error| - |model error|`` (Diebold-Mariano), its variance with
+    Newey-West (Bartlett) weights over ``horizon - 1`` lags because overlapping h-step
+    targets share shocks. Positive: better than naive; None below 3 targets."""
+    m = np.isfinite(wf.mean)
+    d = np.abs(wf.naive[m] - wf.actual[m]) - np.abs(wf.mean[m] - wf.actual[m])
+    n = d.size
+    if n < 3:
+        return None
+    e = d - d.mean()
+    var = float(e @ e) / n
+    for lag in range(1, min(horizon - 1, n - 1) + 1):
+        var += 2.0 * (1.0 - lag / horizon) * float(e[lag:] @ e[:-lag]) / n
+    if var <= 0.0:
+        return None
+    return float(d.mean() / np.sqrt(var / n))

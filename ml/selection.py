@@ -25,6 +25,9 @@ class SelectionPolicy:
     min_lstm_days: int = 90
     # A promoted LSTM is not served for an asset whose own validation MASE is not below this.
     max_lstm_mase: float = 0.98  # same margin as promotion (ml.promotion.PROMOTE_MAX_MASE)
+    # ... and, where the validation recorded it, the t of its advantage over naive must
+    # clear this (ml.promotion.PROMOTE_MIN_T): beating naive by more than noise.
+    min_lstm_advantage_t: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 < self.min_arima_days <= self.min_lstm_days:
@@ -42,6 +45,7 @@ def select_model(
     has_promoted_lstm: bool,
     policy: SelectionPolicy,
     lstm_validation_mase: float | None = None,
+    lstm_validation_t: float | None = None,
 ) -> Selection:
     """LSTM with enough history and a promoted version; ARIMA with enough history; else raise."""
     if available_days < policy.min_arima_days:
@@ -57,5 +61,11 @@ def select_model(
             "arima",
             f"lstm validation MASE {lstm_validation_mase:.3f} >= {policy.max_lstm_mase:.2f} "
             "for this asset",
+        )
+    if lstm_validation_t is not None and not lstm_validation_t > policy.min_lstm_advantage_t:
+        return Selection(
+            "arima",
+            f"lstm beats naive by no more than noise for this asset (t {lstm_validation_t:.2f}"
+            f" <= {policy.min_lstm_advantage_t:g})",
         )
     return Selection("lstm", None)

@@ -24,12 +24,14 @@ class LoadedModel:
     """A deserialized champion and its registry version string (e.g. ``lstm:*:1d:v3``).
 
     ``validation_mase`` is the champion's walk-forward MASE on the asset being served when
-    the registry recorded one (global models are validated per asset).
+    the registry recorded one (global models are validated per asset); ``validation_t`` the
+    t statistic of its advantage over naive there (``ml.evaluation.advantage_t``) when known.
     """
 
     model: Forecaster
     version: str
     validation_mase: float | None = None
+    validation_t: float | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def serve_forecast(
         lstm is not None,
         policy,
         None if lstm is None else lstm.validation_mase,
+        None if lstm is None else lstm.validation_t,
     )
     reasons: list[str] = []
     if selection.model == "lstm" and lstm is not None:

@@ -229,7 +229,7 @@ class Settings(BaseSettings):
     forecast_levels: Levels = (0.5, 0.8, 0.95)  # offered interval levels, comma list
     forecast_default_level: float = 0.8  # in lower_bound/upper_bound; must be offered
     # adaptive conformal step per level: gamma = scale * (1 - level), 0.03 at 80%
-    calibration_gamma_scale: float = 0.15
+    calibration_gamma_scale: float = 0.12
     # a forecast whose as-of bar closed more than this many intervals ago is stale
     prediction_stale_after_intervals: float = 3.0
 

@@ -76,5 +76,6 @@ def test_dashboard_covers_the_alerted_signals() -> None:
         "pricecast_cache_requests_total",
         "pricecast_db_query_seconds_bucket",
         "pricecast_model_degradation_ratio",
+        "pricecast_forecast_coverage",
     ):
         assert metric in exprs, metric

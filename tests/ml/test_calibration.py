@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ml.calibration import (
+    ACI_GAMMA_SCALE,
     ALPHA_BOUNDS,
     AciState,
     VolatilityCalibrator,
@@ -75,7 +76,7 @@ def test_bands_are_nested_and_around_the_mean() -> None:
 
 
 def test_aci_step_is_the_gibbs_candes_update_and_bounded() -> None:
-    gamma = 0.15 * 0.2
+    gamma = ACI_GAMMA_SCALE * 0.2
     assert aci_step(0.2, 0.8, covered=True) == pytest.approx(0.2 + gamma * 0.2)
     assert aci_step(0.2, 0.8, covered=False) == pytest.approx(0.2 - gamma * 0.8)
     alpha = 0.2

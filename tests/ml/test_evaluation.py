@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 from ml_synthetic import random_walk
 
-from ml.evaluation import compute_metrics, predictor_of, target_indices, walk_forward
+from ml.evaluation import (
+    WalkForward,
+    advantage_t,
+    compute_metrics,
+    holdout_metrics,
+    holdout_walk,
+    predictor_of,
+    target_indices,
+    walk_forward,
+)
 from ml.naive import NaiveForecaster
 
 
@@ -36,3 +45,37 @@ def test_naive_scores_mase_one_and_no_lookahead() -> None:
     assert wf.metrics().mase == pytest.approx(1.0)
     np.testing.assert_allclose(wf.mean, y[wf.targets - 3])  # forecast from data before
     assert list(target_indices(300, 100, 3, 2)) == list(range(200, 300))
+
+
+def _walk(actual: np.ndarray, mean: np.ndarray, naive: np.ndarray) -> WalkForward:
+    idx = np.arange(actual.size)
+    return WalkForward(idx, actual, naive, mean, mean - 1.0, mean + 1.0)
+
+
+def test_advantage_t_is_the_paired_t_with_newey_west_lags() -> None:
+    rng = np.random.default_rng(0)
+    actual = 100 + rng.normal(size=200)
+    naive = actual + rng.normal(0, 1.0, 200)
+    better = actual + rng.normal(0, 0.5, 200)
+    d = np.abs(naive - actual) - np.abs(better - actual)
+    one_step = advantage_t(_walk(actual, better, naive), horizon=1)
+    assert one_step == pytest.approx(d.mean() / (d.std() / np.sqrt(d.size)))
+    assert one_step is not None and one_step > 3  # clearly better than naive
+    worse = advantage_t(_walk(actual, actual + rng.normal(0, 2.0, 200), naive), 1)
+    assert worse is not None and worse < -3
+    # positively correlated differences (overlapping targets) widen the variance
+    lagged = advantage_t(_walk(actual, better, naive), horizon=5)
+    e = d - d.mean()
+    var = e @ e / d.size + sum(2 * (1 - k / 5) * (e[k:] @ e[:-k]) / d.size for k in range(1, 5))
+    assert lagged == pytest.approx(d.mean() / np.sqrt(var / d.size))
+    # naive against itself has no advantage to test; too few targets neither
+    assert advantage_t(_walk(actual, naive, naive), 1) is None
+    assert advantage_t(_walk(actual[:2], better[:2], naive[:2]), 1) is None
+
+
+def test_holdout_walk_matches_holdout_metrics() -> None:
+    y = random_walk(200, seed=4)
+    model = NaiveForecaster().fit(y[:150])
+    wf = holdout_walk(model, y, horizon=2, test_size=40)
+    assert wf.metrics() == holdout_metrics(model, y, horizon=2, test_size=40)
+    assert wf.targets.size == 40

@@ -158,7 +158,7 @@ async def test_coverage_recovers_after_volatility_doubles_on_the_service_path(
 ) -> None:
     """History at 0.4% hourly volatility; live, 30 calm bars, then 200 at 0.8%. The 80%
     interval undercovers just after the switch; from the 50th scored forecast after it on,
-    its coverage is within 5 points of 80% (ml/served_walk on six seeds: 80.7-82.7%)."""
+    its coverage is within 5 points of 80% (ml/served_walk on six seeds: 78.7-83.3%)."""
     s = _settings(isolated_settings)
     await ensure_topics(s)
     sym = "REG-USD"
