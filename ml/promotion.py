@@ -48,7 +48,10 @@ class Scored:
     def to_dict(self) -> dict[str, object]:
         return {
             "mase": self.mase,
-            "per_series": {k: v.to_dict() for k, v in self.per_series.items()},
+            "per_series": {
+                k: {**v.to_dict(), "advantage_t": self.advantage.get(k)}
+                for k, v in self.per_series.items()
+            },
         }
 
 

@@ -65,9 +65,17 @@ class ModelVersion:
         return float(v) if v is not None else None
 
     def series_mase(self, symbol: str) -> float | None:
+        return self._series_metric(symbol, "mase")
+
+    def series_advantage_t(self, symbol: str) -> float | None:
+        """The t of this version's holdout advantage over naive on ``symbol``, when recorded
+        (``ml.promotion.Scored``); the serving noise rule reads it."""
+        return self._series_metric(symbol, "advantage_t")
+
+    def _series_metric(self, symbol: str, name: str) -> float | None:
         per = self.metrics.get("per_series", {}).get(symbol)
-        v = per.get("mase") if isinstance(per, dict) else None
-        return float(v) if v is not None else None
+        value = per.get(name) if isinstance(per, dict) else None
+        return float(value) if value is not None else None
 
 
 def sha256(data: bytes) -> str:
@@ -202,7 +210,8 @@ def load_champion_for(
             mase = champ.series_mase(symbol)
             if mase is None and scope == symbol:
                 mase = champ.mase
-            return LoadedModel(load_model(conn, champ), champ.label, mase)
+            advantage_t = champ.series_advantage_t(symbol)
+            return LoadedModel(load_model(conn, champ), champ.label, mase, advantage_t)
     return None
 
 

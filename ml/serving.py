@@ -16,7 +16,7 @@ from ml.arima import ArimaForecaster
 from ml.base import DEFAULT_LEVEL, Forecast, Forecaster, as_price_series, check_horizon
 from ml.calibration import DEFAULT_LEVELS, Key, calibrated_bands, check_levels
 from ml.naive import NaiveForecaster
-from ml.selection import ModelName, SelectionPolicy, select_model
+from ml.selection import ModelName, Selection, SelectionPolicy, select_model
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,18 @@ def arima_version(model: ArimaForecaster) -> str:
     return f"arima({p},{d},{q})"
 
 
+def select_for(available_days: int, lstm: LoadedModel | None, policy: SelectionPolicy) -> Selection:
+    """``select_model`` with what the registry validated for this asset (MASE and the noise
+    t): the one choice the backtest and the service both make."""
+    return select_model(
+        available_days,
+        lstm is not None,
+        policy,
+        None if lstm is None else lstm.validation_mase,
+        None if lstm is None else lstm.validation_t,
+    )
+
+
 def serve_forecast(
     closes: np.ndarray,
     horizon: int,
@@ -130,13 +142,7 @@ def serve_forecast(
     arr = as_price_series(closes)
     cal = calibration or Calibration()
     level = cal.level
-    selection = select_model(
-        available_days,
-        lstm is not None,
-        policy,
-        None if lstm is None else lstm.validation_mase,
-        None if lstm is None else lstm.validation_t,
-    )
+    selection = select_for(available_days, lstm, policy)
     reasons: list[str] = []
     if selection.model == "lstm" and lstm is not None:
         try:

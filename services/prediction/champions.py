@@ -25,8 +25,8 @@ from sqlalchemy.engine import Engine
 from ml import registry
 from ml.base import DEFAULT_LEVEL, Forecast, Forecaster, GlobalForecaster, as_price_series
 from ml.registry import GLOBAL_SCOPE, ModelVersion
-from ml.selection import InsufficientHistory, ModelName, SelectionPolicy, select_model
-from ml.serving import Calibration, LoadedModel, ServedForecast, serve_forecast
+from ml.selection import InsufficientHistory, ModelName, SelectionPolicy
+from ml.serving import Calibration, LoadedModel, ServedForecast, select_for, serve_forecast
 from services.common.config import Settings
 from services.common.metrics import MODEL_AGE
 
@@ -57,7 +57,9 @@ class Champion:
         mase = self.version.series_mase(symbol)
         if mase is None and self.version.scope == symbol:
             mase = self.version.mase
-        return LoadedModel(self.model, self.version.label, mase)
+        return LoadedModel(
+            self.model, self.version.label, mase, self.version.series_advantage_t(symbol)
+        )
 
 
 def load_champions(
@@ -153,14 +155,12 @@ class ModelProvider:
 
     # ----------------------------------------------------------------------- serving
     def choose(self, symbol: str, interval: str, available: int) -> ModelChoice:
-        """The champion serving the key (if any) and the model ``select_model`` chooses with
+        """The champion serving the key (if any) and the model ``select_for`` chooses with
         it; raises InsufficientHistory. Choosing is cheap and pure: the engine runs ARIMA
         choices in worker processes (``services.prediction.pool``) and the rest here."""
         champion = self.champion(symbol, interval)
         lstm = None if champion is None else champion.serving(symbol)
-        selection = select_model(
-            available, lstm is not None, self.policy, None if lstm is None else lstm.validation_mase
-        )
+        selection = select_for(available, lstm, self.policy)
         return ModelChoice(lstm, selection.model)
 
     def serve(
@@ -204,8 +204,7 @@ class ModelProvider:
         for index, (_, horizon, available, lstm, _calibration) in enumerate(items):
             if lstm is None or not isinstance(lstm.model, GlobalForecaster):
                 continue
-            mase = lstm.validation_mase
-            if select_model(available, True, self.policy, mase).model == "lstm":
+            if select_for(available, lstm, self.policy).model == "lstm":
                 groups.setdefault((id(lstm.model), horizon), []).append(index)
         for (_, horizon), indices in groups.items():
             lstm = items[indices[0]][3]
@@ -220,7 +219,7 @@ class ModelProvider:
         for index, (closes, horizon, available, lstm, calibration) in enumerate(items):
             if index in batched and lstm is not None:
                 answered = _Answered(batched[index])
-                lstm = LoadedModel(answered, lstm.version, lstm.validation_mase)
+                lstm = LoadedModel(answered, lstm.version, lstm.validation_mase, lstm.validation_t)
             try:
                 out.append(self.serve(closes, horizon, available, lstm, calibration))
             except (ValueError, ArithmeticError, RuntimeError) as exc:

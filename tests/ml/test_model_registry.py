@@ -11,9 +11,13 @@ from sqlalchemy.engine import Engine
 from ml import registry
 from ml.arima import ArimaForecaster
 from ml.base import Forecaster
+from ml.evaluation import Metrics
 from ml.factory import FORECASTERS
 from ml.lstm import LSTMForecaster
 from ml.naive import DriftForecaster, NaiveForecaster
+from ml.promotion import Scored
+from ml.selection import SelectionPolicy
+from ml.serving import select_for
 
 Y = ar_prices(300, seed=9)
 
@@ -98,3 +102,45 @@ def test_only_one_champion_per_scope(clean_db: Engine) -> None:
         ).scalar()
         assert n == 1
         assert registry.load_champion_for(conn, "SOL-USD", "1d", model="naive") is None
+
+
+def test_the_recorded_noise_t_reaches_the_served_choice(clean_db: Engine) -> None:
+    """Training records each asset's advantage t (ml.promotion.Scored); serving reads it back
+    from the registry and applies the same noise rule the backtest applies."""
+    model = NaiveForecaster().fit(Y)
+    metrics = {
+        "mase": 0.9,
+        "per_series": {
+            "BTC-USD": {"mase": 0.9, "advantage_t": 0.3},
+            "ETH-USD": {"mase": 0.9, "advantage_t": 2.5},
+        },
+    }
+    with clean_db.begin() as conn:
+        version = registry.register_candidate(
+            conn,
+            model="naive",
+            scope="*",
+            interval="1d",
+            artifact=model.to_bytes(),
+            metrics=metrics,
+        )
+        registry.promote(conn, version.id)
+    policy = SelectionPolicy()
+    with clean_db.connect() as conn:
+        noisy = registry.load_champion_for(conn, "BTC-USD", "1d", model="naive")
+        clear = registry.load_champion_for(conn, "ETH-USD", "1d", model="naive")
+        unrecorded = registry.load_champion_for(conn, "SOL-USD", "1d", model="naive")
+    assert noisy is not None and noisy.validation_t == pytest.approx(0.3)
+    choice = select_for(policy.min_lstm_days, noisy, policy)
+    assert choice.model == "arima" and "no more than noise" in (choice.reason or "")
+    assert clear is not None and select_for(policy.min_lstm_days, clear, policy).model == "lstm"
+    assert unrecorded is not None and unrecorded.validation_t is None  # the rule as before
+    assert select_for(policy.min_lstm_days, unrecorded, policy).model == "lstm"
+
+
+def test_scored_records_the_advantage_t_per_series() -> None:
+    scored = Scored(
+        {"A": Metrics(mae=1.0, mape=1.0, mase=0.9, coverage=0.8, count=10)},
+        {"A": 1.7},
+    )
+    assert scored.to_dict()["per_series"]["A"]["advantage_t"] == 1.7
