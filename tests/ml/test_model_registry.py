@@ -28,14 +28,22 @@ def make(name: str) -> Forecaster:
     return {"naive": NaiveForecaster, "drift": DriftForecaster, "arima": ArimaForecaster}[name]()
 
 
-def register(conn: sa.Connection, model: Forecaster, scope: str = "*", mase: float = 0.9) -> int:
+def register(
+    conn: sa.Connection,
+    model: Forecaster,
+    scope: str = "*",
+    mase: float = 0.9,
+    per_series: dict[str, dict[str, float]] | None = None,
+) -> int:
+    """A candidate of ``model``; its per-series metrics default to BTC-USD at ``mase - 0.1``."""
+    per_series = {"BTC-USD": {"mase": mase - 0.1}} if per_series is None else per_series
     mv = registry.register_candidate(
         conn,
         model=model.name,
         scope=scope,
         interval="1d",
         artifact=model.to_bytes(),
-        metrics={"mase": mase, "per_series": {"BTC-USD": {"mase": mase - 0.1}}},
+        metrics={"mase": mase, "per_series": per_series},
     )
     return mv.id
 
@@ -107,24 +115,12 @@ def test_only_one_champion_per_scope(clean_db: Engine) -> None:
 def test_the_recorded_noise_t_reaches_the_served_choice(clean_db: Engine) -> None:
     """Training records each asset's advantage t (ml.promotion.Scored); serving reads it back
     from the registry and applies the same noise rule the backtest applies."""
-    model = NaiveForecaster().fit(Y)
-    metrics = {
-        "mase": 0.9,
-        "per_series": {
-            "BTC-USD": {"mase": 0.9, "advantage_t": 0.3},
-            "ETH-USD": {"mase": 0.9, "advantage_t": 2.5},
-        },
+    per_series = {
+        "BTC-USD": {"mase": 0.9, "advantage_t": 0.3},
+        "ETH-USD": {"mase": 0.9, "advantage_t": 2.5},
     }
     with clean_db.begin() as conn:
-        version = registry.register_candidate(
-            conn,
-            model="naive",
-            scope="*",
-            interval="1d",
-            artifact=model.to_bytes(),
-            metrics=metrics,
-        )
-        registry.promote(conn, version.id)
+        registry.promote(conn, register(conn, NaiveForecaster().fit(Y), per_series=per_series))
     policy = SelectionPolicy()
     with clean_db.connect() as conn:
         noisy = registry.load_champion_for(conn, "BTC-USD", "1d", model="naive")
