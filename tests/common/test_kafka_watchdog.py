@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -80,84 +81,82 @@ async def one_partition(isolated_settings: Settings) -> AsyncIterator[Settings]:
     yield s
 
 
-async def _consumer_at_the_end(s: Settings, group: str) -> tuple[AIOKafkaConsumer, TopicPartition]:
-    consumer = make_consumer(s, s.topic_prices, group_id=group)
+@dataclass
+class AtTheEnd:
+    """A consumer of group ``group`` that has read the whole one-partition log."""
+
+    settings: Settings
+    group: str
+    consumer: AIOKafkaConsumer
+    tp: TopicPartition
+
+
+@pytest.fixture
+async def at_the_end(one_partition: Settings) -> AsyncIterator[AtTheEnd]:
+    group = f"wd-{uuid.uuid4().hex[:8]}"
+    consumer = make_consumer(one_partition, one_partition.topic_prices, group_id=group)
     await consumer.start()
-    tp = TopicPartition(s.topic_prices, 0)
-    await _drain(consumer, tp, RECORDS)
-    return consumer, tp
+    tp = TopicPartition(one_partition.topic_prices, 0)
+    try:
+        await _drain(consumer, tp, RECORDS)
+        yield AtTheEnd(one_partition, group, consumer, tp)
+    finally:
+        await consumer.stop()
 
 
 async def test_the_broker_does_not_reset_a_position_beyond_the_log_end(
-    one_partition: Settings,
+    at_the_end: AtTheEnd,
 ) -> None:
-    s = one_partition
-    consumer, tp = await _consumer_at_the_end(s, f"wd-{uuid.uuid4().hex[:8]}")
-    try:
-        consumer.seek(tp, BEYOND)
-        await _produce(s, 5, "b")
-        for _ in range(3):
-            await _next_fetch(consumer, tp)
-        # Answered, no records, no OFFSET_OUT_OF_RANGE: the position stays beyond the end.
-        assert await consumer.position(tp) == BEYOND
-        assert consumer.highwater(tp) == RECORDS + 5
-    finally:
-        await consumer.stop()
+    settings = at_the_end.settings
+    consumer, tp = at_the_end.consumer, at_the_end.tp
+    consumer.seek(tp, BEYOND)
+    await _produce(settings, 5, "b")
+    for _ in range(3):
+        await _next_fetch(consumer, tp)
+    # Answered, no records, no OFFSET_OUT_OF_RANGE: the position stays beyond the end.
+    assert await consumer.position(tp) == BEYOND
+    assert consumer.highwater(tp) == RECORDS + 5
 
 
-async def test_watchdog_resets_to_the_committed_offset_inside_the_log(
-    one_partition: Settings,
-) -> None:
-    s = one_partition
-    group = f"wd-{uuid.uuid4().hex[:8]}"
-    consumer, tp = await _consumer_at_the_end(s, group)
-    try:
-        await consumer.commit({tp: 40})
-        consumer.seek(tp, BEYOND)
-        await _produce(s, 5, "b")
-        watchdog = LogEndWatchdog(consumer, group, grace_s=0.3, interval_s=0.05)
-        before = _resets(group)
-        reset = await _until_reset(consumer, tp, watchdog)
-        assert reset == {tp: 40}
-        assert _resets(group) == before + 1
-        # From the committed offset on, every record of the log is read: nothing skipped.
-        assert await _drain(consumer, tp, RECORDS + 5) == list(range(40, RECORDS + 5))
-        assert watchdog.resets == 1
-    finally:
-        await consumer.stop()
+async def test_watchdog_resets_to_the_committed_offset_inside_the_log(at_the_end: AtTheEnd) -> None:
+    settings, group = at_the_end.settings, at_the_end.group
+    consumer, tp = at_the_end.consumer, at_the_end.tp
+    await consumer.commit({tp: 40})
+    consumer.seek(tp, BEYOND)
+    await _produce(settings, 5, "b")
+    watchdog = LogEndWatchdog(consumer, group, grace_s=0.3, interval_s=0.05)
+    before = _resets(group)
+    reset = await _until_reset(consumer, tp, watchdog)
+    assert reset == {tp: 40}
+    assert _resets(group) == before + 1
+    # From the committed offset on, every record of the log is read: nothing skipped.
+    assert await _drain(consumer, tp, RECORDS + 5) == list(range(40, RECORDS + 5))
+    assert watchdog.resets == 1
 
 
 async def test_watchdog_resets_to_the_beginning_when_the_commit_is_beyond_the_end(
-    one_partition: Settings,
+    at_the_end: AtTheEnd,
 ) -> None:
     """The stale commit of an old log: the group's committed offset is beyond the end too."""
-    s = one_partition
-    group = f"wd-{uuid.uuid4().hex[:8]}"
-    consumer, tp = await _consumer_at_the_end(s, group)
-    try:
-        consumer.seek(tp, BEYOND)
-        await consumer.commit({tp: BEYOND})
-        watchdog = LogEndWatchdog(consumer, group, grace_s=0.3, interval_s=0.05)
-        reset = await _until_reset(consumer, tp, watchdog)
-        assert reset == {tp: 0}
-        assert await _drain(consumer, tp, RECORDS) == list(range(RECORDS))
-    finally:
-        await consumer.stop()
+    group = at_the_end.group
+    consumer, tp = at_the_end.consumer, at_the_end.tp
+    consumer.seek(tp, BEYOND)
+    await consumer.commit({tp: BEYOND})
+    watchdog = LogEndWatchdog(consumer, group, grace_s=0.3, interval_s=0.05)
+    reset = await _until_reset(consumer, tp, watchdog)
+    assert reset == {tp: 0}
+    assert await _drain(consumer, tp, RECORDS) == list(range(RECORDS))
 
 
-async def test_watchdog_leaves_a_consumer_inside_the_log_alone(one_partition: Settings) -> None:
-    s = one_partition
-    group = f"wd-{uuid.uuid4().hex[:8]}"
-    consumer, tp = await _consumer_at_the_end(s, group)
-    try:
-        watchdog = LogEndWatchdog(consumer, group, grace_s=0.0, interval_s=0.0)
-        for _ in range(5):  # caught up: position == high watermark
-            await _next_fetch(consumer, tp)
-            assert await watchdog.check() == {}
-        await _produce(s, 5, "b")
-        offsets = await _drain(consumer, tp, RECORDS + 5)
-        assert offsets == list(range(RECORDS, RECORDS + 5))
+async def test_watchdog_leaves_a_consumer_inside_the_log_alone(at_the_end: AtTheEnd) -> None:
+    settings, group = at_the_end.settings, at_the_end.group
+    consumer, tp = at_the_end.consumer, at_the_end.tp
+    watchdog = LogEndWatchdog(consumer, group, grace_s=0.0, interval_s=0.0)
+    for _ in range(5):  # caught up: position == high watermark
+        await _next_fetch(consumer, tp)
         assert await watchdog.check() == {}
-        assert watchdog.resets == 0
-    finally:
-        await consumer.stop()
+    await _produce(settings, 5, "b")
+    offsets = await _drain(consumer, tp, RECORDS + 5)
+    assert offsets == list(range(RECORDS, RECORDS + 5))
+    assert await watchdog.check() == {}
+    assert watchdog.resets == 0
