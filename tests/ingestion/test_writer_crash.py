@@ -61,15 +61,15 @@ async def produce(publisher: TickPublisher, tag: str, n: int) -> int:
     return n
 
 
+DUPLICATE_TICKS = sa.text(
+    "SELECT count(*) FROM (SELECT symbol, ts, source FROM price_ticks"
+    " GROUP BY 1, 2, 3 HAVING count(*) > 1) d"
+)
+
+
 def no_duplicates(engine: Engine) -> bool:
     with engine.connect() as conn:
-        dup = conn.execute(
-            sa.text(
-                "SELECT count(*) FROM (SELECT symbol, ts, source FROM price_ticks"
-                " GROUP BY 1, 2, 3 HAVING count(*) > 1) d"
-            )
-        ).scalar_one()
-    return dup == 0
+        return conn.execute(DUPLICATE_TICKS).scalar_one() == 0
 
 
 async def finish(writer: Writer, settings: Settings, engine: Engine, n: int) -> None:

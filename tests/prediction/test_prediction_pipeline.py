@@ -81,15 +81,15 @@ async def make_engine_for(
     await redis.aclose()  # type: ignore[attr-defined]
 
 
+HOURLY_FORECASTS = sa.text(
+    "SELECT as_of, horizon, predicted_price FROM predictions WHERE symbol = :s AND interval = '1h'"
+)
+
+
 def _rows(db: Engine, symbol: str) -> dict[datetime, dict[int, float]]:
+    """The stored hourly forecasts of ``symbol``: as_of -> horizon -> price."""
     with db.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT as_of, horizon, predicted_price FROM predictions "
-                "WHERE symbol = :s AND interval = '1h'"
-            ),
-            {"s": symbol},
-        ).all()
+        rows = conn.execute(HOURLY_FORECASTS, {"s": symbol}).all()
     out: dict[datetime, dict[int, float]] = {}
     for as_of, horizon, price in rows:
         out.setdefault(as_of, {})[int(horizon)] = float(price)

@@ -95,25 +95,22 @@ async def venues() -> AsyncIterator[list[FakeVenue]]:
         await v.stop()
 
 
+STORED_TICKS = sa.text(
+    "SELECT count(*), count(DISTINCT trade_id), coalesce(sum(volume), 0)"
+    " FROM price_ticks WHERE symbol = :s"
+)
+STORED_BARS = sa.text(
+    "SELECT coalesce(sum(trade_count), 0), coalesce(sum(volume), 0) FROM price_1m WHERE symbol = :s"
+)
+STORED_IDS = sa.text("SELECT trade_id FROM price_ticks WHERE symbol = :s")
+
+
 def stored(engine: Engine, symbol: str) -> dict[str, Any]:
+    """What the database holds of ``symbol``: tick rows, distinct ids, volume, 1m bar sums."""
     with engine.connect() as conn:
-        row = conn.execute(
-            sa.text(
-                "SELECT count(*), count(DISTINCT trade_id), coalesce(sum(volume), 0)"
-                " FROM price_ticks WHERE symbol = :s"
-            ),
-            {"s": symbol},
-        ).one()
-        bars = conn.execute(
-            sa.text(
-                "SELECT coalesce(sum(trade_count), 0), coalesce(sum(volume), 0)"
-                " FROM price_1m WHERE symbol = :s"
-            ),
-            {"s": symbol},
-        ).one()
-        ids = conn.execute(
-            sa.text("SELECT trade_id FROM price_ticks WHERE symbol = :s"), {"s": symbol}
-        ).scalars()
+        row = conn.execute(STORED_TICKS, {"s": symbol}).one()
+        bars = conn.execute(STORED_BARS, {"s": symbol}).one()
+        ids = conn.execute(STORED_IDS, {"s": symbol}).scalars()
         return {
             "rows": row[0],
             "distinct": row[1],
