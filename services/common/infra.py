@@ -227,6 +227,42 @@ def start_redis(
     return port, proc
 
 
+class RedisServer:
+    """A private redis-server on 127.0.0.1 that can be stopped (or killed) and started again
+    on the same port, so clients keep their URL across an outage."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.log_path = log_path
+        self.port, self.proc = start_redis(port, log_path)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def kill(self) -> None:
+        if self.running:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:  # the port may linger for a moment after the old server exits
+            try:
+                _, self.proc = start_redis(self.port, self.log_path)
+                return
+            except (RuntimeError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
 # --- resolution -------------------------------------------------------------------------
 
 
@@ -271,10 +307,10 @@ def resolve(settings: Settings, log_dir: Path | None = None) -> Infra:
             infra.started.append("postgresql (embedded)")
             updates["database_url"] = url
         if not redis_answers(settings.redis_url):
-            port, proc = start_redis(log_path=log_dir / "redis.log" if log_dir else None)
-            infra._procs.append(proc)
+            redis_server = RedisServer(log_path=log_dir / "redis.log" if log_dir else None)
+            infra._procs.append(redis_server.proc)
             infra.started.append("redis")
-            updates["redis_url"] = f"redis://127.0.0.1:{port}/0"
+            updates["redis_url"] = redis_server.url
         if not (settings.kafka_configured and kafka_answers(settings.kafka_bootstrap_servers)):
             broker = start_tansu(log_path=log_dir / "tansu.log" if log_dir else None)
             infra._procs.append(broker.proc)
