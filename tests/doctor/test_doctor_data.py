@@ -29,6 +29,11 @@ def _asset(conn: sa.Connection, symbol: str, active: bool = True) -> None:
     )
 
 
+def _execute(engine: Engine, sql: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql))
+
+
 def _tick(conn: sa.Connection, symbol: str, age: str) -> None:
     conn.execute(
         sa.text(
@@ -53,8 +58,7 @@ def test_stale_prices_named_per_symbol(clean_db: Engine, check: Check) -> None:
     assert "BTC-USD" not in stale.evidence and "OLD-USD" not in stale.evidence
     assert "kafka.consumer_lag" in stale.fix and "ERR_EXT" in stale.fix
 
-    with clean_db.begin() as conn:
-        conn.execute(sa.text("UPDATE assets SET active = false WHERE symbol <> 'BTC-USD'"))
+    _execute(clean_db, "UPDATE assets SET active = false WHERE symbol <> 'BTC-USD'")
     fresh = check("data.stale_prices")
     assert fresh.status == "ok" and "1 active assets" in fresh.evidence
 
@@ -65,26 +69,22 @@ def test_no_assets_warns(clean_db: Engine, check: Check) -> None:
 
 
 def test_insufficient_history_and_prediction_errors(clean_db: Engine, check: Check) -> None:
-    with clean_db.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO prediction_status (symbol, interval, status, required_days, "
-                "available_days) VALUES ('NEW-USD', '1d', 'insufficient_history', 30, 10), "
-                "('BTC-USD', '1d', 'ok', NULL, NULL)"
-            )
-        )
+    _execute(
+        clean_db,
+        "INSERT INTO prediction_status (symbol, interval, status, required_days, "
+        "available_days) VALUES ('NEW-USD', '1d', 'insufficient_history', 30, 10), "
+        "('BTC-USD', '1d', 'ok', NULL, NULL)",
+    )
     found = check("data.insufficient_history")
     assert found.status == "warn"
     assert found.evidence == "NEW-USD 1d: Required 30 days, Available 10 days"
     assert "pricecast backfill" in found.fix
 
-    with clean_db.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO prediction_status (symbol, interval, status, detail) "
-                "VALUES ('ETH-USD', '1h', 'error', 'model failed to load')"
-            )
-        )
+    _execute(
+        clean_db,
+        "INSERT INTO prediction_status (symbol, interval, status, detail) "
+        "VALUES ('ETH-USD', '1h', 'error', 'model failed to load')",
+    )
     errors = check("data.insufficient_history")
     assert errors.status == "fail" and "model failed to load" in errors.evidence
     assert "ERR_PRED_003" in errors.fix
@@ -127,13 +127,10 @@ def test_model_accuracy_degradation(clean_db: Engine, check: Check) -> None:
     assert "ETH-USD" not in found.evidence
     assert "pricecast train --symbols" in found.fix and "rollback" in found.fix
 
-    with clean_db.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO retrain_requests (symbol, interval, reason) "
-                "VALUES ('BTC-USD', '1d', 'drift')"
-            )
-        )
+    _execute(
+        clean_db,
+        "INSERT INTO retrain_requests (symbol, interval, reason) VALUES ('BTC-USD', '1d', 'drift')",
+    )
     queued = check("models.accuracy")
     assert "retrain queued" in queued.evidence
 
@@ -156,13 +153,11 @@ def test_storage_path_and_disabled_maintenance(clean_db: Engine, check: Check) -
     assert ok.status == "ok" and f"path {path}" in ok.evidence
     if path != "postgres":
         return  # the trigger exists on the plain path only
-    with clean_db.begin() as conn:
-        conn.execute(sa.text("ALTER TABLE price_ticks DISABLE TRIGGER pricecast_bars_maintain"))
+    _execute(clean_db, "ALTER TABLE price_ticks DISABLE TRIGGER pricecast_bars_maintain")
     try:
         off = check("storage.aggregates")
     finally:
-        with clean_db.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE price_ticks ENABLE TRIGGER pricecast_bars_maintain"))
+        _execute(clean_db, "ALTER TABLE price_ticks ENABLE TRIGGER pricecast_bars_maintain")
     assert off.status == "fail" and "disabled" in off.evidence
     assert "ENABLE TRIGGER pricecast_bars_maintain" in off.fix
 
@@ -183,7 +178,6 @@ def test_model_coverage_names_series_off_their_level(clean_db: Engine, check: Ch
     assert found.status == "warn"
     assert "BTC-USD 1d: 62% at 0.8" in found.evidence and "ETH-USD" not in found.evidence
     assert "forecast_calibration" in found.fix
-    with clean_db.begin() as conn:
-        conn.execute(sa.text("DELETE FROM forecast_calibration WHERE symbol = 'BTC-USD'"))
+    _execute(clean_db, "DELETE FROM forecast_calibration WHERE symbol = 'BTC-USD'")
     ok = check("models.coverage")
     assert ok.status == "ok" and "1 series cover 70%-90%" in ok.evidence
