@@ -104,10 +104,8 @@ def api_env(settings: Settings, redis_url: str, state_dir: Path, **extra: str) -
 
     private, public = ensure_dev_keys(state_dir)
     return {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
+        **infra.export_env(settings),
         "REDIS_URL": redis_url,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "PRICECAST_JWT_PRIVATE_KEY_FILE": str(private),
         "PRICECAST_JWT_PUBLIC_KEYS_DIR": str(public),
         "PRICECAST_RATE_LIMIT_PER_MINUTE": str(10**9),

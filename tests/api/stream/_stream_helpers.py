@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -178,13 +177,8 @@ _CARRIED = (
 
 def api_env(settings: Settings, **extra: Any) -> dict[str, str]:
     """The environment of an API process with ``settings`` (stream settings included)."""
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        PRICECAST_LOG_LEVEL="WARNING",
-    )
+    env = infra.export_env(settings)
+    env["PRICECAST_LOG_LEVEL"] = "WARNING"
     names = [*_CARRIED, *(n for n in Settings.model_fields if n.startswith("stream_"))]
     for name in names:
         env[f"PRICECAST_{name.upper()}"] = str(getattr(settings, name))
