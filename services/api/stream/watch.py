@@ -57,7 +57,7 @@ def describe(record: dict[str, Any]) -> str:
     )
 
 
-@dataclass
+@dataclass(eq=False)
 class Watcher:
     url: str
     token_file: Path
