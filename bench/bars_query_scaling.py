@@ -15,7 +15,6 @@ PRICECAST_STORAGE_PATH says otherwise (the server may have TimescaleDB installed
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from sqlalchemy.engine import Engine
 
 from bench.common import bench_settings, latency_extra, write_result
 from services.common.bars import get_bar_columns, get_bars
+from services.common.db import copy_ticks
 from services.storage.path import storage_path
 
 YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -42,17 +42,7 @@ def _symbols(n: int) -> list[str]:
 
 def _copy_insert(engine: Engine, text: str, *, on_conflict: bool) -> None:
     with engine.begin() as conn:
-        cur = conn.connection.cursor()
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS stage_ticks (symbol text, ts timestamptz, "
-            "price float8, volume float8, source text) ON COMMIT DELETE ROWS"
-        )
-        cur.copy_expert("COPY stage_ticks FROM STDIN", io.StringIO(text))
-        cur.execute(
-            "INSERT INTO price_ticks (symbol, ts, price, volume, source) "
-            "SELECT symbol, ts, price, volume, source FROM stage_ticks"
-            + (" ON CONFLICT DO NOTHING" if on_conflict else "")
-        )
+        copy_ticks(conn, text, on_conflict=on_conflict)
 
 
 def _set_maintenance(engine: Engine, enabled: bool) -> None:

@@ -89,11 +89,11 @@ def bench_settings(**overrides: Any) -> Iterator[Settings]:
 def private_redis() -> Iterator[str]:
     """A redis-server of the benchmark's own, on a free port; yields its URL. Other benchmarks
     flush the shared benchmark database (15) when they start, which would wipe a seeded cache."""
-    port, proc = infra.start_redis()
+    server = infra.RedisServer()
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        infra.stop_process(proc)
+        server.stop()
 
 
 def api_env(settings: Settings, redis_url: str, state_dir: Path, **extra: str) -> dict[str, str]:
@@ -104,10 +104,8 @@ def api_env(settings: Settings, redis_url: str, state_dir: Path, **extra: str) -
 
     private, public = ensure_dev_keys(state_dir)
     return {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
+        **infra.export_env(settings),
         "REDIS_URL": redis_url,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "PRICECAST_JWT_PRIVATE_KEY_FILE": str(private),
         "PRICECAST_JWT_PUBLIC_KEYS_DIR": str(public),
         "PRICECAST_RATE_LIMIT_PER_MINUTE": str(10**9),

@@ -50,6 +50,7 @@ from services.api.ui import VENDOR_FILE
 from services.common import infra
 from services.common.cache import prediction_key
 from services.common.config import Settings
+from services.common.db import copy_ticks
 
 NAME = "dashboard_load"
 SYMBOL = "BENCH-USD"
@@ -116,14 +117,7 @@ def _seed(settings: Settings) -> None:
         conn.execute(
             sa.text("INSERT INTO assets (symbol, name) VALUES (:s, 'Bench')"), {"s": SYMBOL}
         )
-        cur = conn.connection.cursor()
-        cur.execute(
-            "CREATE TEMP TABLE stage (symbol text, ts timestamptz, price float8, volume float8,"
-            " source text) ON COMMIT DROP"
-        )
-        buf.seek(0)
-        cur.copy_expert("COPY stage FROM STDIN", buf)
-        cur.execute("INSERT INTO price_ticks SELECT symbol, ts, price, volume, source FROM stage")
+        copy_ticks(conn, buf.getvalue())
         bars = conn.execute(
             sa.text("SELECT count(*) FROM price_1h WHERE symbol = :s"), {"s": SYMBOL}
         ).scalar_one()

@@ -33,7 +33,7 @@ from ml.selection import SelectionPolicy
 from ml.serving import LoadedModel, serve_forecast
 from services.common.cache import make_async_redis, prediction_key
 from services.common.config import Settings
-from services.common.db import make_engine
+from services.common.db import copy_ticks, make_engine, tick_tsv
 from services.common.kafka import dumps, ensure_topics, make_consumer, make_producer
 from services.common.schemas import PredictionRecord
 from services.prediction.champions import ModelProvider
@@ -54,20 +54,9 @@ def _walk(n: int, seed: int) -> np.ndarray:
 def _insert(engine: sa.Engine, rows: list[tuple[str, datetime, float]]) -> None:
     for i in range(0, len(rows), 10_000):
         chunk = rows[i : i + 10_000]
+        tsv = tick_tsv((symbol, ts, price, 1.0, "bench") for symbol, ts, price in chunk)
         with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO price_ticks (symbol, ts, price, volume, source) "
-                    "SELECT s, t, p, 1.0, 'bench' FROM unnest(CAST(:s AS text[]), "
-                    "CAST(:t AS timestamptz[]), CAST(:p AS float8[])) AS x(s, t, p) "
-                    "ON CONFLICT DO NOTHING"
-                ),
-                {
-                    "s": [r[0] for r in chunk],
-                    "t": [r[1] for r in chunk],
-                    "p": [r[2] for r in chunk],
-                },
-            )
+            copy_ticks(conn, tsv, on_conflict=True)
 
 
 def _materialize(engine: sa.Engine) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -125,3 +127,34 @@ def head_revision(database_url: str) -> str | None:
     cfg = alembic_config(database_url)
     assert isinstance(cfg, Config)
     return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+TickRow = tuple[str, datetime, float, float, str]  # symbol, ts, price, volume, source
+
+
+def tick_tsv(ticks: Iterable[TickRow]) -> str:
+    """The COPY text of ``ticks`` for :func:`copy_ticks` (``repr`` keeps every float exact)."""
+    return "".join(
+        f"{symbol}\t{ts.isoformat()}\t{price!r}\t{volume!r}\t{source}\n"
+        for symbol, ts, price, volume, source in ticks
+    )
+
+
+def copy_ticks(conn: sa.Connection, tsv: str, *, on_conflict: bool = False) -> int:
+    """Bulk-load ticks, one ``symbol<TAB>ts<TAB>price<TAB>volume<TAB>source`` line each, the way
+    the ingestion writer stores them: COPY into a temporary staging table, then one INSERT into
+    ``price_ticks`` (so the bar maintenance runs as for live ticks); ``on_conflict`` skips ticks
+    already stored. For seeding (tests, benchmarks). Returns the number of rows inserted."""
+    cur = conn.connection.cursor()
+    cur.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS stage_ticks (symbol text, ts timestamptz, "
+        "price float8, volume float8, source text) ON COMMIT DELETE ROWS"
+    )
+    cur.execute("TRUNCATE stage_ticks")  # a second load in the same transaction starts empty
+    cur.copy_expert("COPY stage_ticks FROM STDIN", io.StringIO(tsv))
+    cur.execute(
+        "INSERT INTO price_ticks (symbol, ts, price, volume, source) "
+        "SELECT symbol, ts, price, volume, source FROM stage_ticks"
+        + (" ON CONFLICT DO NOTHING" if on_conflict else "")
+    )
+    return int(cur.rowcount)

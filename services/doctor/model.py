@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import redis
@@ -35,14 +35,7 @@ class Finding:
     duration_ms: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "evidence": self.evidence,
-            "fix": self.fix,
-            "data": self.data,
-            "duration_ms": self.duration_ms,
-        }
+        return asdict(self)
 
 
 CheckFunc = Callable[["Context"], Finding]
@@ -146,10 +139,18 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
 
 
-def unreachable(
-    name: str, label: str, exc: BaseException, fix: Callable[[str, str], str]
+def probe_reachable(
+    name: str,
+    label: str,
+    answer: Callable[[], tuple[str, dict[str, Any]]],
+    fix: Callable[[str, str], str],
 ) -> Finding:
-    """The failing finding of a ``*.reachable`` check: the error is the evidence, ``fix``
+    """A ``*.reachable`` check: ``answer`` talks to the server and returns the evidence and
+    data of an ok finding; an error it raises is the failing finding's evidence, and ``fix``
     turns it (and the server's label) into the advice."""
-    error = describe(exc)
-    return Finding(name, "fail", f"{label}: {error}", fix(error, label))
+    try:
+        evidence, data = answer()
+    except Exception as exc:  # noqa: BLE001 - the error is the evidence
+        error = describe(exc)
+        return Finding(name, "fail", f"{label}: {error}", fix(error, label))
+    return Finding(name, "ok", evidence, data=data)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
+import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.engine import Engine
+
+from services.common import infra
 
 # --- the route inventory -------------------------------------------------------------
 
@@ -43,6 +51,27 @@ PUBLIC = {
     ("POST", "/api/v1/auth/refresh"),
     ("GET", "/.well-known/jwks.json"),
 }
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, start_timeout_s: float = 30.0) -> Iterator[str]:
+    """``app`` under uvicorn on a free port (lifespan on), in a thread with its own event
+    loop; yields its base URL and stops the server on the way out."""
+    port = infra.free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the API server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
 
 
 def bearer(token: str) -> dict[str, str]:

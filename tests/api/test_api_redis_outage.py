@@ -22,30 +22,15 @@ from services.common.config import Settings
 URL = "/api/v1/predictions/BTC-USD?interval=1d&horizon=1"
 
 
-class PrivateRedis:
-    def __init__(self) -> None:
-        self.port, self.proc = infra.start_redis()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        infra.stop_process(self.proc)
-
-    def start(self) -> None:
-        self.port, self.proc = infra.start_redis(port=self.port)
-
-
 @pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
+def private_redis() -> Iterator[infra.RedisServer]:
+    server = infra.RedisServer()
     yield server
     server.stop()
 
 
 async def test_redis_outage_and_recovery(
-    api_settings: Settings, clean_db: Engine, private_redis: PrivateRedis
+    api_settings: Settings, clean_db: Engine, private_redis: infra.RedisServer
 ) -> None:
     settings = api_settings.model_copy(
         update={"redis_url": private_redis.url, "api_redis_retry_s": 0.2}
@@ -94,7 +79,7 @@ async def test_redis_outage_and_recovery(
 
 
 async def test_local_rate_limit_while_redis_is_down(
-    api_settings: Settings, clean_db: Engine, private_redis: PrivateRedis
+    api_settings: Settings, clean_db: Engine, private_redis: infra.RedisServer
 ) -> None:
     settings = api_settings.model_copy(
         update={"redis_url": private_redis.url, "rate_limit_per_minute": 3}

@@ -3,15 +3,12 @@ no 5xx, every status documented, responses match their schemas."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
-import uvicorn
-from _api_helpers import add_asset, add_prediction
+from _api_helpers import add_asset, add_prediction, serve_in_thread
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -23,7 +20,6 @@ from schemathesis.checks import (
 from sqlalchemy.engine import Engine
 
 from services.api.main import create_app
-from services.common import infra
 from services.common.config import Settings
 
 CHECKS = (
@@ -52,19 +48,8 @@ def api_server(settings: Settings, key_paths: Any, engine: Engine) -> Iterator[t
     token, _ = app.state.api.tokens.mint(
         "schemathesis", ["prices:read", "predictions:read", "models:read", "models:write"]
     )
-    port = infra.free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}", token
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as base:
+        yield base, token
 
 
 def test_openapi_contract(api_server: tuple[str, str]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,23 +18,22 @@ from services.doctor.model import Context, Finding
 
 
 @pytest.fixture
-def private_redis() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    port, proc = infra.start_redis()
-    yield port, proc
-    infra.stop_process(proc)
+def private_redis() -> Iterator[infra.RedisServer]:
+    server = infra.RedisServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
 def doctor_settings(
     isolated_settings: Settings,
-    private_redis: tuple[int, subprocess.Popen[bytes]],
+    private_redis: infra.RedisServer,
     tmp_path: Path,
 ) -> Settings:
     """Settings of a healthy stack: isolated topics created, a private Redis, free ports."""
-    port, _ = private_redis
     settings = isolated_settings.model_copy(
         update={
-            "redis_url": f"redis://127.0.0.1:{port}/0",
+            "redis_url": private_redis.url,
             "state_dir": tmp_path / "state",
             "api_port": infra.free_port(),
             "ingest_health_port": infra.free_port(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +11,6 @@ from services.common import infra
 from services.common.config import Settings
 
 Diagnose = Callable[..., dict[str, Any]]
-Server = tuple[int, subprocess.Popen[bytes]]
 
 
 def _at(settings: Settings, port: int) -> Settings:
@@ -20,10 +18,10 @@ def _at(settings: Settings, port: int) -> Settings:
 
 
 def test_stopped_redis_is_unreachable(
-    settings: Settings, private_redis: Server, diagnose_map: Diagnose
+    settings: Settings, private_redis: infra.RedisServer, diagnose_map: Diagnose
 ) -> None:
-    port, proc = private_redis
-    infra.stop_process(proc)
+    port = private_redis.port
+    private_redis.stop()
     found = diagnose_map(_at(settings, port), "redis")
     reach = found["redis.reachable"]
     assert reach.status == "fail"
@@ -34,9 +32,9 @@ def test_stopped_redis_is_unreachable(
 
 
 def test_low_hit_rate_warns(
-    settings: Settings, private_redis: Server, diagnose_map: Diagnose
+    settings: Settings, private_redis: infra.RedisServer, diagnose_map: Diagnose
 ) -> None:
-    port, _ = private_redis
+    port = private_redis.port
     client = redis.Redis(port=port)
     client.set("prediction:BTC-USD:1d:1", b"{}", ex=60)
     for _ in range(30):
@@ -54,9 +52,9 @@ def test_low_hit_rate_warns(
 
 
 def test_evictions_warn_and_noeviction_full_fails(
-    settings: Settings, private_redis: Server, diagnose_map: Diagnose
+    settings: Settings, private_redis: infra.RedisServer, diagnose_map: Diagnose
 ) -> None:
-    port, _ = private_redis
+    port = private_redis.port
     client = redis.Redis(port=port)
     assert diagnose_map(_at(settings, port), "redis.evictions")["redis.evictions"].status == "ok"
     client.config_set("maxmemory", str(4 * 1024 * 1024))

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import Engine
 
 from services.common.config import Settings
+from services.common.db import copy_ticks, tick_tsv
 from services.common.kafka import dumps, loads, make_producer
 
 TickRow = tuple[str, datetime, float]
@@ -42,21 +43,9 @@ def store_ticks(engine: Engine, ticks: Sequence[TickRow], source: str = "test") 
     """What the ingestion writer does with a batch: one transaction, duplicates ignored."""
     if not ticks:
         return
+    tsv = tick_tsv((symbol, ts, price, 1.0, source) for symbol, ts, price in ticks)
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO price_ticks (symbol, ts, price, volume, source) "
-                "SELECT s, t, p, 1.0, :src FROM unnest(CAST(:s AS text[]), "
-                "CAST(:t AS timestamptz[]), CAST(:p AS float8[])) AS x(s, t, p) "
-                "ON CONFLICT DO NOTHING"
-            ),
-            {
-                "s": [t[0] for t in ticks],
-                "t": [t[1] for t in ticks],
-                "p": [t[2] for t in ticks],
-                "src": source,
-            },
-        )
+        copy_ticks(conn, tsv, on_conflict=True)
         conn.execute(
             sa.text(
                 "INSERT INTO assets (symbol, first_seen) SELECT DISTINCT s, now() "

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from services.common.db import TickRow, copy_ticks, tick_tsv
 
 
 def is_timescale(engine: Engine) -> bool:
@@ -53,24 +54,8 @@ def read_bars(engine: Engine, interval: str) -> dict[tuple[str, datetime], tuple
         return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
 
-def write_batch(engine: Engine, ticks: Iterable[tuple[str, datetime, float, float, str]]) -> int:
+def write_batch(engine: Engine, ticks: Iterable[TickRow]) -> int:
     """The ingestion writer's pattern: COPY into a temp table, INSERT .. ON CONFLICT DO
     NOTHING, one transaction. Returns the number of rows really inserted."""
-    buf = io.StringIO()
-    for symbol, ts, price, volume, source in ticks:
-        buf.write(f"{symbol}\t{ts.isoformat()}\t{price!r}\t{volume!r}\t{source}\n")
-    buf.seek(0)
     with engine.begin() as conn:
-        cur = conn.connection.cursor()
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS stage_ticks "
-            "(symbol text, ts timestamptz, price float8, volume float8, source text) "
-            "ON COMMIT DELETE ROWS"
-        )
-        cur.copy_expert("COPY stage_ticks FROM STDIN", buf)
-        cur.execute(
-            "INSERT INTO price_ticks (symbol, ts, price, volume, source) "
-            "SELECT symbol, ts, price, volume, source FROM stage_ticks "
-            "ON CONFLICT DO NOTHING"
-        )
-        return int(cur.rowcount)
+        return copy_ticks(conn, tick_tsv(ticks), on_conflict=True)

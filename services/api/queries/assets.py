@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from services.api.core.errors import unknown_symbol
+from services.api.queries.paging import Where, page
 
 _COLUMNS = "symbol, name, asset_class, currency, active, first_seen"
 
@@ -21,27 +22,13 @@ def list_assets(
     asset_class: str | None = None,
     q: str | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    where = ["true"]
-    params: dict[str, Any] = {"skip": skip, "limit": limit}
-    if active is not None:
-        where.append("active = :active")
-        params["active"] = active
-    if asset_class:
-        where.append("asset_class = :asset_class")
-        params["asset_class"] = asset_class
+    where = Where()
+    where.add("active = :active", active=active)
+    where.add("asset_class = :asset_class", asset_class=asset_class or None)
     if q:
-        where.append("(symbol ILIKE :q OR name ILIKE :q)")
-        params["q"] = "%" + q.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
-    clause = " AND ".join(where)
-    total = conn.execute(sa.text(f"SELECT count(*) FROM assets WHERE {clause}"), params).scalar()
-    rows = conn.execute(
-        sa.text(
-            f"SELECT {_COLUMNS} FROM assets WHERE {clause} "
-            "ORDER BY symbol OFFSET :skip LIMIT :limit"
-        ),
-        params,
-    ).mappings()
-    return int(total or 0), [dict(r) for r in rows]
+        like = "%" + q.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+        where.add("(symbol ILIKE :q OR name ILIKE :q)", q=like)
+    return page(conn, "assets", _COLUMNS, where, "symbol", skip=skip, limit=limit)
 
 
 def get_asset(conn: Connection, symbol: str) -> dict[str, Any] | None:

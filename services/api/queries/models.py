@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from services.api.queries.paging import Where, page
 from services.common.retrain_requests import insert_retrain_request
 
 _COLUMNS = (
     "id, model, scope, interval, version, status, data_start, data_end, metrics, params, "
     "checksum, created_at, promoted_at, retired_at"
 )
-
-
-def _equal(filters: Sequence[tuple[str, Any]], params: dict[str, Any]) -> list[str]:
-    """``column = :column`` for every filter whose value is not None (added to ``params``)."""
-    clauses = []
-    for column, value in filters:
-        if value is not None:
-            clauses.append(f"{column} = :{column}")
-            params[column] = value
-    return clauses
 
 
 def list_versions(
@@ -36,35 +26,24 @@ def list_versions(
     status: str | None = None,
     interval: str | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    params: dict[str, Any] = {"skip": skip, "limit": limit}
-    filters = (("scope", symbol), ("model", model), ("status", status), ("interval", interval))
-    clause = " AND ".join(["true", *_equal(filters, params)])
-    total = conn.execute(
-        sa.text(f"SELECT count(*) FROM model_versions WHERE {clause}"), params
-    ).scalar()
-    rows = conn.execute(
-        sa.text(
-            f"SELECT {_COLUMNS} FROM model_versions WHERE {clause} "
-            "ORDER BY created_at DESC, id DESC OFFSET :skip LIMIT :limit"
-        ),
-        params,
-    ).mappings()
-    return int(total or 0), [dict(row) for row in rows]
+    where = Where()
+    where.add("scope = :scope", scope=symbol)
+    where.add("model = :model", model=model)
+    where.add("status = :status", status=status)
+    where.add("interval = :interval", interval=interval)
+    order_by = "created_at DESC, id DESC"
+    return page(conn, "model_versions", _COLUMNS, where, order_by, skip=skip, limit=limit)
 
 
 def champions(conn: Connection, symbol: str | None, interval: str | None) -> list[dict[str, Any]]:
-    where = ["status = 'champion'"]
-    params: dict[str, Any] = {}
-    if symbol is not None:
-        where.append("scope IN (:scope, '*')")  # its own champion or the global one
-        params["scope"] = symbol
-    where += _equal([("interval", interval)], params)
+    where = Where("status = 'champion'")
+    where.add("scope IN (:scope, '*')", scope=symbol)  # its own champion or the global one
+    where.add("interval = :interval", interval=interval)
     rows = conn.execute(
         sa.text(
-            f"SELECT {_COLUMNS} FROM model_versions WHERE {' AND '.join(where)} "
-            "ORDER BY scope, interval, model"
+            f"SELECT {_COLUMNS} FROM model_versions WHERE {where} ORDER BY scope, interval, model"
         ),
-        params,
+        where.params,
     ).mappings()
     return [dict(row) for row in rows]
 

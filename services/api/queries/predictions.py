@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from services.api.queries.paging import Where, page
 from services.common.schemas import PredictionRecord, PredictionStatus
 
 RECORD_COLUMNS = (
@@ -90,36 +91,17 @@ def history(
     start: datetime | None,
     end: datetime | None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    where = ["symbol = :s", "interval = :i"]
-    params: dict[str, Any] = {"s": symbol, "i": interval, "skip": skip, "limit": limit}
-    if horizon is not None:
-        where.append("horizon = :h")
-        params["h"] = horizon
-    if start is not None:
-        where.append("as_of >= :start")
-        params["start"] = start
-    if end is not None:
-        where.append("as_of < :end")
-        params["end"] = end
-    clause = " AND ".join(where)
-    total = conn.execute(
-        sa.text(f"SELECT count(*) FROM predictions WHERE {clause}"), params
-    ).scalar()
-    rows = conn.execute(
-        sa.text(
-            f"SELECT {RECORD_COLUMNS}, actual_price, abs_error, naive_abs_error "
-            f"FROM predictions WHERE {clause} "
-            "ORDER BY as_of DESC, horizon OFFSET :skip LIMIT :limit"
-        ),
-        params,
-    ).mappings()
-    items = []
-    for r in rows:
-        item = dict(r)
+    where = Where("symbol = :s", "interval = :i", s=symbol, i=interval)
+    where.add("horizon = :h", h=horizon)
+    where.add("as_of >= :start", start=start)
+    where.add("as_of < :end", end=end)
+    columns = f"{RECORD_COLUMNS}, actual_price, abs_error, naive_abs_error"
+    order_by = "as_of DESC, horizon"
+    total, rows = page(conn, "predictions", columns, where, order_by, skip=skip, limit=limit)
+    for item in rows:
         for col in ("as_of", "target_time", "generated_at"):
             item[col] = _utc(item[col])
-        items.append(item)
-    return int(total or 0), items
+    return total, rows
 
 
 _ACCURACY = """

@@ -13,6 +13,7 @@ import asyncio
 import random
 import sys
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,27 +57,18 @@ def describe(record: dict[str, Any]) -> str:
     )
 
 
+@dataclass(eq=False)
 class Watcher:
-    def __init__(
-        self,
-        url: str,
-        token_file: Path,
-        channel: str,
-        *,
-        as_json: bool = False,
-        count: int | None = None,
-        out: TextIO = sys.stdout,
-        sleep: Callable[[float], Any] = asyncio.sleep,
-    ) -> None:
-        self.url = url
-        self.token_file = token_file
-        self.channel = channel
-        self.as_json = as_json
-        self.count = count
-        self.out = out
-        self.sleep = sleep
-        self.printed = 0
-        self.reconnects = 0
+    url: str
+    token_file: Path
+    channel: str
+    _: KW_ONLY
+    as_json: bool = False
+    count: int | None = None
+    out: TextIO = sys.stdout
+    sleep: Callable[[float], Any] = asyncio.sleep
+    printed: int = field(default=0, init=False)
+    reconnects: int = field(default=0, init=False)
 
     def _print(self, record: dict[str, Any]) -> None:
         line = orjson.dumps(record).decode() if self.as_json else describe(record)

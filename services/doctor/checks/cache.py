@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.doctor.model import CheckSpec, Context, Finding, redis_label, unreachable
+from services.doctor.model import CheckSpec, Context, Finding, probe_reachable, redis_label
 
 
 def _connect_fix(error: str, label: str) -> str:
@@ -27,18 +27,15 @@ def _connect_fix(error: str, label: str) -> str:
 
 def reachable(ctx: Context) -> Finding:
     label = redis_label(ctx.settings.redis_url)
-    try:
+
+    def answer() -> tuple[str, dict[str, Any]]:
         client = ctx.redis()
         client.ping()
         info: Mapping[str, Any] = client.info("server")
-    except Exception as exc:  # noqa: BLE001 - the error is the evidence
-        return unreachable("redis.reachable", label, exc, _connect_fix)
-    return Finding(
-        "redis.reachable",
-        "ok",
-        f"Redis {info.get('redis_version', '?')} at {label} answered PING",
-        data={"redis_version": info.get("redis_version")},
-    )
+        evidence = f"Redis {info.get('redis_version', '?')} at {label} answered PING"
+        return evidence, {"redis_version": info.get("redis_version")}
+
+    return probe_reachable("redis.reachable", label, answer, _connect_fix)
 
 
 def hit_rate(ctx: Context) -> Finding:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from services.common.db import current_revision, head_revision
-from services.doctor.model import CheckSpec, Context, Finding, describe, unreachable
+from services.doctor.model import CheckSpec, Context, Finding, describe, probe_reachable
 
 _TOO_MANY = (
     "too many connections",
@@ -56,18 +58,15 @@ def connect_fix(error: str, label: str) -> str:
 
 def reachable(ctx: Context) -> Finding:
     label = ctx.database_label
-    try:
+
+    def answer() -> tuple[str, dict[str, Any]]:
         with ctx.engine().connect() as conn:
             version = conn.execute(sa.text("SHOW server_version")).scalar()
             db = conn.execute(sa.text("SELECT current_database()")).scalar()
-    except Exception as exc:  # noqa: BLE001 - the error is the evidence
-        return unreachable("postgres.reachable", label, exc, connect_fix)
-    return Finding(
-        "postgres.reachable",
-        "ok",
-        f"PostgreSQL {version} at {label} answered (database {db})",
-        data={"server_version": str(version)},
-    )
+        evidence = f"PostgreSQL {version} at {label} answered (database {db})"
+        return evidence, {"server_version": str(version)}
+
+    return probe_reachable("postgres.reachable", label, answer, connect_fix)
 
 
 _CONNECTIONS_SQL = sa.text(

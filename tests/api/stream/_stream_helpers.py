@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,11 +31,9 @@ from services.common.kafka import make_producer
 from services.common.schemas import PredictionRecord
 
 
-@dataclass
-class RunningApi:
-    app: FastAPI
-    server: uvicorn.Server
-    task: asyncio.Task[None]
+class LocalApi:
+    """The addresses of an API listening on 127.0.0.1:``port``."""
+
     port: int
 
     @property
@@ -46,6 +44,14 @@ class RunningApi:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/api/v1/stream"
 
+
+@dataclass
+class RunningApi(LocalApi):
+    app: FastAPI
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    port: int
+
     @property
     def stream(self) -> StreamService:
         service: StreamService = self.app.state.stream
@@ -54,6 +60,9 @@ class RunningApi:
     async def stop(self) -> None:
         self.server.should_exit = True
         await asyncio.wait_for(self.task, 30)
+
+
+StartApi = Callable[..., Awaitable[RunningApi]]  # the ``api_with`` fixture (conftest.py)
 
 
 async def start_api(settings: Settings) -> RunningApi:
@@ -168,13 +177,8 @@ _CARRIED = (
 
 def api_env(settings: Settings, **extra: Any) -> dict[str, str]:
     """The environment of an API process with ``settings`` (stream settings included)."""
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        PRICECAST_LOG_LEVEL="WARNING",
-    )
+    env = infra.export_env(settings)
+    env["PRICECAST_LOG_LEVEL"] = "WARNING"
     names = [*_CARRIED, *(n for n in Settings.model_fields if n.startswith("stream_"))]
     for name in names:
         env[f"PRICECAST_{name.upper()}"] = str(getattr(settings, name))
@@ -183,17 +187,9 @@ def api_env(settings: Settings, **extra: Any) -> dict[str, str]:
 
 
 @dataclass
-class ApiProcess:
+class ApiProcess(LocalApi):
     proc: subprocess.Popen[bytes]
     port: int
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/api/v1/stream"
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def rss_kb(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import redis
-from _stream_helpers import RunningApi, producer, start_api
+from _stream_helpers import RunningApi, StartApi, producer, start_api
 from aiokafka import AIOKafkaProducer
 from own_topics import own_topics
 from sqlalchemy.engine import Engine
@@ -41,6 +42,24 @@ async def api(
     running = await start_api(stream_settings)
     yield running
     await running.stop()
+
+
+@pytest.fixture
+async def api_with(
+    stream_settings: Settings, clean_db: Engine, redis_client: redis.Redis
+) -> AsyncIterator[StartApi]:
+    """Serves the app with settings of its own (``await api_with(stream_heartbeat_s=0.3)``);
+    what it started stops after the test."""
+    started: list[RunningApi] = []
+
+    async def _start(**overrides: Any) -> RunningApi:
+        running = await start_api(stream_settings.model_copy(update=overrides))
+        started.append(running)
+        return running
+
+    yield _start
+    for running in started:
+        await running.stop()
 
 
 @pytest.fixture

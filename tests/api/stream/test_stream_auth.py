@@ -11,12 +11,12 @@ import orjson
 import pytest
 from _stream_helpers import (
     RunningApi,
+    StartApi,
     bearer,
     close_code,
     next_message,
     publish_predictions,
     record,
-    start_api,
     wait_for,
     ws_connect,
 )
@@ -125,30 +125,22 @@ async def test_expiry_closes_unless_renewed_in_band(
         assert await close_code(renewing) == 4401
 
 
-async def test_connection_limits_close_4429(
-    stream_settings: Settings, clean_db: object, redis_client: object
-) -> None:
-    limited = stream_settings.model_copy(
-        update={"stream_max_connections_per_subject": 2, "stream_connects_per_minute": 4}
-    )
-    api = await start_api(limited)
-    try:
-        token, _ = api.app.state.api.tokens.mint("limited-subject", ["prices:read"])
-        first = await ws_connect(api.ws, token)
-        second = await ws_connect(api.ws, token)
-        for ws in (first, second):
-            assert (await next_message(ws, "status"))["data"]["status"] == "authenticated"
-        async with await ws_connect(api.ws, token) as third:  # third at once: per subject
-            assert await close_code(third) == 4429
-        await first.close()
-        await wait_for(lambda: api.stream.hub.stream_stats()["connections"] == 1, 10)
-        async with await ws_connect(api.ws, token) as fourth:  # 4th attempt this minute: ok
-            assert (await next_message(fourth, "status"))["data"]["status"] == "authenticated"
-        async with await ws_connect(api.ws, token) as fifth:  # 5th attempt: rate limited
-            assert await close_code(fifth) == 4429
-        await second.close()
-    finally:
-        await api.stop()
+async def test_connection_limits_close_4429(api_with: StartApi) -> None:
+    api = await api_with(stream_max_connections_per_subject=2, stream_connects_per_minute=4)
+    token, _ = api.app.state.api.tokens.mint("limited-subject", ["prices:read"])
+    first = await ws_connect(api.ws, token)
+    second = await ws_connect(api.ws, token)
+    for ws in (first, second):
+        assert (await next_message(ws, "status"))["data"]["status"] == "authenticated"
+    async with await ws_connect(api.ws, token) as third:  # third at once: per subject
+        assert await close_code(third) == 4429
+    await first.close()
+    await wait_for(lambda: api.stream.hub.stream_stats()["connections"] == 1, 10)
+    async with await ws_connect(api.ws, token) as fourth:  # 4th attempt this minute: ok
+        assert (await next_message(fourth, "status"))["data"]["status"] == "authenticated"
+    async with await ws_connect(api.ws, token) as fifth:  # 5th attempt: rate limited
+        assert await close_code(fifth) == 4429
+    await second.close()
 
 
 async def test_sse_refusals_are_http_errors_never_500(

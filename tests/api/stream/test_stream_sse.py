@@ -9,7 +9,14 @@ from typing import Any
 
 import httpx
 import orjson
-from _stream_helpers import RunningApi, bearer, publish_predictions, record, start_api, wait_for
+from _stream_helpers import (
+    RunningApi,
+    StartApi,
+    bearer,
+    publish_predictions,
+    record,
+    wait_for,
+)
 from aiokafka import AIOKafkaProducer
 from httpx_sse import ServerSentEvent, aconnect_sse
 
@@ -69,21 +76,16 @@ async def test_sse_snapshot_live_and_resume_with_last_event_id(
         assert snap["channel"] == CHANNEL
 
 
-async def test_sse_heartbeat_is_a_ping_comment(
-    stream_settings: Settings, clean_db: object, redis_client: object
-) -> None:
-    api = await start_api(stream_settings.model_copy(update={"stream_heartbeat_s": 0.3}))
-    try:
-        token, _ = api.app.state.api.tokens.mint("sse-ping", ["prices:read"])
-        async with (
-            httpx.AsyncClient(base_url=api.http, timeout=30) as http,
-            http.stream(
-                "GET", URL, params={"channels": "ticks:BTC-USD"}, headers=bearer(token)
-            ) as response,
-        ):
-            assert response.status_code == 200
-            lines = response.aiter_lines()
-            while await anext(lines) != ": ping":
-                pass
-    finally:
-        await api.stop()
+async def test_sse_heartbeat_is_a_ping_comment(api_with: StartApi) -> None:
+    api = await api_with(stream_heartbeat_s=0.3)
+    token, _ = api.app.state.api.tokens.mint("sse-ping", ["prices:read"])
+    async with (
+        httpx.AsyncClient(base_url=api.http, timeout=30) as http,
+        http.stream(
+            "GET", URL, params={"channels": "ticks:BTC-USD"}, headers=bearer(token)
+        ) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        while await anext(lines) != ": ping":
+            pass

@@ -12,6 +12,7 @@ import orjson
 from _api_helpers import add_asset, add_prediction
 from _stream_helpers import (
     RunningApi,
+    StartApi,
     bearer,
     next_message,
     publish_predictions,
@@ -165,24 +166,16 @@ async def test_closed_1m_bar_reaches_subscribers_as_bars_answers(
         await publisher.stop()
 
 
-async def test_subscription_and_message_size_limits(
-    stream_settings: Settings, clean_db: Engine, redis_client: object
-) -> None:
-    from _stream_helpers import close_code, start_api
+async def test_subscription_and_message_size_limits(api_with: StartApi) -> None:
+    from _stream_helpers import close_code
 
-    limited = stream_settings.model_copy(
-        update={"stream_max_subscriptions": 2, "stream_max_message_bytes": 2048}
-    )
-    api = await start_api(limited)
-    try:
-        token, _ = api.app.state.api.tokens.mint("limits", ["prices:read"])
-        async with await ws_connect(api.ws, token) as ws:
-            await ws.send(subscribe("ticks:A", "ticks:B", "ticks:C"))
-            error = await next_message(ws, "error")
-            assert "at most 2 channels" in error["data"]["message"]
-            await ws.send(subscribe("ticks:A", "ticks:B"))  # within the limit: served
-            assert (await next_message(ws, "snapshot"))["channel"] == "ticks:A"
-            await ws.send(subscribe(*[f"ticks:S{i}" for i in range(100)]) + " " * 2048)
-            assert await close_code(ws) == 1009
-    finally:
-        await api.stop()
+    api = await api_with(stream_max_subscriptions=2, stream_max_message_bytes=2048)
+    token, _ = api.app.state.api.tokens.mint("limits", ["prices:read"])
+    async with await ws_connect(api.ws, token) as ws:
+        await ws.send(subscribe("ticks:A", "ticks:B", "ticks:C"))
+        error = await next_message(ws, "error")
+        assert "at most 2 channels" in error["data"]["message"]
+        await ws.send(subscribe("ticks:A", "ticks:B"))  # within the limit: served
+        assert (await next_message(ws, "snapshot"))["channel"] == "ticks:A"
+        await ws.send(subscribe(*[f"ticks:S{i}" for i in range(100)]) + " " * 2048)
+        assert await close_code(ws) == 1009

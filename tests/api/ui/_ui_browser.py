@@ -3,8 +3,6 @@ chromium through Playwright, and the steps every test shares."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,13 +10,12 @@ from datetime import datetime
 from pathlib import Path
 
 import redis
-import uvicorn
+from _api_helpers import serve_in_thread
 from _ui_seed import in_thread
 from playwright.sync_api import Page, expect
 from sqlalchemy.engine import Engine
 
 from services.api.main import create_app
-from services.common import infra
 from services.common.config import Settings
 from services.common.kafka import ensure_topics
 
@@ -51,22 +48,8 @@ def serve(settings: Settings) -> Iterator[Server]:
     """``create_app`` under uvicorn on a free port, in a thread with its own event loop; the
     app's lifespan (whatever it starts, the live stream's feed included) runs on that loop."""
     in_thread(ensure_topics(settings))
-    app = create_app(settings)
-    port = infra.free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the API server did not start"
-    try:
-        yield Server(f"http://127.0.0.1:{port}", settings)
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve_in_thread(create_app(settings)) as base:
+        yield Server(base, settings)
 
 
 @dataclass

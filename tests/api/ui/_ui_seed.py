@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from services.common.cache import prediction_key
 from services.common.config import Settings
+from services.common.db import copy_ticks
 from services.common.kafka import make_producer
 
 LEVELS = (0.5, 0.8, 0.95)
@@ -74,16 +75,7 @@ def add_ticks(
             ts = hour + timedelta(minutes=minute)
             buf.write(f"{symbol}\t{ts.isoformat()}\t{price:.4f}\t1\ttest\n")
     with engine.begin() as conn:
-        cur = conn.connection.cursor()
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS ui_stage (symbol text, ts timestamptz, "
-            "price float8, volume float8, source text) ON COMMIT DELETE ROWS"
-        )
-        buf.seek(0)
-        cur.copy_expert("COPY ui_stage FROM STDIN", buf)
-        cur.execute(
-            "INSERT INTO price_ticks SELECT symbol, ts, price, volume, source FROM ui_stage"
-        )
+        copy_ticks(conn, buf.getvalue())
     return price
 
 

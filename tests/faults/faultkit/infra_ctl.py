@@ -55,41 +55,11 @@ class BrokerCtl:
         self.broker.stop()
 
 
-class RedisCtl:
-    """A private redis-server, stopped and started on the same port."""
+class RedisCtl(infra.RedisServer):
+    """A private redis-server, stopped and started on the same port; logs to ``log_dir``."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.port, self.proc = infra.start_redis(log_path=log_dir / "redis.log")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        infra.stop_process(self.proc)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def start(self) -> None:
-        deadline = time.monotonic() + 10
-        while True:  # the port may linger for a moment after the old server exits
-            try:
-                _, self.proc = infra.start_redis(
-                    port=self.port, log_path=self.log_dir / "redis.log"
-                )
-                return
-            except (RuntimeError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
+        super().__init__(log_path=log_dir / "redis.log")
 
 
 class ConnectionHog:

@@ -50,37 +50,30 @@ class LoadStats:
     errors: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(eq=False)
 class LoadDriver:
-    def __init__(
-        self,
-        bootstrap: str,
-        topic: str,
-        symbols: list[str],
-        start: datetime,
-        rate: float,
-        speed: float,
-        epoch: Any,
-        seed: int = 7,
-        linger_ms: int = 5,
-    ) -> None:
-        """``epoch`` is a callable returning the current broker epoch; ``linger_ms`` is the
-        producer's batching delay (each record batch is one object the test broker keeps)."""
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.symbols = symbols
-        self.start_ts = start
-        self.rate = rate
-        self.speed = speed
-        self.epoch = epoch
-        self.linger_ms = linger_ms
+    """``epoch`` is a callable returning the current broker epoch; ``linger_ms`` is the
+    producer's batching delay (each record batch is one object the test broker keeps)."""
+
+    bootstrap: str
+    topic: str
+    symbols: list[str]
+    start_ts: datetime
+    rate: float
+    speed: float
+    epoch: Any
+    seed: int = 7
+    linger_ms: int = 5
+
+    def __post_init__(self) -> None:
         self.phase = "warmup"
         self.stats = LoadStats()
-        self.prices = {s: 100.0 * (1 + i) for i, s in enumerate(symbols)}
-        self._k = dict.fromkeys(symbols, 0)
-        self._rng = random.Random(seed)
+        self.prices = {s: 100.0 * (1 + i) for i, s in enumerate(self.symbols)}
+        self._k = dict.fromkeys(self.symbols, 0)
+        self._rng = random.Random(self.seed)
         # One tick per symbol every ``step`` of simulated time (whole microseconds: unique).
-        per_symbol = rate / len(symbols)
-        self.step = timedelta(microseconds=max(1, int(speed / per_symbol * 1e6)))
+        per_symbol = self.rate / len(self.symbols)
+        self.step = timedelta(microseconds=max(1, int(self.speed / per_symbol * 1e6)))
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, daemon=True, name="load")

@@ -58,29 +58,41 @@ export function forecastPanel(records, level) {
   );
 }
 
+// A table: caption, column headers, body rows; without rows, `empty` (when given) is the text
+// of one muted row across every column.
+function dataTable(id, caption, columns, rows, empty) {
+  const body = rows.length || empty == null ? rows : h("tr", {}, h("td", { colspan: columns.length, class: "muted" }, empty));
+  return h(
+    "table",
+    { id },
+    h("caption", {}, caption),
+    h("thead", {}, h("tr", {}, columns.map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, body),
+  );
+}
+
+function numCell(value) {
+  return h("td", { class: "num" }, value);
+}
+
 function fact(term, value) {
   return [h("dt", {}, term), h("dd", {}, value)];
 }
 
 export function accuracyTable(windows) {
-  return h(
-    "table",
-    { id: "accuracy-table" },
-    h("caption", {}, "Accuracy of served forecasts by window"),
-    h("thead", {}, h("tr", {}, ["Window", "Scored", "MAPE", "MASE", "80% coverage"].map((t) => h("th", { scope: "col" }, t)))),
-    h(
-      "tbody",
-      {},
-      windows.map(({ days, acc }) =>
-        h(
-          "tr",
-          {},
-          h("th", { scope: "row" }, `${days} days`),
-          h("td", { class: "num" }, acc ? acc.overall.evaluated : "–"),
-          h("td", { class: "num" }, acc?.overall.mape != null ? `${fmt.num(acc.overall.mape, 2)}%` : "–"),
-          h("td", { class: "num" }, fmt.num(acc?.overall.mase)),
-          h("td", { class: "num" }, fmt.pct(acc?.overall.coverage)),
-        ),
+  return dataTable(
+    "accuracy-table",
+    "Accuracy of served forecasts by window",
+    ["Window", "Scored", "MAPE", "MASE", "80% coverage"],
+    windows.map(({ days, acc }) =>
+      h(
+        "tr",
+        {},
+        h("th", { scope: "row" }, `${days} days`),
+        numCell(acc ? acc.overall.evaluated : "–"),
+        numCell(acc?.overall.mape != null ? `${fmt.num(acc.overall.mape, 2)}%` : "–"),
+        numCell(fmt.num(acc?.overall.mase)),
+        numCell(fmt.pct(acc?.overall.coverage)),
       ),
     ),
   );
@@ -128,29 +140,22 @@ export function calibrationTable(fromApi, items, levels) {
     });
     if (counted.filter((r) => r.n).length > rows.length) rows = counted.filter((r) => r.n);
   }
-  const cell = (v) => h("td", { class: "num" }, v);
-  return h(
-    "table",
-    { id: "calibration-table" },
-    h("caption", {}, "Calibration: nominal against observed interval coverage"),
-    h("thead", {}, h("tr", {}, ["Level (nominal)", "Observed coverage", "Gap", "Scored", "Interval score"].map((t) => h("th", { scope: "col" }, t)))),
-    h(
-      "tbody",
-      {},
-      rows.length
-        ? rows.map((r) =>
-            h(
-              "tr",
-              {},
-              h("th", { scope: "row" }, fmt.levelLabel(r.level)),
-              cell(fmt.pct(r.observed)),
-              cell(r.observed == null ? "–" : `${((r.observed - r.level) * 100).toFixed(1)} pts`),
-              cell(r.n ?? "–"),
-              cell(r.score == null ? "–" : fmt.price(r.score)),
-            ),
-          )
-        : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No scored forecasts yet.")),
+  return dataTable(
+    "calibration-table",
+    "Calibration: nominal against observed interval coverage",
+    ["Level (nominal)", "Observed coverage", "Gap", "Scored", "Interval score"],
+    rows.map((r) =>
+      h(
+        "tr",
+        {},
+        h("th", { scope: "row" }, fmt.levelLabel(r.level)),
+        numCell(fmt.pct(r.observed)),
+        numCell(r.observed == null ? "–" : `${((r.observed - r.level) * 100).toFixed(1)} pts`),
+        numCell(r.n ?? "–"),
+        numCell(r.score == null ? "–" : fmt.price(r.score)),
+      ),
     ),
+    "No scored forecasts yet.",
   );
 }
 
@@ -161,33 +166,23 @@ export function modelsTable(versions) {
       .slice(0, 6)
       .map(([k, v]) => `${k} ${typeof v === "number" ? fmt.num(v) : v}`)
       .join(", ") || "–";
-  return h(
-    "table",
-    { id: "models-table" },
-    h("caption", {}, "Model versions"),
-    h(
-      "thead",
-      {},
-      h("tr", {}, ["Model", "Interval", "Version", "Status", "Promoted", "Retired", "Validation metrics"].map((t) => h("th", { scope: "col" }, t))),
+  return dataTable(
+    "models-table",
+    "Model versions",
+    ["Model", "Interval", "Version", "Status", "Promoted", "Retired", "Validation metrics"],
+    versions.map((v) =>
+      h(
+        "tr",
+        { class: `status-${v.status}` },
+        h("th", { scope: "row" }, v.model),
+        h("td", {}, v.interval),
+        numCell(`v${v.version}`),
+        h("td", {}, h("span", { class: `pill ${v.status}` }, v.status)),
+        h("td", {}, v.promoted_at ? fmt.time(v.promoted_at) : "–"),
+        h("td", {}, v.retired_at ? fmt.time(v.retired_at) : "–"),
+        h("td", {}, metricText(v.metrics)),
+      ),
     ),
-    h(
-      "tbody",
-      {},
-      versions.length
-        ? versions.map((v) =>
-            h(
-              "tr",
-              { class: `status-${v.status}` },
-              h("th", { scope: "row" }, v.model),
-              h("td", {}, v.interval),
-              h("td", { class: "num" }, `v${v.version}`),
-              h("td", {}, h("span", { class: `pill ${v.status}` }, v.status)),
-              h("td", {}, v.promoted_at ? fmt.time(v.promoted_at) : "–"),
-              h("td", {}, v.retired_at ? fmt.time(v.retired_at) : "–"),
-              h("td", {}, metricText(v.metrics)),
-            ),
-          )
-        : h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No model versions for this asset.")),
-    ),
+    "No model versions for this asset.",
   );
 }
