@@ -79,8 +79,8 @@ def estimate_arma(dx: np.ndarray, p: int, q: int) -> ArmaParams:
         else:
             res, _ = hannan_rissanen(dx, ar_order=p, ma_order=q, demean=False)
     params = ArmaParams(
-        tuple(float(v) for v in np.atleast_1d(res.ar_params)),
-        tuple(float(v) for v in np.atleast_1d(res.ma_params)),
+        tuple(float(coef) for coef in np.atleast_1d(res.ar_params)),
+        tuple(float(coef) for coef in np.atleast_1d(res.ma_params)),
         float(res.sigma2),
     )
     values = np.r_[params.ar, params.ma, params.sigma2]
@@ -99,28 +99,28 @@ def arma_residuals(dx: np.ndarray, params: ArmaParams) -> np.ndarray:
 
 
 def css_aic(dx: np.ndarray, params: ArmaParams, burn: int) -> float:
-    e = arma_residuals(dx, params)[burn:]
-    sigma2 = max(float(np.mean(e**2)), 1e-300)
-    k = len(params.ar) + len(params.ma) + 1
-    return float(e.size * np.log(sigma2) + 2 * k)
+    residuals = arma_residuals(dx, params)[burn:]
+    sigma2 = max(float(np.mean(residuals**2)), 1e-300)
+    n_params = len(params.ar) + len(params.ma) + 1
+    return float(residuals.size * np.log(sigma2) + 2 * n_params)
 
 
 def arma_forecast(dx: np.ndarray, params: ArmaParams, h: int) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative log-return mean and sd for steps 1..h (ARIMA(p,1,q) integrated once)."""
     p, q = len(params.ar), len(params.ma)
-    e = arma_residuals(dx, params)
+    residuals = arma_residuals(dx, params)
     hist = list(dx[-p:]) if p else []
-    errs = list(e[-q:]) if q else []
+    errs = list(residuals[-q:]) if q else []
     preds = np.empty(h)
-    for k in range(h):
+    for step in range(h):
         val = 0.0
         for i in range(p):
             val += params.ar[i] * hist[-1 - i]
         for j in range(q):
-            idx = -1 - j + k  # innovations after the origin have mean 0
+            idx = -1 - j + step  # innovations after the origin have mean 0
             if idx < 0 and -idx <= len(errs):
                 val += params.ma[j] * errs[idx]
-        preds[k] = val
+        preds[step] = val
         if p:
             hist.append(val)
     psi = arma2ma(params.ar_poly, params.ma_poly, lags=h)
@@ -157,7 +157,7 @@ class ArimaForecaster(Forecaster):
     # ----------------------------------------------------------------------------- fit
     def _search(self, dx: np.ndarray) -> tuple[Order, ArmaParams, dict[str, Any]]:
         start = time.perf_counter()
-        burn = max(max(o[0] for o in self.orders), 1)
+        burn = max(max(order[0] for order in self.orders), 1)
         tried: dict[str, Any] = {}
         best: tuple[float, Order, ArmaParams] | None = None
         for order in self.orders:
@@ -189,9 +189,9 @@ class ArimaForecaster(Forecaster):
             params = estimate_arma(dx[:-n_val], p, q)
         except (ValueError, np.linalg.LinAlgError):
             return False, float("inf")  # unstable on the head: not trusted
-        e = arma_residuals(dx, params)[-n_val:]
+        residuals = arma_residuals(dx, params)[-n_val:]
         naive_mae = float(np.mean(np.abs(dx[-n_val:])))
-        ratio = float(np.mean(np.abs(e)) / naive_mae) if naive_mae > 0 else float("inf")
+        ratio = float(np.mean(np.abs(residuals)) / naive_mae) if naive_mae > 0 else float("inf")
         return ratio < self.beat_naive_ratio, ratio
 
     def fit(self, y: np.ndarray) -> Self:
@@ -257,7 +257,7 @@ class ArimaForecaster(Forecaster):
             "naive_sigma": None if self._naive is None else self._naive.sigma,
             "fallback_reason": self.info.fallback_reason,
             "max_window": self.max_window,
-            "y": [] if self._y is None else [float(v) for v in self._y],
+            "y": [] if self._y is None else [float(price) for price in self._y],
         }
         return json.dumps(payload).encode()
 

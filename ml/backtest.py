@@ -35,23 +35,23 @@ BACKTEST_LSTM = LSTMConfig(epochs=25, max_train_seconds=20.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pricecast backtest", description=__doc__)
-    add_arguments(p)
-    return p
+    parser = argparse.ArgumentParser(prog="pricecast backtest", description=__doc__)
+    add_arguments(parser)
+    return parser
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--csv", required=True, type=Path, help="CSV with date|time and close")
-    p.add_argument("--symbol", required=True)
-    p.add_argument("--interval", default="1d", choices=["1d", "1h"])
-    p.add_argument("--horizon", type=int, default=1)
-    p.add_argument("--test-size", type=int, default=250)
-    p.add_argument("--refit-every", type=int, default=25)
-    p.add_argument("--min-arima-days", type=int, default=30)
-    p.add_argument("--min-lstm-days", type=int, default=90)
-    p.add_argument("--no-lstm", action="store_true", help="skip LSTM training")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--csv", required=True, type=Path, help="CSV with date|time and close")
+    parser.add_argument("--symbol", required=True)
+    parser.add_argument("--interval", default="1d", choices=["1d", "1h"])
+    parser.add_argument("--horizon", type=int, default=1)
+    parser.add_argument("--test-size", type=int, default=250)
+    parser.add_argument("--refit-every", type=int, default=25)
+    parser.add_argument("--min-arima-days", type=int, default=30)
+    parser.add_argument("--min-lstm-days", type=int, default=90)
+    parser.add_argument("--no-lstm", action="store_true", help="skip LSTM training")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
         "--levels",
         type=parse_levels,
         default=DEFAULT_LEVELS,
@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_levels(text: str) -> tuple[float, ...]:
     try:
-        return check_levels(float(v) for v in text.split(",") if v.strip())
+        return check_levels(float(part) for part in text.split(",") if part.strip())
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"bad --levels {text!r}: {exc}") from None
 
@@ -69,7 +69,7 @@ def parse_levels(text: str) -> tuple[float, ...]:
 def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(dates as numpy datetime64[D] per row, closes), oldest first, invalid rows dropped."""
     df = pd.read_csv(path)
-    cols = {c.lower().strip(): c for c in df.columns}
+    cols = {column.lower().strip(): column for column in df.columns}
     tcol = cols.get("date") or cols.get("time") or cols.get("timestamp")
     ccol = cols.get("close") or cols.get("adj close")
     if tcol is None or ccol is None:
@@ -139,8 +139,8 @@ class _LstmChampion:
         return self.cache[key]
 
 
-def _nan_forecast(h: int) -> Forecast:
-    nan = np.full(h, np.nan)
+def _nan_forecast(steps: int) -> Forecast:
+    nan = np.full(steps, np.nan)
     return Forecast(nan, nan.copy(), nan.copy())
 
 
@@ -167,7 +167,7 @@ def run_backtest(
     def lstm_fitter(hist: np.ndarray) -> Predictor:
         model, _ = lstm.at(hist, int(avail[hist.size - 1])) if use_lstm else (None, None)
         if model is None:
-            return lambda hs, h: [_nan_forecast(h) for _ in hs]
+            return lambda histories, h: [_nan_forecast(h) for _ in histories]
         return predictor_of(model, levels=lv)
 
     kw: dict[str, Any] = {"horizon": horizon, "test_size": test_size, "refit_every": refit_every}
@@ -192,7 +192,9 @@ def run_backtest(
         test_size=test_size,
         refit_every=refit_every,
         policy=policy,
-        champion_at=(lambda hist, d: lstm.at(hist, d)[1]) if use_lstm else None,
+        champion_at=(lambda hist, history_days: lstm.at(hist, history_days)[1])
+        if use_lstm
+        else None,
         levels=lv,
     )
     timings["served"] = round(time.perf_counter() - t0, 2)
@@ -203,7 +205,8 @@ def run_backtest(
     if insufficient is not None:
         result["served"]["ERR_PRED_001"] = insufficient
     result["served"]["calibration"] = {
-        f"h{h}:{level_key(v)}": round(a, 5) for (h, v), a in sorted(served.state.alpha.items())
+        f"h{step}:{level_key(band_level)}": round(alpha, 5)
+        for (step, band_level), alpha in sorted(served.state.alpha.items())
     }
     result["lstm"]["promotions"] = lstm.log
     result["seconds"] = timings

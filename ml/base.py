@@ -51,20 +51,20 @@ class Forecast:
 
     @property
     def levels(self) -> tuple[float, ...]:
-        return tuple(b.level for b in self.bands)
+        return tuple(band.level for band in self.bands)
 
     def band(self, level: float) -> Band:
-        for b in self.bands:
-            if abs(b.level - level) < 1e-9:
-                return b
+        for band in self.bands:
+            if abs(band.level - level) < 1e-9:
+                return band
         raise KeyError(f"no interval at level {level}; offered: {self.levels}")
 
     @classmethod
     def of_bands(cls, mean: np.ndarray, bands: Sequence[Band], level: float) -> Forecast:
         """A forecast whose ``lower``/``upper`` are the band of ``level`` among ``bands``."""
-        main = next((b for b in bands if abs(b.level - level) < 1e-9), None)
+        main = next((band for band in bands if abs(band.level - level) < 1e-9), None)
         if main is None:
-            raise ValueError(f"level {level} is not among {[b.level for b in bands]}")
+            raise ValueError(f"level {level} is not among {[band.level for band in bands]}")
         return cls(mean, main.lower, main.upper, main.level, tuple(bands))
 
 

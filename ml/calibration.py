@@ -58,23 +58,23 @@ Key = tuple[int, float]  # (horizon, level)
 
 def check_levels(levels: Iterable[float]) -> tuple[float, ...]:
     """Sorted distinct levels, each in (0, 1)."""
-    out = tuple(sorted({round(float(v), 6) for v in levels}))
+    out = tuple(sorted({round(float(level), 6) for level in levels}))
     if not out:
         raise ValueError("at least one interval level is needed")
-    for v in out:
-        if not 0.0 < v < 1.0:
-            raise ValueError(f"interval level must be in (0, 1), got {v}")
+    for level in out:
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"interval level must be in (0, 1), got {level}")
     return out
 
 
 def garch_volatility(log_returns: np.ndarray) -> np.ndarray:
     """``sigma[t]`` from returns ``r[0..t]``: the variance-targeting GARCH(1,1) filter of
     the module docstring (seeded with the mean square of the first 20), one linear pass."""
-    r = np.asarray(log_returns, dtype=np.float64)
-    if r.size == 0:
-        return r
-    sq = r**2
-    long_var = np.cumsum(sq) / np.arange(1, r.size + 1)
+    returns = np.asarray(log_returns, dtype=np.float64)
+    if returns.size == 0:
+        return returns
+    sq = returns**2
+    long_var = np.cumsum(sq) / np.arange(1, returns.size + 1)
     seed = float(np.mean(sq[:20]))
     var, _ = lfilter(
         [1.0],
@@ -100,40 +100,43 @@ class VolatilityCalibrator:
     @classmethod
     def from_prices(cls, y: np.ndarray, max_horizon: int) -> VolatilityCalibrator:
         logy = np.log(np.asarray(y, dtype=np.float64))
-        r = np.diff(logy)
-        if r.size == 0:
+        returns = np.diff(logy)
+        if returns.size == 0:
             return cls(0.0, tuple(np.zeros(0) for _ in range(max_horizon)))
-        sigma = garch_volatility(r)
-        # origin s (a price index >= 1) knows r[: s], so sigma[s - 1]; its h-step move is
-        # logy[s + h] - logy[s]
+        sigma = garch_volatility(returns)
+        # origin s (a price index >= 1) knows returns[: s], so sigma[s - 1]; its
+        # horizon-step move is logy[s + horizon] - logy[s]
         scores = []
-        for h in range(1, max_horizon + 1):
-            n = logy.size - 1 - h  # origins 1..n
-            if n < MIN_SCORES:
+        for horizon in range(1, max_horizon + 1):
+            last_origin = logy.size - 1 - horizon  # origins 1..last_origin
+            if last_origin < MIN_SCORES:
                 scores.append(np.zeros(0))
                 continue
-            lo = max(1, n + 1 - MAX_SCORES)
-            move = logy[lo + h : n + 1 + h] - logy[lo : n + 1]
-            scores.append(np.sort(move / sigma[lo - 1 : n]))
+            first_origin = max(1, last_origin + 1 - MAX_SCORES)
+            move = (
+                logy[first_origin + horizon : last_origin + 1 + horizon]
+                - logy[first_origin : last_origin + 1]
+            )
+            scores.append(np.sort(move / sigma[first_origin - 1 : last_origin]))
         return cls(float(sigma[-1]), tuple(scores))
 
-    def quantiles(self, h: int, level: float) -> tuple[float, float]:
+    def quantiles(self, horizon: int, level: float) -> tuple[float, float]:
         """Conformal quantiles (lower at ``(1 - level) / 2``, upper at ``(1 + level) / 2``)
-        of the signed scores of horizon ``h``; beyond the data, the extreme scores."""
-        s = self.scores[h - 1] if h - 1 < len(self.scores) else np.zeros(0)
-        n = s.size
+        of the signed scores of ``horizon``; beyond the data, the extreme scores."""
+        scores = self.scores[horizon - 1] if horizon - 1 < len(self.scores) else np.zeros(0)
+        n = scores.size
         if n < MIN_SCORES:
-            q = math.sqrt(h) * _z(min(max(level, 0.0), 0.999))
+            q = math.sqrt(horizon) * _z(min(max(level, 0.0), 0.999))
             return -q, q
         tail = (1.0 - level) / 2.0
         k_lo = min(max(math.floor((n + 1) * tail), 1), n)
         k_hi = min(max(math.ceil((n + 1) * (1.0 - tail)), 1), n)
-        return float(s[k_lo - 1]), float(s[k_hi - 1])
+        return float(scores[k_lo - 1]), float(scores[k_hi - 1])
 
-    def bounds(self, h: int, level: float) -> tuple[float, float]:
+    def bounds(self, horizon: int, level: float) -> tuple[float, float]:
         """Distances in log price below and above the mean of the band of ``level`` at
-        horizon ``h`` (neither negative: the mean stays inside)."""
-        q_lo, q_hi = self.quantiles(h, level)
+        ``horizon`` (neither negative: the mean stays inside)."""
+        q_lo, q_hi = self.quantiles(horizon, level)
         return max(-q_lo, 0.0) * self.sigma_now, max(q_hi, 0.0) * self.sigma_now
 
 
@@ -145,12 +148,12 @@ class AciState:
     alpha: dict[Key, float] = field(default_factory=dict)
     count: dict[Key, int] = field(default_factory=dict)
 
-    def effective_level(self, h: int, level: float) -> float:
-        return 1.0 - self.alpha.get((h, level), 1.0 - level)
+    def effective_level(self, horizon: int, level: float) -> float:
+        return 1.0 - self.alpha.get((horizon, level), 1.0 - level)
 
-    def update(self, h: int, level: float, covered: bool) -> float:
-        """One scored forecast of ``level`` at horizon ``h``: the ACI step, O(1)."""
-        key = (h, level)
+    def update(self, horizon: int, level: float, covered: bool) -> float:
+        """One scored forecast of ``level`` at ``horizon``: the ACI step, O(1)."""
+        key = (horizon, level)
         new = aci_step(self.alpha.get(key, 1.0 - level), level, covered, self.gamma_scale)
         self.alpha[key] = new
         self.count[key] = self.count.get(key, 0) + 1
@@ -184,13 +187,16 @@ def calibrated_bands(
 ) -> tuple[Band, ...]:
     """Bands of every level around the point forecast ``mean`` (prices, steps 1..h) after
     history ``y``; ``effective`` maps (horizon, level) to the ACI level to build it at."""
-    h = int(np.asarray(mean).shape[0])
-    cal = VolatilityCalibrator.from_prices(y, h)
+    steps = int(np.asarray(mean).shape[0])
+    cal = VolatilityCalibrator.from_prices(y, steps)
     log_mean = np.log(np.asarray(mean, dtype=np.float64))
     out = []
     for level in check_levels(levels):
         down, up = np.array(
-            [cal.bounds(k, (effective or {}).get((k, level), level)) for k in range(1, h + 1)]
+            [
+                cal.bounds(horizon, (effective or {}).get((horizon, level), level))
+                for horizon in range(1, steps + 1)
+            ]
         ).T
         out.append(Band(level, np.exp(log_mean - down), np.exp(log_mean + up)))
     return tuple(out)
@@ -200,6 +206,6 @@ def interval_score(
     lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, level: float
 ) -> np.ndarray:
     """Gneiting-Raftery interval (Winkler) score per target; lower is better."""
-    a = 1.0 - level
-    lo, hi, y = (np.asarray(v, dtype=np.float64) for v in (lower, upper, actual))
-    return (hi - lo) + (2.0 / a) * (lo - y) * (y < lo) + (2.0 / a) * (y - hi) * (y > hi)
+    alpha = 1.0 - level
+    lo, hi, y = (np.asarray(values, dtype=np.float64) for values in (lower, upper, actual))
+    return (hi - lo) + (2.0 / alpha) * (lo - y) * (y < lo) + (2.0 / alpha) * (y - hi) * (y > hi)

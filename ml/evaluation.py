@@ -43,8 +43,8 @@ def level_key(level: float) -> str:
     return f"{level:g}"
 
 
-def _r(x: float) -> float | None:
-    return round(float(x), 6) if np.isfinite(x) else None
+def _rounded(value: float) -> float | None:
+    return round(float(value), 6) if np.isfinite(value) else None
 
 
 Bands = dict[float, tuple[np.ndarray, np.ndarray]]  # level -> (lower, upper) per target
@@ -61,27 +61,29 @@ def compute_metrics(
 ) -> Metrics:
     """Point and interval metrics; ``naive`` is the random-walk forecast of each target,
     ``bands`` the interval of each level, ``scale`` the in-sample naive MAE (for MSIS)."""
-    a = np.asarray(actual, dtype=np.float64)
-    if a.size == 0:
+    observed = np.asarray(actual, dtype=np.float64)
+    if observed.size == 0:
         return Metrics(None, None, None, None, 0)
-    err = np.abs(np.asarray(mean) - a)
-    naive_mae = float(np.mean(np.abs(np.asarray(naive) - a)))
+    err = np.abs(np.asarray(mean) - observed)
+    naive_mae = float(np.mean(np.abs(np.asarray(naive) - observed)))
     mae = float(np.mean(err))
     cov: dict[str, float | None] = {}
     score: dict[str, float | None] = {}
     msis: dict[str, float | None] = {}
     for level, (lo, hi) in sorted((bands or {}).items()):
         key = level_key(level)
-        cov[key] = _r(float(np.mean((lo <= a) & (a <= hi))))
-        mean_is = float(np.mean(interval_score(lo, hi, a, level)))
-        score[key] = _r(mean_is)
-        msis[key] = _r(mean_is / scale) if scale else None
+        cov[key] = _rounded(float(np.mean((lo <= observed) & (observed <= hi))))
+        mean_is = float(np.mean(interval_score(lo, hi, observed, level)))
+        score[key] = _rounded(mean_is)
+        msis[key] = _rounded(mean_is / scale) if scale else None
     return Metrics(
-        mae=_r(mae),
-        mape=_r(float(np.mean(err / np.abs(a))) * 100.0),
-        mase=_r(mae / naive_mae) if naive_mae > 0 else None,
-        coverage=_r(float(np.mean((np.asarray(lower) <= a) & (a <= np.asarray(upper))))),
-        count=int(a.size),
+        mae=_rounded(mae),
+        mape=_rounded(float(np.mean(err / np.abs(observed))) * 100.0),
+        mase=_rounded(mae / naive_mae) if naive_mae > 0 else None,
+        coverage=_rounded(
+            float(np.mean((np.asarray(lower) <= observed) & (observed <= np.asarray(upper))))
+        ),
+        count=int(observed.size),
         coverage_by_level=cov,
         interval_score=score,
         msis=msis,
@@ -102,14 +104,14 @@ class WalkForward:
     scale: float | None = None  # in-sample naive MAE before the first target
 
     def metrics(self, mask: np.ndarray | None = None) -> Metrics:
-        m = np.isfinite(self.mean) if mask is None else mask & np.isfinite(self.mean)
-        bands = {lv: (lo[m], hi[m]) for lv, (lo, hi) in self.bands.items()}
+        kept = np.isfinite(self.mean) if mask is None else mask & np.isfinite(self.mean)
+        bands = {level: (lo[kept], hi[kept]) for level, (lo, hi) in self.bands.items()}
         return compute_metrics(
-            self.actual[m],
-            self.mean[m],
-            self.lower[m],
-            self.upper[m],
-            self.naive[m],
+            self.actual[kept],
+            self.mean[kept],
+            self.lower[kept],
+            self.upper[kept],
+            self.naive[kept],
             bands,
             self.scale,
         )
@@ -124,10 +126,11 @@ def naive_scale(y: np.ndarray, first_target: int) -> float | None:
     return value if value > 0 else None
 
 
-def target_indices(n: int, test_size: int, horizon: int, min_history: int) -> np.ndarray:
-    """The last ``test_size`` indices whose origin leaves ``min_history`` points before it."""
-    first = max(n - test_size, min_history + horizon - 1)
-    return np.arange(first, n)
+def target_indices(length: int, test_size: int, horizon: int, min_history: int) -> np.ndarray:
+    """The last ``test_size`` indices (of a series of ``length``) whose origin leaves
+    ``min_history`` points before it."""
+    first = max(length - test_size, min_history + horizon - 1)
+    return np.arange(first, length)
 
 
 def walk_forward(
@@ -150,20 +153,20 @@ def walk_forward(
     lower = np.full(targets.size, np.nan)
     upper = np.full(targets.size, np.nan)
     bands: Bands = {}
-    for g in range(0, targets.size, refit_every):
-        group = targets[g : g + refit_every]
+    for group_start in range(0, targets.size, refit_every):
+        group = targets[group_start : group_start + refit_every]
         origins = group - horizon
         predictor = fitter(y[: origins[0] + 1])
-        forecasts = predictor([y[: o + 1] for o in origins], horizon)
-        for j, fc in enumerate(forecasts):
-            mean[g + j] = fc.mean[horizon - 1]
-            lower[g + j] = fc.lower[horizon - 1]
-            upper[g + j] = fc.upper[horizon - 1]
-            for b in fc.bands:
+        forecasts = predictor([y[: origin + 1] for origin in origins], horizon)
+        for slot, fc in enumerate(forecasts, start=group_start):
+            mean[slot] = fc.mean[horizon - 1]
+            lower[slot] = fc.lower[horizon - 1]
+            upper[slot] = fc.upper[horizon - 1]
+            for band in fc.bands:
                 lo, hi = bands.setdefault(
-                    b.level, (np.full(targets.size, np.nan), np.full(targets.size, np.nan))
+                    band.level, (np.full(targets.size, np.nan), np.full(targets.size, np.nan))
                 )
-                lo[g + j], hi[g + j] = b.lower[horizon - 1], b.upper[horizon - 1]
+                lo[slot], hi[slot] = band.lower[horizon - 1], band.upper[horizon - 1]
     return WalkForward(
         targets=targets,
         actual=y[targets],
@@ -181,19 +184,21 @@ def predictor_of(model: Forecaster, level: float = 0.8, levels: Sequence[float] 
     every forecast carries the model's own interval at each of them."""
     wanted = sorted({*levels, level})
 
-    def run(histories: Sequence[np.ndarray], h: int, lv: float) -> list[Forecast]:
+    def run(histories: Sequence[np.ndarray], h: int, band_level: float) -> list[Forecast]:
         if isinstance(model, GlobalForecaster):
-            return model.forward_many(histories, h, lv)
-        return [model.forward(hist, h, lv) for hist in histories]
+            return model.forward_many(histories, h, band_level)
+        return [model.forward(hist, h, band_level) for hist in histories]
 
     def predict(histories: Sequence[np.ndarray], h: int) -> list[Forecast]:
-        per_level = {lv: run(histories, h, lv) for lv in wanted}
+        per_level = {band_level: run(histories, h, band_level) for band_level in wanted}
         main = per_level[level]
         if len(wanted) == 1:
             return main
         return [
-            Forecast.of_bands(fc.mean, [per_level[lv][i].bands[0] for lv in wanted], level)
-            for i, fc in enumerate(main)
+            Forecast.of_bands(
+                fc.mean, [per_level[band_level][row].bands[0] for band_level in wanted], level
+            )
+            for row, fc in enumerate(main)
         ]
 
     return predict
@@ -226,15 +231,15 @@ def advantage_t(wf: WalkForward, horizon: int) -> float | None:
     difference ``|naive error| - |model error|`` (Diebold-Mariano), its variance with
     Newey-West (Bartlett) weights over ``horizon - 1`` lags because overlapping h-step
     targets share shocks. Positive: better than naive; None below 3 targets."""
-    m = np.isfinite(wf.mean)
-    d = np.abs(wf.naive[m] - wf.actual[m]) - np.abs(wf.mean[m] - wf.actual[m])
+    finite = np.isfinite(wf.mean)
+    d = np.abs(wf.naive[finite] - wf.actual[finite]) - np.abs(wf.mean[finite] - wf.actual[finite])
     n = d.size
     if n < 3:
         return None
-    e = d - d.mean()
-    var = float(e @ e) / n
+    centered = d - d.mean()
+    var = float(centered @ centered) / n
     for lag in range(1, min(horizon - 1, n - 1) + 1):
-        var += 2.0 * (1.0 - lag / horizon) * float(e[lag:] @ e[:-lag]) / n
+        var += 2.0 * (1.0 - lag / horizon) * float(centered[lag:] @ centered[:-lag]) / n
     if var <= 0.0:
         return None
     return float(d.mean() / np.sqrt(var / n))

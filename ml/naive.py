@@ -35,9 +35,9 @@ class NaiveForecaster(Forecaster):
 
     def fit(self, y: np.ndarray) -> Self:
         arr = as_price_series(y)
-        r = np.diff(np.log(arr))
-        self.mu = float(r.mean()) if self.drift and r.size else 0.0
-        self.sigma = float(r.std(ddof=1)) if r.size >= 2 else 0.0
+        log_returns = np.diff(np.log(arr))
+        self.mu = float(log_returns.mean()) if self.drift and log_returns.size else 0.0
+        self.sigma = float(log_returns.std(ddof=1)) if log_returns.size >= 2 else 0.0
         self._y = arr
         self._ready = True
         self.info.details = {"drift": self.drift, "mu": self.mu, "sigma": self.sigma}
@@ -48,8 +48,10 @@ class NaiveForecaster(Forecaster):
             raise NotFittedError(f"{self.name}: call fit() first")
         arr = as_price_series(y)
         check_horizon(h)
-        k = np.arange(1, h + 1, dtype=np.float64)
-        return log_price_forecast(float(arr[-1]), self.mu * k, self.sigma * np.sqrt(k), level)
+        steps = np.arange(1, h + 1, dtype=np.float64)
+        return log_price_forecast(
+            float(arr[-1]), self.mu * steps, self.sigma * np.sqrt(steps), level
+        )
 
     def to_bytes(self) -> bytes:
         payload: dict[str, Any] = {

@@ -24,8 +24,8 @@ PROMOTE_MAX_MASE = 0.98  # must beat naive by 2%: guards against noise on random
 PROMOTE_MIN_T = 0.5
 
 
-def holdout_size(n: int, max_holdout: int = 60, fraction: float = 0.2) -> int:
-    return max(1, min(max_holdout, int(n * fraction)))
+def holdout_size(length: int, max_holdout: int = 60, fraction: float = 0.2) -> int:
+    return max(1, min(max_holdout, int(length * fraction)))
 
 
 @dataclass(frozen=True)
@@ -36,21 +36,21 @@ class Scored:
     @property
     def advantage_t(self) -> float | None:
         """The smallest per-series t of the advantage over naive (None if none defined)."""
-        vals = [t for t in self.advantage.values() if t is not None]
+        vals = [stat for stat in self.advantage.values() if stat is not None]
         return min(vals) if vals else None
 
     @property
     def mase(self) -> float | None:
         """Mean of the per-series MASE (series without a defined MASE are left out)."""
-        vals = [m.mase for m in self.per_series.values() if m.mase is not None]
+        vals = [metrics.mase for metrics in self.per_series.values() if metrics.mase is not None]
         return float(np.mean(vals)) if vals else None
 
     def to_dict(self) -> dict[str, object]:
         return {
             "mase": self.mase,
             "per_series": {
-                k: {**v.to_dict(), "advantage_t": self.advantage.get(k)}
-                for k, v in self.per_series.items()
+                key: {**metrics.to_dict(), "advantage_t": self.advantage.get(key)}
+                for key, metrics in self.per_series.items()
             },
         }
 
@@ -77,9 +77,9 @@ def train_candidate(
     max_holdout: int = 60,
 ) -> tuple[LSTMForecaster, dict[str, int]]:
     """Fit one global LSTM on every series minus its held-out tail; return it and the tails."""
-    holdouts = {k: holdout_size(len(y), max_holdout) for k, y in series.items()}
+    holdouts = {key: holdout_size(len(y), max_holdout) for key, y in series.items()}
     model = LSTMForecaster(config)
-    model.fit_many([np.asarray(y)[: -holdouts[k]] for k, y in series.items()])
+    model.fit_many([np.asarray(y)[: -holdouts[key]] for key, y in series.items()])
     return model, holdouts
 
 

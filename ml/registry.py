@@ -61,8 +61,8 @@ class ModelVersion:
 
     @property
     def mase(self) -> float | None:
-        v = self.metrics.get("mase")
-        return float(v) if v is not None else None
+        value = self.metrics.get("mase")
+        return float(value) if value is not None else None
 
     def series_mase(self, symbol: str) -> float | None:
         return self._series_metric(symbol, "mase")
@@ -82,14 +82,14 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _row(r: sa.Row[Any]) -> ModelVersion:
-    m = r._mapping
-    return ModelVersion(**{k: m[k] for k in ModelVersion.__dataclass_fields__})
+def _row(row: sa.Row[Any]) -> ModelVersion:
+    mapping = row._mapping
+    return ModelVersion(**{name: mapping[name] for name in ModelVersion.__dataclass_fields__})
 
 
 def _one(conn: sa.Connection, where: str, params: dict[str, Any]) -> ModelVersion | None:
-    r = conn.execute(sa.text(f"SELECT {_COLS} FROM model_versions WHERE {where}"), params).first()
-    return _row(r) if r is not None else None
+    row = conn.execute(sa.text(f"SELECT {_COLS} FROM model_versions WHERE {where}"), params).first()
+    return _row(row) if row is not None else None
 
 
 def register_candidate(
@@ -106,7 +106,7 @@ def register_candidate(
 ) -> ModelVersion:
     """Insert the next version of (model, scope, interval) as a candidate."""
     key = f"model_versions:{model}:{scope}:{interval}"
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:lock_key))"), {"lock_key": key})
     row = conn.execute(
         sa.text(
             f"""
@@ -141,32 +141,32 @@ def get_version(conn: sa.Connection, version_id: int) -> ModelVersion | None:
 def get_champion(conn: sa.Connection, model: str, scope: str, interval: str) -> ModelVersion | None:
     return _one(
         conn,
-        "model = :m AND scope = :s AND interval = :i AND status = 'champion'",
-        {"m": model, "s": scope, "i": interval},
+        "model = :model AND scope = :scope AND interval = :interval AND status = 'champion'",
+        {"model": model, "scope": scope, "interval": interval},
     )
 
 
 def list_versions(conn: sa.Connection, model: str, scope: str, interval: str) -> list[ModelVersion]:
     rows = conn.execute(
         sa.text(
-            f"SELECT {_COLS} FROM model_versions WHERE model = :m AND scope = :s "
-            "AND interval = :i ORDER BY version"
+            f"SELECT {_COLS} FROM model_versions WHERE model = :model AND scope = :scope "
+            "AND interval = :interval ORDER BY version"
         ),
-        {"m": model, "s": scope, "i": interval},
+        {"model": model, "scope": scope, "interval": interval},
     )
-    return [_row(r) for r in rows]
+    return [_row(row) for row in rows]
 
 
 def load_artifact(conn: sa.Connection, version_id: int) -> bytes:
     """The artifact bytes, after checking them against the stored sha256."""
-    r = conn.execute(
+    row = conn.execute(
         sa.text("SELECT artifact, checksum FROM model_versions WHERE id = :id"),
         {"id": version_id},
     ).first()
-    if r is None or r.artifact is None:
+    if row is None or row.artifact is None:
         raise RegistryError(f"model version {version_id} has no artifact")
-    data = bytes(r.artifact)
-    if sha256(data) != r.checksum:
+    data = bytes(row.artifact)
+    if sha256(data) != row.checksum:
         raise ChecksumMismatch(f"model version {version_id}: artifact checksum mismatch")
     return data
 
@@ -222,11 +222,12 @@ def promote(conn: sa.Connection, version_id: int) -> ModelVersion:
         raise RegistryError(f"no model version {version_id}")
     if cand.status not in ("candidate", "retired"):
         raise RegistryError(f"cannot promote a {cand.status} version")
-    params = {"m": cand.model, "s": cand.scope, "i": cand.interval}
+    params = {"model": cand.model, "scope": cand.scope, "interval": cand.interval}
     conn.execute(
         sa.text(
             "UPDATE model_versions SET status = 'retired', retired_at = now() "
-            "WHERE model = :m AND scope = :s AND interval = :i AND status = 'champion'"
+            "WHERE model = :model AND scope = :scope AND interval = :interval "
+            "AND status = 'champion'"
         ),
         params,
     )
@@ -246,10 +247,10 @@ def reject(conn: sa.Connection, version_id: int, reason: str) -> None:
     conn.execute(
         sa.text(
             "UPDATE model_versions SET status = 'rejected', "
-            "metrics = metrics || jsonb_build_object('rejected_reason', CAST(:r AS text)) "
+            "metrics = metrics || jsonb_build_object('rejected_reason', CAST(:reason AS text)) "
             "WHERE id = :id"
         ),
-        {"id": version_id, "r": reason},
+        {"id": version_id, "reason": reason},
     )
 
 
@@ -260,9 +261,9 @@ def rollback(conn: sa.Connection, model: str, scope: str, interval: str) -> Mode
         raise RegistryError(f"no champion for {model}/{scope}/{interval}")
     previous = _one(
         conn,
-        "model = :m AND scope = :s AND interval = :i AND status = 'retired' "
+        "model = :model AND scope = :scope AND interval = :interval AND status = 'retired' "
         "AND promoted_at IS NOT NULL ORDER BY retired_at DESC NULLS LAST, version DESC LIMIT 1",
-        {"m": model, "s": scope, "i": interval},
+        {"model": model, "scope": scope, "interval": interval},
     )
     if previous is None:
         raise RegistryError(f"no previous champion to restore for {model}/{scope}/{interval}")

@@ -49,8 +49,8 @@ class ServedRun:
             "count": len(self.insufficient),
             "required_days": required,
             "available_days": {
-                "min": min(a for _, a in self.insufficient),
-                "max": max(a for _, a in self.insufficient),
+                "min": min(days for _, days in self.insufficient),
+                "max": max(days for _, days in self.insufficient),
             },
         }
 
@@ -73,31 +73,42 @@ def served_walk_forward(
     champion (``champion_at``, e.g. a retrained LSTM) is asked again every ``refit_every``
     targets, ARIMA is fitted at every origin like the service does."""
     y = np.asarray(closes, dtype=np.float64)
-    lv = check_levels((*levels, level))
+    all_levels = check_levels((*levels, level))
     targets = target_indices(y.size, test_size, horizon, min_history)
     mean = np.full(targets.size, np.nan)
-    bands: Bands = {v: (np.full(targets.size, np.nan), np.full(targets.size, np.nan)) for v in lv}
+    bands: Bands = {
+        band_level: (np.full(targets.size, np.nan), np.full(targets.size, np.nan))
+        for band_level in all_levels
+    }
     run = ServedRun(WalkForward(targets, y[targets], y[targets - horizon], mean, *bands[level]))
     run.walk.bands = bands
     run.walk.scale = naive_scale(y, int(targets[0])) if targets.size else None
-    st = run.state = state or AciState()
+    aci = run.state = state or AciState()
     pending: deque[int] = deque()  # indices into targets, forecast made, not yet scored
     champion: LoadedModel | None = None
-    for i, t in enumerate(targets):
-        origin = int(t) - horizon
+    for slot, target in enumerate(targets):
+        origin = int(target) - horizon
         while pending and targets[pending[0]] < origin:
-            j = pending.popleft()
-            actual = y[targets[j]]
-            for v, (lo, hi) in bands.items():
-                st.update(horizon, v, bool(lo[j] <= actual <= hi[j]))
+            scored = pending.popleft()
+            actual = y[targets[scored]]
+            for band_level, (lo, hi) in bands.items():
+                aci.update(horizon, band_level, bool(lo[scored] <= actual <= hi[scored]))
         history = y[: origin + 1]
         days = int(available_days[origin])
-        if champion_at is not None and i % refit_every == 0:
+        if champion_at is not None and slot % refit_every == 0:
             champion = champion_at(history, days)
-        effective = {(horizon, v): st.effective_level(horizon, v) for v in lv}
+        effective = {
+            (horizon, band_level): aci.effective_level(horizon, band_level)
+            for band_level in all_levels
+        }
         try:
             served = serve_forecast(
-                history, horizon, days, champion, policy, Calibration.of(lv, level, effective)
+                history,
+                horizon,
+                days,
+                champion,
+                policy,
+                Calibration.of(all_levels, level, effective),
             )
         except InsufficientHistory as exc:
             run.choices["insufficient_history"] += 1
@@ -105,9 +116,9 @@ def served_walk_forward(
             continue
         run.choices[served.model] += 1
         run.reasons[served.fallback_reason or "none"] += 1
-        mean[i] = served.mean[horizon - 1]
-        for b in served.intervals:
-            bands[b.level][0][i] = b.lower[horizon - 1]
-            bands[b.level][1][i] = b.upper[horizon - 1]
-        pending.append(i)
+        mean[slot] = served.mean[horizon - 1]
+        for band in served.intervals:
+            bands[band.level][0][slot] = band.lower[horizon - 1]
+            bands[band.level][1][slot] = band.upper[horizon - 1]
+        pending.append(slot)
     return run

@@ -56,7 +56,7 @@ class ServedForecast:
 
 
 def _floats(values: np.ndarray) -> tuple[float, ...]:
-    return tuple(float(v) for v in values)
+    return tuple(float(value) for value in values)
 
 
 def _served(
@@ -71,10 +71,10 @@ def _served(
     levels = check_levels((*calibration.levels, calibration.level))
     bands = calibrated_bands(history, fc.mean, levels, calibration.effective)
     served = []
-    for b in bands:
-        lo, hi = np.minimum(b.lower, fc.mean), np.maximum(b.upper, fc.mean)
-        served.append(ServedBand(b.level, _floats(lo), _floats(hi)))
-    main = next(b for b in served if abs(b.level - calibration.level) < 1e-9)
+    for band in bands:
+        lo, hi = np.minimum(band.lower, fc.mean), np.maximum(band.upper, fc.mean)
+        served.append(ServedBand(band.level, _floats(lo), _floats(hi)))
+    main = next(band for band in served if abs(band.level - calibration.level) < 1e-9)
     return ServedForecast(
         model=model,
         model_version=version,

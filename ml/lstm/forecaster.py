@@ -310,16 +310,16 @@ class LSTMForecaster(GlobalForecaster):
 
     def _inputs(self, histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         window = self.config.window
-        x = np.zeros((len(histories), window), dtype=np.float32)
+        inputs = np.zeros((len(histories), window), dtype=np.float32)
         scales = np.ones(len(histories))
         for row, history in enumerate(histories):
             returns = np.diff(np.log(as_price_series(history)))
             scale = series_scale(returns, self.config.scale_lookback)
             tail = returns[-window:] / scale
             if tail.size:
-                x[row, -tail.size :] = tail
+                inputs[row, -tail.size :] = tail
             scales[row] = scale
-        return x, scales
+        return inputs, scales
 
     def forward_many(
         self, histories: Sequence[np.ndarray], h: int, level: float = DEFAULT_LEVEL
@@ -334,8 +334,8 @@ class LSTMForecaster(GlobalForecaster):
             raise ValueError(f"level must be in (0, 1), got {level}")
         if not histories:
             return []
-        x, scales = self._inputs(histories)
-        cum = np.cumsum(self._net_predict(x)[:, :h], axis=1) * scales[:, None]
+        inputs, scales = self._inputs(histories)
+        cum = np.cumsum(self._net_predict(inputs)[:, :h], axis=1) * scales[:, None]
         quantiles = np.array(
             [np.interp(level, LEVEL_GRID, self.conformal[step]) for step in range(h)]
         )

@@ -47,7 +47,9 @@ STALENESS_REFRESH_S = 30.0
 # replica does not sweep right away, yet a replica that lives for minutes does.
 MAINTENANCE_FIRST_ROUND_MAX_DELAY_S = 600.0
 
-LATEST_PRICE = sa.text("SELECT price FROM price_ticks WHERE symbol = :s ORDER BY ts DESC LIMIT 1")
+LATEST_PRICE = sa.text(
+    "SELECT price FROM price_ticks WHERE symbol = :symbol ORDER BY ts DESC LIMIT 1"
+)
 
 
 def latest_prices(engine: Engine, symbols: list[str]) -> dict[str, float]:
@@ -55,7 +57,7 @@ def latest_prices(engine: Engine, symbols: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     with engine.connect() as conn:
         for symbol in symbols:
-            row = conn.execute(LATEST_PRICE, {"s": symbol}).first()
+            row = conn.execute(LATEST_PRICE, {"symbol": symbol}).first()
             if row is not None:
                 out[symbol] = float(row[0])
     return out

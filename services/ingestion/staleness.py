@@ -17,8 +17,9 @@ from sqlalchemy.engine import Engine
 from services.common.metrics import STALE_AFTER, TICK_AGE
 
 NEWEST_SQL = sa.text(
-    "SELECT a.symbol, (SELECT max(p.ts) FROM price_ticks p WHERE p.symbol = a.symbol) AS newest"
-    " FROM assets a WHERE a.active"
+    "SELECT asset.symbol,"
+    " (SELECT max(tick.ts) FROM price_ticks tick WHERE tick.symbol = asset.symbol) AS newest"
+    " FROM assets asset WHERE asset.active"
 )
 
 

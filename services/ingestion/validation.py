@@ -242,8 +242,8 @@ class JumpGuard:
     last_good: dict[str, float] = field(default_factory=dict)
     _pending: dict[str, list[float]] = field(default_factory=dict)
 
-    def _within(self, a: float, b: float) -> bool:
-        return abs(a - b) / b * 100.0 <= self.pct
+    def _within(self, price: float, reference: float) -> bool:
+        return abs(price - reference) / reference * 100.0 <= self.pct
 
     def check(self, tick: Tick) -> None:
         if self.pct <= 0:

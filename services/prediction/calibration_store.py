@@ -53,23 +53,23 @@ class ScoredRow:
 _LOAD = sa.text(
     """
     SELECT symbol, interval, horizon, level, alpha, scored, misses, coverage, last_target
-    FROM forecast_calibration c
-    JOIN unnest(CAST(:symbols AS text[]), CAST(:intervals AS text[])) AS k(symbol, interval)
+    FROM forecast_calibration AS stored
+    JOIN unnest(CAST(:symbols AS text[]), CAST(:intervals AS text[])) AS wanted(symbol, interval)
       USING (symbol, interval)
     """
 )
 
 _SAVE = sa.text(
     """
-    INSERT INTO forecast_calibration AS c
+    INSERT INTO forecast_calibration AS stored
         (symbol, interval, horizon, level, alpha, scored, misses, coverage, last_target)
-    SELECT :symbol, :interval, s.horizon, s.level, s.alpha, s.scored, s.misses, s.coverage,
-           s.last_target
+    SELECT :symbol, :interval, fresh.horizon, fresh.level, fresh.alpha, fresh.scored,
+           fresh.misses, fresh.coverage, fresh.last_target
     FROM unnest(CAST(:horizons AS int[]), CAST(:levels AS float8[]),
                 CAST(:alphas AS float8[]), CAST(:scored AS bigint[]),
                 CAST(:misses AS bigint[]), CAST(:coverages AS float8[]),
                 CAST(:last_targets AS timestamptz[]))
-         AS s(horizon, level, alpha, scored, misses, coverage, last_target)
+         AS fresh(horizon, level, alpha, scored, misses, coverage, last_target)
     ON CONFLICT (symbol, interval, horizon, level) DO UPDATE SET
         alpha = excluded.alpha, scored = excluded.scored, misses = excluded.misses,
         coverage = excluded.coverage, last_target = excluded.last_target, updated_at = now()
@@ -83,19 +83,24 @@ def offered_levels(settings: Settings) -> tuple[float, ...]:
 
 def load(conn: sa.Connection, keys: Iterable[Key]) -> dict[Key, dict[StateKey, LevelState]]:
     wanted = sorted(set(keys))
-    out: dict[Key, dict[StateKey, LevelState]] = {k: {} for k in wanted}
+    out: dict[Key, dict[StateKey, LevelState]] = {key: {} for key in wanted}
     if not wanted:
         return out
     rows = conn.execute(
-        _LOAD, {"symbols": [k[0] for k in wanted], "intervals": [k[1] for k in wanted]}
+        _LOAD,
+        {
+            "symbols": [symbol for symbol, _ in wanted],
+            "intervals": [interval for _, interval in wanted],
+        },
     ).mappings()
-    for r in rows:
-        out[(r["symbol"], r["interval"])][(int(r["horizon"]), float(r["level"]))] = LevelState(
-            float(r["alpha"]),
-            int(r["scored"]),
-            int(r["misses"]),
-            None if r["coverage"] is None else float(r["coverage"]),
-            r["last_target"],
+    for row in rows:
+        state_key = (int(row["horizon"]), float(row["level"]))
+        out[(row["symbol"], row["interval"])][state_key] = LevelState(
+            float(row["alpha"]),
+            int(row["scored"]),
+            int(row["misses"]),
+            None if row["coverage"] is None else float(row["coverage"]),
+            row["last_target"],
         )
     return out
 
@@ -106,10 +111,10 @@ def calibration_of(
     """The levels to build every (horizon, level) band at, from the key's state."""
     levels = offered_levels(settings)
     effective = {
-        (h, lv): 1.0 - states[(h, lv)].alpha
-        for h in range(1, horizons + 1)
-        for lv in levels
-        if (h, lv) in states
+        (horizon, level): 1.0 - states[(horizon, level)].alpha
+        for horizon in range(1, horizons + 1)
+        for level in levels
+        if (horizon, level) in states
     }
     return Calibration.of(levels, settings.forecast_default_level, effective)
 
@@ -119,7 +124,9 @@ def intervals_of(value: Any) -> tuple[tuple[float, float, float], ...]:
     if value is None:
         return ()
     items = json.loads(value) if isinstance(value, str) else value
-    return tuple((float(i["level"]), float(i["lower"]), float(i["upper"])) for i in items)
+    return tuple(
+        (float(item["level"]), float(item["lower"]), float(item["upper"])) for item in items
+    )
 
 
 def feed(
@@ -135,18 +142,20 @@ def feed(
     states = load(conn, [(symbol, interval)])[(symbol, interval)]
     decay = 1.0 / max(1, settings.accuracy_window)
     touched: set[StateKey] = set()
-    for row in sorted(rows, key=lambda r: (r.target_time, r.horizon)):
+    for row in sorted(rows, key=lambda scored: (scored.target_time, scored.horizon)):
         for level, lower, upper in row.intervals:
             key = (row.horizon, level)
-            st = states.setdefault(key, LevelState(alpha=1.0 - level))
+            state = states.setdefault(key, LevelState(alpha=1.0 - level))
             covered = lower <= row.actual <= upper
-            st.alpha = aci_step(st.alpha, level, covered, settings.calibration_gamma_scale)
-            st.scored += 1
-            st.misses += 0 if covered else 1
+            state.alpha = aci_step(state.alpha, level, covered, settings.calibration_gamma_scale)
+            state.scored += 1
+            state.misses += 0 if covered else 1
             hit = 1.0 if covered else 0.0
-            st.coverage = hit if st.coverage is None else st.coverage + decay * (hit - st.coverage)
-            if st.last_target is None or row.target_time > st.last_target:
-                st.last_target = row.target_time
+            state.coverage = (
+                hit if state.coverage is None else state.coverage + decay * (hit - state.coverage)
+            )
+            if state.last_target is None or row.target_time > state.last_target:
+                state.last_target = row.target_time
             touched.add(key)
     keys = sorted(touched)
     conn.execute(
@@ -154,13 +163,13 @@ def feed(
         {
             "symbol": symbol,
             "interval": interval,
-            "horizons": [k[0] for k in keys],
-            "levels": [k[1] for k in keys],
-            "alphas": [states[k].alpha for k in keys],
-            "scored": [states[k].scored for k in keys],
-            "misses": [states[k].misses for k in keys],
-            "coverages": [states[k].coverage for k in keys],
-            "last_targets": [states[k].last_target for k in keys],
+            "horizons": [horizon for horizon, _ in keys],
+            "levels": [level for _, level in keys],
+            "alphas": [states[key].alpha for key in keys],
+            "scored": [states[key].scored for key in keys],
+            "misses": [states[key].misses for key in keys],
+            "coverages": [states[key].coverage for key in keys],
+            "last_targets": [states[key].last_target for key in keys],
         },
     )
     _export(symbol, interval, states)
@@ -170,8 +179,8 @@ def feed(
 def _export(symbol: str, interval: str, states: dict[StateKey, LevelState]) -> None:
     """Observed coverage per level (mean over horizons) for the Prometheus gauge."""
     by_level: dict[float, list[float]] = {}
-    for (_, level), st in states.items():
-        if st.coverage is not None:
-            by_level.setdefault(level, []).append(st.coverage)
+    for (_, level), state in states.items():
+        if state.coverage is not None:
+            by_level.setdefault(level, []).append(state.coverage)
     for level, values in by_level.items():
         FORECAST_COVERAGE.labels(symbol, interval, f"{level:g}").set(sum(values) / len(values))

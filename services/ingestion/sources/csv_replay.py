@@ -29,7 +29,7 @@ def _pick(header: dict[str, str], names: tuple[str, ...]) -> str | None:
 def read_rows(handle: IO[str], symbol: str | None, source: str = "csv") -> Iterator[RawTick]:
     reader = csv.DictReader(handle)
     fields = reader.fieldnames or []
-    header = {f.strip().lower(): f for f in fields}
+    header = {name.strip().lower(): name for name in fields}
     time_col = _pick(header, TIME_COLUMNS)
     price_col = _pick(header, PRICE_COLUMNS)
     if time_col is None or price_col is None:

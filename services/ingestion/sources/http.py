@@ -233,7 +233,7 @@ class HttpSource(Source):
             except (ValueError, TypeError, KeyError) as exc:
                 self._count("bad_response", f"unexpected shape from {safe_url(url)}: {exc}")
                 continue
-            out.extend(t for t in ticks if self._is_new(t))
+            out.extend(tick for tick in ticks if self._is_new(tick))
         return out
 
     def _is_new(self, tick: RawTick) -> bool:

@@ -56,15 +56,15 @@ class HttpJsonSource(HttpSource):
         return urls
 
     def _one(self, item: Any, symbol: str | None) -> RawTick:
-        m = self.mapping
+        mapping = self.mapping
         tick: RawTick = {
-            "symbol": field_at(item, m.symbol_path) if m.symbol_path else symbol,
-            "ts": field_at(item, m.ts_path) if m.ts_path else datetime.now(UTC),
-            "price": field_at(item, m.price_path),
+            "symbol": field_at(item, mapping.symbol_path) if mapping.symbol_path else symbol,
+            "ts": field_at(item, mapping.ts_path) if mapping.ts_path else datetime.now(UTC),
+            "price": field_at(item, mapping.price_path),
             "source": self.name,
         }
-        if m.volume_path:
-            tick["volume"] = field_at(item, m.volume_path)
+        if mapping.volume_path:
+            tick["volume"] = field_at(item, mapping.volume_path)
         else:
             tick["kind"] = "quote"
         return tick

@@ -32,7 +32,7 @@ def build_sources(
     settings: Settings, start_prices: Mapping[str, float] | None = None
 ) -> list[Source]:
     kinds = settings.ingest_sources
-    unknown = [k for k in kinds if k not in KINDS]
+    unknown = [kind for kind in kinds if kind not in KINDS]
     if unknown:
         raise ValueError(f"unknown source(s) {unknown}; known: {', '.join(KINDS)}")
     sources: list[Source] = []

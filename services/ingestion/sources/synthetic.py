@@ -62,9 +62,9 @@ def model_for(symbol: str) -> AssetModel:
     known = DEMO_MODELS.get(symbol)
     if known is not None:
         return known
-    h = _symbol_seed(symbol)
-    base = 10 ** (1 + (h % 4000) / 1000.0)  # 10 .. 100k
-    vol = 0.2 + ((h >> 12) % 60) / 100.0
+    name_hash = _symbol_seed(symbol)
+    base = 10 ** (1 + (name_hash % 4000) / 1000.0)  # 10 .. 100k
+    vol = 0.2 + ((name_hash >> 12) % 60) / 100.0
     return AssetModel(round(base, 2), 0.05, vol, 0.05, 0.03, 10.0)
 
 
@@ -74,14 +74,14 @@ def _grid_index(ts: datetime, step_s: int) -> int:
 
 def _path(symbol: str, seed: int, step_s: int, last_index: int) -> np.ndarray:
     """Log-price deviations ``x`` for grid indices 0..last_index."""
-    m = model_for(symbol)
-    n = last_index + 1
+    model = model_for(symbol)
+    points = last_index + 1
     rng = np.random.default_rng([seed, _symbol_seed(symbol), step_s])
     dt = step_s / YEAR_S
-    shocks = m.vol * math.sqrt(dt) * rng.standard_normal(n)
-    if m.jumps_per_day > 0:
-        p = min(1.0, m.jumps_per_day * step_s / 86400.0)
-        jumps = (rng.random(n) < p) * rng.normal(0.0, m.jump_sd, n)
+    shocks = model.vol * math.sqrt(dt) * rng.standard_normal(points)
+    if model.jumps_per_day > 0:
+        jump_chance = min(1.0, model.jumps_per_day * step_s / 86400.0)
+        jumps = (rng.random(points) < jump_chance) * rng.normal(0.0, model.jump_sd, points)
         shocks = shocks + jumps
     phi = 0.5 ** (dt / MEAN_REVERSION_HALF_LIFE_Y)
     return ar1(shocks, phi)
@@ -94,10 +94,10 @@ def ar1(shocks: np.ndarray, phi: float, chunk: int = 4096) -> np.ndarray:
     powers = phi ** np.arange(1, chunk + 1, dtype=np.float64)
     carry = 0.0
     for start in range(0, len(shocks), chunk):
-        e = shocks[start : start + chunk]
-        p = powers[: len(e)]
-        block = p * (carry + np.cumsum(e / p))
-        out[start : start + len(e)] = block
+        block_shocks = shocks[start : start + chunk]
+        block_powers = powers[: len(block_shocks)]
+        block = block_powers * (carry + np.cumsum(block_shocks / block_powers))
+        out[start : start + len(block_shocks)] = block
         carry = float(block[-1])
     return out
 
@@ -120,21 +120,21 @@ def history(
     last = _grid_index(end, step_s)
     if last < first:
         return
-    m = model_for(symbol)
-    x = _path(symbol, seed, step_s, last)[first:]
+    model = model_for(symbol)
+    deviations = _path(symbol, seed, step_s, last)[first:]
     idx = np.arange(first, last + 1, dtype=np.float64)
     years = (idx * step_s - (BASE_DATE - EPOCH).total_seconds()) / YEAR_S
-    cycle = m.cycle_amp * np.sin(2 * math.pi * idx * step_s / (m.cycle_days * 86400.0))
-    prices = np.exp(math.log(m.base) + m.drift * years + x + cycle)
+    cycle = model.cycle_amp * np.sin(2 * math.pi * idx * step_s / (model.cycle_days * 86400.0))
+    prices = np.exp(math.log(model.base) + model.drift * years + deviations + cycle)
     rng = np.random.default_rng([seed, _symbol_seed(symbol), step_s, 1])
     sizes = rng.lognormal(0.0, 0.5, last + 1)[first:]  # by grid index, like the prices
-    volumes = m.volume * sizes * max(1.0, step_s / 60.0)
-    for k in range(len(prices)):
+    volumes = model.volume * sizes * max(1.0, step_s / 60.0)
+    for index in range(len(prices)):
         yield {
             "symbol": symbol,
-            "ts": EPOCH + timedelta(seconds=(first + k) * step_s),
-            "price": round(float(prices[k]), 6),
-            "volume": round(float(volumes[k]), 6),
+            "ts": EPOCH + timedelta(seconds=(first + index) * step_s),
+            "price": round(float(prices[index]), 6),
+            "volume": round(float(volumes[index]), 6),
             "source": source,
         }
 
@@ -159,22 +159,28 @@ class SyntheticSource(Source):
         self.symbols = symbols
         self.interval_s = interval_s
         self.source = source
-        self.models = {s: model_for(s) for s in symbols}
+        self.models = {symbol: model_for(symbol) for symbol in symbols}
         now = datetime.now(UTC)
         given = dict(start_prices or {})
-        self.prices = {s: given.get(s) or model_price(s, now, seed) for s in symbols}
-        self._rng = {s: np.random.default_rng([seed, _symbol_seed(s), 7]) for s in symbols}
+        self.prices = {
+            symbol: given.get(symbol) or model_price(symbol, now, seed) for symbol in symbols
+        }
+        self._rng = {
+            symbol: np.random.default_rng([seed, _symbol_seed(symbol), 7]) for symbol in symbols
+        }
         self._last_ts: datetime | None = None
 
     def _step(self, symbol: str) -> tuple[float, float]:
-        m = self.models[symbol]
+        model = self.models[symbol]
         rng = self._rng[symbol]
         dt = self.interval_s / YEAR_S
-        ret = (m.drift - 0.5 * m.vol**2) * dt + m.vol * math.sqrt(dt) * rng.standard_normal()
-        if m.jumps_per_day > 0 and rng.random() < m.jumps_per_day * self.interval_s / 86400.0:
-            ret += rng.normal(0.0, m.jump_sd)
+        drift = (model.drift - 0.5 * model.vol**2) * dt
+        ret = drift + model.vol * math.sqrt(dt) * rng.standard_normal()
+        jump_chance = model.jumps_per_day * self.interval_s / 86400.0
+        if model.jumps_per_day > 0 and rng.random() < jump_chance:
+            ret += rng.normal(0.0, model.jump_sd)
         self.prices[symbol] *= math.exp(ret)
-        volume = m.volume * rng.lognormal(0.0, 0.5)
+        volume = model.volume * rng.lognormal(0.0, 0.5)
         return self.prices[symbol], volume
 
     async def fetch(self) -> list[RawTick]:

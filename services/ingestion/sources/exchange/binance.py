@@ -56,9 +56,13 @@ class BinanceSource(ExchangeSource):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # "BTCUSDT" (events) and "btcusdt" (streams, settings) -> (venue symbol, symbol)
-        self._names = {v.upper(): (v.lower(), s) for v, s in self.pairs.items()}
-        self._names.update({v.lower(): (v.lower(), s) for v, s in self.pairs.items()})
-        self.pairs = {v.lower(): s for v, s in self.pairs.items()}
+        self._names = {
+            venue.upper(): (venue.lower(), symbol) for venue, symbol in self.pairs.items()
+        }
+        self._names.update(
+            {venue.lower(): (venue.lower(), symbol) for venue, symbol in self.pairs.items()}
+        )
+        self.pairs = {venue.lower(): symbol for venue, symbol in self.pairs.items()}
         self._last_ms: object = None
         self._last_ts = datetime.now(UTC)
 
@@ -66,7 +70,7 @@ class BinanceSource(ExchangeSource):
         return urlsplit(self.config.ws_url).path.rstrip("/").endswith("/ws")
 
     def _streams(self) -> list[str]:
-        return [f"{s.lower()}@trade" for s in self.pairs]
+        return [f"{venue.lower()}@trade" for venue in self.pairs]
 
     def ws_url(self) -> str:
         base = self.config.ws_url.rstrip("/")
@@ -170,12 +174,12 @@ class BinanceSource(ExchangeSource):
         venue, symbol = found
         if ms != self._last_ms:  # busy streams print many trades per millisecond
             self._last_ts, self._last_ms = epoch_ms(ms, "T"), ms
-        p, q = PARSED.get(price), PARSED.get(qty)  # decimal_value()'s memo, looked up here
+        known_price, known_qty = PARSED.get(price), PARSED.get(qty)  # decimal_value()'s memo
         return {  # common.trade(), inlined: one of these per frame
             "symbol": symbol,
             "ts": self._last_ts,
-            "price": p if p is not None else decimal_value(price, "p"),
-            "volume": q if q is not None else decimal_value(qty, "q"),
+            "price": known_price if known_price is not None else decimal_value(price, "p"),
+            "volume": known_qty if known_qty is not None else decimal_value(qty, "q"),
             "source": "binance",
             "trade_id": str(tid) if type(tid) is int and tid >= 0 else str(sequential_id(tid)),
             "_venue": venue,
@@ -189,7 +193,9 @@ class BinanceSource(ExchangeSource):
             {"symbol": venue.upper(), "fromId": from_id, "limit": limit},
         )
         row = {"s": venue.lower()}
-        return [self._trade(row, r["id"], r["price"], r["qty"], r["time"]) for r in rows]
+        return [
+            self._trade(row, item["id"], item["price"], item["qty"], item["time"]) for item in rows
+        ]
 
     async def rest_gap(self, gap: Gap) -> list[RawTick]:
         assert gap.first_id is not None and gap.last_id is not None
@@ -199,7 +205,7 @@ class BinanceSource(ExchangeSource):
             page = await self._page(gap.symbol, next_id, min(PAGE, gap.last_id - next_id + 1))
             if not page:
                 break
-            out.extend(t for t in page if int(t["trade_id"]) <= gap.last_id)
+            out.extend(tick for tick in page if int(tick["trade_id"]) <= gap.last_id)
             next_id = int(page[-1]["trade_id"]) + 1
         return plain(out)
 
@@ -220,7 +226,7 @@ class BinanceSource(ExchangeSource):
         next_id = int(first[0]["f"])
         while True:
             page = await self._page(venue_symbol, next_id, PAGE)
-            inside = [t for t in page if t["ts"] < end]
+            inside = [tick for tick in page if tick["ts"] < end]
             if inside:
                 yield plain(inside)
             if len(inside) < len(page) or len(page) < PAGE:

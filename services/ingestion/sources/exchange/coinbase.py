@@ -52,8 +52,10 @@ class CoinbaseSource(ExchangeSource):
     def subscribe_messages(self) -> list[str]:
         products = list(self.pairs)
         return [
-            orjson.dumps({"type": "subscribe", "product_ids": products, "channel": c}).decode()
-            for c in ("heartbeats", "market_trades")
+            orjson.dumps(
+                {"type": "subscribe", "product_ids": products, "channel": channel}
+            ).decode()
+            for channel in ("heartbeats", "market_trades")
         ]
 
     def parse(self, frame: str | bytes) -> Parsed:
@@ -110,7 +112,7 @@ class CoinbaseSource(ExchangeSource):
                 return
             fetched += len(page)
             yield page
-            oldest = min(t["ts"] for t in page)
+            oldest = min(tick["ts"] for tick in page)
             if len(page) < PAGE:
                 return
             # The next page ends in the oldest second seen (the store keeps overlaps once);
@@ -123,10 +125,10 @@ class CoinbaseSource(ExchangeSource):
     async def rest_gap(self, gap: Gap) -> list[RawTick]:
         out: dict[int, RawTick] = {}
         async for page in self._pages(gap.symbol, gap.after, gap.before):
-            for t in page:
-                tid = int(t["trade_id"])
-                if gap.covers(tid, t["ts"]):
-                    out[tid] = t
+            for tick in page:
+                tid = int(tick["trade_id"])
+                if gap.covers(tid, tick["ts"]):
+                    out[tid] = tick
             if gap.expected is not None and len(out) >= gap.expected:
                 break
         return plain(list(out.values()))
@@ -136,7 +138,9 @@ class CoinbaseSource(ExchangeSource):
     ) -> AsyncIterator[list[RawTick]]:
         seen: set[str] = set()  # consecutive windows share their boundary second
         async for page in self._pages(venue_symbol, start, end):
-            inside = [t for t in page if start <= t["ts"] < end and t["trade_id"] not in seen]
-            seen.update(t["trade_id"] for t in inside)
+            inside = [
+                tick for tick in page if start <= tick["ts"] < end and tick["trade_id"] not in seen
+            ]
+            seen.update(tick["trade_id"] for tick in inside)
             if inside:
                 yield plain(inside)

@@ -89,7 +89,10 @@ def redact(url: str) -> str:
     parts = urlsplit(url)
     if not parts.query:
         return url
-    query = [(k, "***" if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query)]
+    query = [
+        (key, "***" if key.lower() in SECRET_PARAMS else value)
+        for key, value in parse_qsl(parts.query)
+    ]
     return urlunsplit(parts._replace(query=urlencode(query, safe="*/@,")))
 
 
@@ -111,8 +114,8 @@ def trade(
 
 def plain(ticks: list[RawTick]) -> list[RawTick]:
     """``ticks`` without the internal ``_venue`` key (trades that skip gap tracking)."""
-    for t in ticks:
-        t.pop("_venue", None)
+    for tick in ticks:
+        tick.pop("_venue", None)
     return ticks
 
 

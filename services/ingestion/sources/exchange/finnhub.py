@@ -47,16 +47,16 @@ PAGE = 25_000
 
 
 class MillisecondCounter:
-    """``<t>-<k>`` ids: k counts a symbol's trades within one millisecond, in order."""
+    """``<t>-<k>`` ids: ``k`` (``index``) counts a symbol's trades in one millisecond, in order."""
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[int, int]] = {}
 
     def next_id(self, symbol: str, ms: int) -> str:
         last = self._last.get(symbol)
-        k = last[1] + 1 if last is not None and last[0] == ms else 0
-        self._last[symbol] = (ms, k)
-        return f"{ms}-{k}"
+        index = last[1] + 1 if last is not None and last[0] == ms else 0
+        self._last[symbol] = (ms, index)
+        return f"{ms}-{index}"
 
 
 class FinnhubSource(ExchangeSource):
@@ -74,7 +74,9 @@ class FinnhubSource(ExchangeSource):
         return f"{self.config.ws_url}{sep}{urlencode({'token': self.config.api_key})}"
 
     def subscribe_messages(self) -> list[str]:
-        return [orjson.dumps({"type": "subscribe", "symbol": s}).decode() for s in self.pairs]
+        return [
+            orjson.dumps({"type": "subscribe", "symbol": venue}).decode() for venue in self.pairs
+        ]
 
     def parse(self, frame: str | bytes) -> Parsed:
         try:
@@ -112,15 +114,15 @@ class FinnhubSource(ExchangeSource):
                 {"symbol": venue, "date": day.isoformat(), "limit": PAGE, "skip": skip},
                 {"X-Finnhub-Token": self.config.api_key or ""},
             )
-            ts, ps, vs = doc.get("t") or [], doc.get("p") or [], doc.get("v") or []
-            if not ts:
+            times, prices, volumes = doc.get("t") or [], doc.get("p") or [], doc.get("v") or []
+            if not times:
                 return
             yield [
-                self._trade({"s": venue, "t": t, "p": p, "v": v}, ids)
-                for t, p, v in zip(ts, ps, vs, strict=True)
+                self._trade({"s": venue, "t": ms, "p": price, "v": volume}, ids)
+                for ms, price, volume in zip(times, prices, volumes, strict=True)
             ]
-            skip += len(ts)
-            if skip >= int(doc.get("total", 0)) or len(ts) < PAGE:
+            skip += len(times)
+            if skip >= int(doc.get("total", 0)) or len(times) < PAGE:
                 return
 
     async def _between(
@@ -130,9 +132,10 @@ class FinnhubSource(ExchangeSource):
         while datetime.combine(day, time(), UTC) <= end:
             async for page in self._day(venue, day):
                 inside = [
-                    t
-                    for t in page
-                    if start <= t["ts"] and (t["ts"] <= end if inclusive else t["ts"] < end)
+                    tick
+                    for tick in page
+                    if start <= tick["ts"]
+                    and (tick["ts"] <= end if inclusive else tick["ts"] < end)
                 ]
                 if inside:
                     yield inside

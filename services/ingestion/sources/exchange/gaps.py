@@ -62,7 +62,7 @@ class SequenceTracker:
             self.open_gaps.setdefault(symbol, []).append(gap)
             self.last[symbol] = (trade_id, ts)
             return True, gap
-        if any(g.covers(trade_id, ts) for g in self.open_gaps.get(symbol, ())):
+        if any(open_gap.covers(trade_id, ts) for open_gap in self.open_gaps.get(symbol, ())):
             return True, None  # the stream had it after all; the store keeps it once
         self.duplicates += 1
         return False, None

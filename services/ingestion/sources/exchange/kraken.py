@@ -114,7 +114,7 @@ class KrakenSource(ExchangeSource):
             if doc.get("error"):
                 raise ValueError(f"kraken REST: {doc['error']}")
             result = doc["result"]
-            rows: list[Any] = next((v for k, v in result.items() if k != "last"), [])
+            rows: list[Any] = next((value for key, value in result.items() if key != "last"), [])
             if not rows:
                 return
             yield [self._rest_trade(venue, row) for row in rows]
@@ -127,10 +127,10 @@ class KrakenSource(ExchangeSource):
         out: dict[int, RawTick] = {}
         since = f"{gap.after.timestamp() - 0.001:.6f}"  # trades of the same millisecond too
         async for page in self._pages(gap.symbol, since):
-            for t in page:
-                tid = int(t["trade_id"])
-                if gap.covers(tid, t["ts"]):
-                    out[tid] = t
+            for tick in page:
+                tid = int(tick["trade_id"])
+                if gap.covers(tid, tick["ts"]):
+                    out[tid] = tick
             newest = int(page[-1]["trade_id"])
             if gap.last_id is not None and newest >= gap.last_id:
                 break
@@ -143,7 +143,7 @@ class KrakenSource(ExchangeSource):
     ) -> AsyncIterator[list[RawTick]]:
         since = f"{start.timestamp() - 0.001:.6f}"  # ``since`` is exclusive
         async for page in self._pages(venue_symbol, since):
-            inside = [t for t in page if start <= t["ts"] < end]
+            inside = [tick for tick in page if start <= tick["ts"] < end]
             if inside:
                 yield plain(inside)
             if page[-1]["ts"] >= end:

@@ -73,11 +73,11 @@ class Connection:
             else:
                 self.protocol.receive_data(data)
             events = self.protocol.events_received()
-            for i, event in enumerate(events):
+            for position, event in enumerate(events):
                 if isinstance(event, Response):
                     if self.protocol.handshake_exc is not None:
                         raise self.protocol.handshake_exc
-                    self._pending = self._messages(events[i + 1 :])
+                    self._pending = self._messages(events[position + 1 :])
                     await self._flush()
                     return
             if not data:
@@ -87,11 +87,11 @@ class Connection:
         assert self.writer is not None
         data = self.protocol.data_to_send()
         if data:
-            chunks = [c for c in data if c]
+            chunks = [chunk for chunk in data if chunk]
             if chunks:
                 self.writer.write(b"".join(chunks))
             # An empty chunk: the library asks for the end of the TCP connection.
-            if any(not c for c in data) and self.writer.can_write_eof():
+            if any(not chunk for chunk in data) and self.writer.can_write_eof():
                 self.writer.write_eof()
             await self.writer.drain()
 
