@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from ml.calibration import Band
+from ml.errors import ForecastError
 
 DEFAULT_LEVEL = 0.8
 
@@ -106,7 +107,7 @@ def log_price_forecast(
     )
 
 
-class NotFittedError(RuntimeError):
+class NotFittedError(ForecastError, RuntimeError):
     """predict/forward/forward_many/to_bytes called before fit (every model raises it)."""
 
 

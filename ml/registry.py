@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ml.base import Forecaster
+from ml.errors import PricecastError
 from ml.factory import load_forecaster
 from ml.serving import LoadedModel
 
@@ -29,8 +30,8 @@ _COLS = (
 )
 
 
-class RegistryError(RuntimeError):
-    pass
+class RegistryError(PricecastError, RuntimeError):
+    """The model registry cannot store, find or load a version."""
 
 
 class ChecksumMismatch(RegistryError):

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ml.errors import ForecastError
+
 ModelName = Literal["lstm", "arima", "naive"]
 
 
-class InsufficientHistory(Exception):
+class InsufficientHistory(ForecastError):
     """Fewer days of history than the ARIMA minimum (the API's ERR_PRED_001)."""
 
     def __init__(self, required_days: int, available_days: int) -> None:

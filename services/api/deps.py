@@ -25,7 +25,7 @@ from starlette.responses import Response
 from services.api.core.errors import guarded_responses
 from services.api.core.security import InvalidToken, Principal
 from services.api.state import ApiState
-from services.common.errors import PricecastError
+from services.common.errors import ApiError
 
 bearer = HTTPBearer(auto_error=False, description="RS256 access token from /api/v1/auth/token")
 
@@ -65,7 +65,7 @@ def authenticate_header(state: ApiState, authorization: str | None) -> Principal
     """``Authorization: Bearer <token>`` -> the verified principal, or ERR_AUTH_001."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise PricecastError("ERR_AUTH_001", "Missing bearer token")
+        raise ApiError("ERR_AUTH_001", "Missing bearer token")
     return verify_token(state, token.strip())
 
 
@@ -73,12 +73,12 @@ def verify_token(state: ApiState, token: str) -> Principal:
     try:
         return state.tokens.verify(token)
     except InvalidToken:
-        raise PricecastError("ERR_AUTH_001") from None
+        raise ApiError("ERR_AUTH_001") from None
 
 
 def authorize(principal: Principal, scope: str) -> None:
     if scope != ANY_SCOPE and scope not in principal.scopes:
-        raise PricecastError("ERR_AUTH_002", details={"required_scope": scope})
+        raise ApiError("ERR_AUTH_002", details={"required_scope": scope})
 
 
 async def admit(request: Request, scope: str) -> Principal:

@@ -1,9 +1,12 @@
-"""The error catalogue (docs/architecture.md, "API"): one exception type carries code, HTTP
-status and details."""
+"""The error catalogue (docs/architecture.md, "API"): one exception type, ``ApiError``, carries
+code, HTTP status and details; and the service families of the exception tree (``AuthError``,
+``IngestError``, ``StreamError``). The whole tree, under ``PricecastError``, is in ml/errors.py."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from ml.errors import PricecastError
 
 # code -> (HTTP status, default message)
 CATALOG: dict[str, tuple[int, str]] = {
@@ -21,7 +24,10 @@ CATALOG: dict[str, tuple[int, str]] = {
 }
 
 
-class PricecastError(Exception):
+class ApiError(PricecastError):
+    """An error of the catalogue above: its code, HTTP status, message and details (the API's
+    error body)."""
+
     def __init__(
         self,
         code: str,
@@ -41,9 +47,21 @@ class PricecastError(Exception):
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
 
-def insufficient_history(required_days: int, available_days: int) -> PricecastError:
-    return PricecastError(
+def insufficient_history(required_days: int, available_days: int) -> ApiError:
+    return ApiError(
         "ERR_PRED_001",
         f"Insufficient history. Required: {required_days} days, Available: {available_days} days",
         {"required_days": required_days, "available_days": available_days},
     )
+
+
+class AuthError(PricecastError):
+    """Authentication cannot go on (see services/api/core/security.py)."""
+
+
+class IngestError(PricecastError):
+    """A tick or an upstream source the ingestion service cannot take."""
+
+
+class StreamError(PricecastError):
+    """A live stream connection, channel or message the stream does not serve."""

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from services.common.errors import IngestError
 from services.common.schemas import Tick
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,16}(?:-[A-Z0-9]{1,16})?$")
@@ -55,7 +56,9 @@ class Rejection:
     symbol: str | None = None
 
 
-class ValidationFailed(Exception):
+class ValidationFailed(IngestError):
+    """A tick breaks a rule: ``reason`` is its DLQ reason, ``detail`` says how."""
+
     def __init__(self, reason: str, detail: str, symbol: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason

@@ -29,6 +29,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ml.errors import PricecastError
 from services.common.config import Settings
 from services.common.metrics import FORECAST_ERRORS
 from services.prediction import store
@@ -39,7 +40,7 @@ from services.prediction.tracker import BarTracker, Key, KeyPlan
 log = logging.getLogger(__name__)
 
 
-class Interrupted(Exception):
+class Interrupted(PricecastError):
     """Stop was requested while the batch waited; nothing of it is committed."""
 
 

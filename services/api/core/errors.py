@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from services.common.errors import CATALOG, PricecastError
+from services.common.errors import CATALOG, ApiError
 from services.common.metrics import AUTH_FAILURES
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,9 @@ def guarded_responses(scoped: bool, *codes: str) -> dict[int | str, dict[str, An
     return responses(*common, *codes)
 
 
-def unknown_symbol(symbol: str) -> PricecastError:
+def unknown_symbol(symbol: str) -> ApiError:
     """ERR_PRED_002 (404) for a symbol the assets table does not hold."""
-    return PricecastError("ERR_PRED_002", f"Unknown symbol {symbol}", {"symbol": symbol})
+    return ApiError("ERR_PRED_002", f"Unknown symbol {symbol}", {"symbol": symbol})
 
 
 def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
@@ -100,7 +100,7 @@ def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
 
 
 async def _pricecast(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, PricecastError)
+    assert isinstance(exc, ApiError)
     if exc.code.startswith("ERR_AUTH"):
         AUTH_FAILURES.labels(exc.code).inc()
     headers = dict(exc.headers)
@@ -135,7 +135,7 @@ async def _database(request: Request, exc: Exception) -> Response:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(PricecastError, _pricecast)
+    app.add_exception_handler(ApiError, _pricecast)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     for exc_type in (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services.api.core.bounded import stop_task
-from services.common.errors import PricecastError
+from services.common.errors import ApiError
 from services.common.metrics import RATE_LIMITED
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class RedisGate:
         if self._task is None:
             await self._start()
         if jti in self._denied:
-            raise PricecastError("ERR_AUTH_001", "Token has been revoked")
+            raise ApiError("ERR_AUTH_001", "Token has been revoked")
         window = int(time.time()) // WINDOW_S
         if window != self._window:
             self._window = window
@@ -275,7 +275,7 @@ class RedisGate:
 def _refuse_rate(window: int) -> None:
     RATE_LIMITED.inc()
     retry_after = max(1, (window + 1) * WINDOW_S - int(time.time()))
-    raise PricecastError(
+    raise ApiError(
         "ERR_RATE_001",
         details={"retry_after_s": retry_after},
         headers={"Retry-After": str(retry_after)},

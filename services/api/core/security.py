@@ -23,6 +23,7 @@ from jose.exceptions import JOSEError
 
 from services.api.core.keys import ALGORITHM, KeySet
 from services.common.config import Settings
+from services.common.errors import AuthError
 
 SCOPES: dict[str, str] = {
     "prices:read": "read assets and price bars",
@@ -35,7 +36,7 @@ _MAX_TOKEN_CHARS = 8192
 _CACHE_MAX = 50_000
 
 
-class InvalidToken(Exception):
+class InvalidToken(AuthError):
     """The token cannot be trusted; the message is for logs, never for the client."""
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from services.api.core.security import new_refresh_token, refresh_token_hash
-from services.common.errors import PricecastError
+from services.common.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +111,22 @@ def rotate_refresh(conn: Connection, token: str, ttl_s: int, leeway_s: float) ->
         {"h": digest},
     ).one_or_none()
     if seen is None:
-        raise PricecastError("ERR_AUTH_003", "Unknown refresh token")
+        raise ApiError("ERR_AUTH_003", "Unknown refresh token")
     if seen.revoked_at is not None:
-        raise PricecastError("ERR_AUTH_003", "Refresh token revoked")
+        raise ApiError("ERR_AUTH_003", "Refresh token revoked")
     if seen.rotated_at is not None:
         age = (datetime.now(UTC) - seen.rotated_at).total_seconds()
         if age > leeway_s:
             revoke_family(conn, seen.family_id)
             conn.commit()
             log.warning("refresh token reuse detected: family %s revoked", seen.family_id)
-        raise PricecastError("ERR_AUTH_003", "Refresh token reused")
+        raise ApiError("ERR_AUTH_003", "Refresh token reused")
     if seen.expires_at <= datetime.now(UTC):
-        raise PricecastError("ERR_AUTH_003", "Refresh token expired")
+        raise ApiError("ERR_AUTH_003", "Refresh token expired")
     # Still valid but its client is disabled.
     revoke_family(conn, seen.family_id)
     conn.commit()
-    raise PricecastError("ERR_AUTH_003", "Client disabled")
+    raise ApiError("ERR_AUTH_003", "Client disabled")
 
 
 def revoke_family(conn: Connection, family_id: uuid.UUID) -> int:

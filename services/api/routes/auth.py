@@ -23,7 +23,7 @@ from services.api.deps import ANY_SCOPE, Caller, GuardedRoute, client_address, r
 from services.api.queries import auth as queries
 from services.api.schemas import RevokeResponse, TokenResponse
 from services.api.state import ApiState
-from services.common.errors import PricecastError
+from services.common.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"], route_class=GuardedRoute)
 
@@ -57,15 +57,13 @@ def _client_credentials(
         client = queries.get_client(conn, client_id)
         ok = verify_secret(client.secret_hash if client else None, client_secret)
         if client is None or not ok or client.disabled:
-            raise PricecastError("ERR_AUTH_001", "Invalid client credentials")
+            raise ApiError("ERR_AUTH_001", "Invalid client credentials")
         requested = parse_scopes(scope) if scope else client.scopes
         unknown = unknown_scopes(requested)
         if unknown:
-            raise PricecastError(
-                "ERR_VAL_001", "Unknown scope", {"unknown_scopes": sorted(unknown)}
-            )
+            raise ApiError("ERR_VAL_001", "Unknown scope", {"unknown_scopes": sorted(unknown)})
         if not requested <= client.scopes:
-            raise PricecastError(
+            raise ApiError(
                 "ERR_AUTH_002",
                 "Client may not request these scopes",
                 {"not_allowed": sorted(requested - client.scopes)},
@@ -150,7 +148,7 @@ async def revoke(
     if refresh_token:
         family = await run_in_threadpool(_revoke_refresh, state, refresh_token, principal.client_id)
     if not await state.gate.deny(principal.jti, principal.expires_at):
-        raise PricecastError(
+        raise ApiError(
             "ERR_DB_001",
             "Revocation store (Redis) unavailable; the token is revoked on this instance only",
             headers={"Retry-After": "5"},

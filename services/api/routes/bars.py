@@ -12,7 +12,7 @@ from services.api.params import BarIntervalQuery, SymbolPath
 from services.api.queries.assets import known_symbol
 from services.api.schemas import Bar, Bars
 from services.common.bars import get_bars as query_bars
-from services.common.errors import PricecastError
+from services.common.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/assets", tags=["bars"], route_class=GuardedRoute)
 
@@ -32,6 +32,6 @@ def get_bars(
     limit: Annotated[int, Query(ge=1, le=10_000, description="the most recent N bars")] = 500,
 ) -> Bars:
     if start is not None and end is not None and start >= end:
-        raise PricecastError("ERR_VAL_001", "start must be before end")
+        raise ApiError("ERR_VAL_001", "start must be before end")
     bars = query_bars(conn, known_symbol(conn, symbol), interval, start=start, end=end, limit=limit)
     return Bars(symbol=symbol, interval=interval, bars=[Bar.of(b) for b in bars])

@@ -34,7 +34,7 @@ from services.api.queries.assets import known_symbol
 from services.api.schemas import Accuracy, ModelAccuracy, Page, PredictionHistoryItem
 from services.api.state import ApiState
 from services.common.cache import prediction_key, status_key
-from services.common.errors import PricecastError, insufficient_history
+from services.common.errors import ApiError, insufficient_history
 from services.common.metrics import CACHE_REQUESTS
 from services.common.schemas import PredictionRecord, PredictionStatus
 from services.common.staleness import with_freshness
@@ -49,7 +49,7 @@ _MISS = CACHE_REQUESTS.labels("api", "miss")
 def _check_horizon(state: ApiState, interval: str, horizon: int) -> None:
     limit = state.settings.horizons_1h if interval == "1h" else state.settings.horizons_1d
     if horizon > limit:
-        raise PricecastError(
+        raise ApiError(
             "ERR_VAL_001",
             f"horizon must be between 1 and {limit} for interval {interval}",
             {"field": "horizon", "max": limit},
@@ -62,7 +62,7 @@ def _check_level(state: ApiState, level: float | None) -> float | None:
         return None
     offered = state.settings.offered_levels()
     if all(abs(level - v) > 1e-9 for v in offered):
-        raise PricecastError(
+        raise ApiError(
             "ERR_VAL_001",
             f"level {level:g} is not offered; offered levels: "
             + ", ".join(f"{v:g}" for v in offered),
@@ -75,7 +75,7 @@ def _at_level(record: PredictionRecord, level: float) -> bytes:
     try:
         return record.at_level(level).model_dump_json().encode()
     except KeyError:  # a forecast stored before this level was offered
-        raise PricecastError(
+        raise ApiError(
             "ERR_PRED_003",
             f"the latest forecast has no interval at level {level:g}",
             {"level": level},
@@ -145,7 +145,7 @@ async def get_prediction(
         details = {"symbol": symbol, "interval": interval, "horizon": horizon}
         if status is not None and status.detail:
             details["reason"] = status.detail
-        raise PricecastError("ERR_PRED_003", details=details, headers={"Retry-After": "60"})
+        raise ApiError("ERR_PRED_003", details=details, headers={"Retry-After": "60"})
     record = with_freshness(
         record, datetime.now(UTC), state.settings.prediction_stale_after_intervals
     )

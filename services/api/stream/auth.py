@@ -18,11 +18,11 @@ from services.api.deps import authenticate_header, verify_token
 from services.api.state import ApiState
 from services.api.stream.hub import Refused
 from services.api.stream.protocol import CLOSE_AUTH, CLOSE_LIMIT, CLOSE_SCOPE, Channel
-from services.common.errors import PricecastError
+from services.common.errors import ApiError
 
 _TOKEN_PARAMS = {"token", "access_token", "jwt", "auth", "authorization", "bearer", "id_token"}
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*$")
-# PricecastError code -> close code (and the HTTP status the SSE route answers with).
+# ApiError code -> close code (and the HTTP status the SSE route answers with).
 CLOSE_FOR = {"ERR_AUTH_001": CLOSE_AUTH, "ERR_AUTH_002": CLOSE_SCOPE, "ERR_RATE_001": CLOSE_LIMIT}
 
 
@@ -42,21 +42,21 @@ def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | N
     return None
 
 
-def refused(exc: PricecastError) -> Refused:
+def refused(exc: ApiError) -> Refused:
     return Refused(CLOSE_FOR.get(exc.code, CLOSE_AUTH), exc.message)
 
 
 def from_header(state: ApiState, authorization: str) -> Principal:
     try:
         return authenticate_header(state, authorization)
-    except PricecastError as exc:
+    except ApiError as exc:
         raise refused(exc) from None
 
 
 def from_token(state: ApiState, token: str) -> Principal:
     try:
         return verify_token(state, token.strip())
-    except PricecastError as exc:
+    except ApiError as exc:
         raise refused(exc) from None
 
 
@@ -68,7 +68,7 @@ async def admit(state: ApiState, principal: Principal) -> None:
             principal.jti,
             state.settings.stream_connects_per_minute,
         )
-    except PricecastError as exc:
+    except ApiError as exc:
         raise refused(exc) from None
 
 

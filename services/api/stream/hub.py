@@ -33,6 +33,7 @@ from services.api.stream.protocol import (
 )
 from services.api.stream.subscriber import Message, Subscriber
 from services.common.config import Settings
+from services.common.errors import StreamError
 from services.common.metrics import (
     STREAM_CONNECTIONS,
     STREAM_MESSAGES_DROPPED,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 WINDOW_KEEP_S = 120.0  # a channel's resume window outlives its last subscriber this long
 
 
-class Refused(Exception):
+class Refused(StreamError):
     """A connection or request the stream does not serve: ``code`` is the close code."""
 
     def __init__(self, code: int, reason: str) -> None:

@@ -16,6 +16,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from services.api.params import SYMBOL_PATTERN
+from services.common.errors import StreamError
 
 # Close codes (design: "Live streams").
 CLOSE_AUTH: Final = 4401  # token missing, invalid, expired or revoked
@@ -38,7 +39,7 @@ SCOPE: Final[dict[str, str]] = {
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 
 
-class BadChannel(ValueError):
+class BadChannel(StreamError, ValueError):
     """A channel name outside the contract; the message is for the client."""
 
 

@@ -27,7 +27,7 @@ from services.api.stream.protocol import CLOSE_LIMIT, CLOSE_SLOW, BadChannel, du
 from services.api.stream.service import StreamService
 from services.api.stream.subscriber import Message, Subscriber
 from services.api.stream.ws import record_sent
-from services.common.errors import PricecastError
+from services.common.errors import ApiError
 from services.common.metrics import STREAM_CLOSES, STREAM_SLOW_CLOSES
 
 router = APIRouter(tags=["stream"])
@@ -62,19 +62,19 @@ async def stream_sse(
     service: StreamService = request.app.state.stream
     state = service.state
     if auth.token_in_query(request.scope.get("query_string", b"")):
-        raise PricecastError("ERR_AUTH_001", "Token in query string refused")
+        raise ApiError("ERR_AUTH_001", "Token in query string refused")
     principal = authenticate_header(state, request.headers.get("authorization"))
     try:
         wanted = [parse_channel(c) for c in channels.split(",") if c.strip()]
     except BadChannel as exc:
-        raise PricecastError("ERR_VAL_001", str(exc), {"field": "channels"}) from None
+        raise ApiError("ERR_VAL_001", str(exc), {"field": "channels"}) from None
     if not wanted:
-        raise PricecastError("ERR_VAL_001", "no channels", {"field": "channels"})
+        raise ApiError("ERR_VAL_001", "no channels", {"field": "channels"})
     if len(wanted) > state.settings.stream_max_subscriptions:
-        raise PricecastError("ERR_VAL_001", "too many channels", {"field": "channels"})
+        raise ApiError("ERR_VAL_001", "too many channels", {"field": "channels"})
     for channel in wanted:
         if channel.scope not in principal.scopes:
-            raise PricecastError("ERR_AUTH_002", details={"required_scope": channel.scope})
+            raise ApiError("ERR_AUTH_002", details={"required_scope": channel.scope})
     sub = await _register(service, principal)
     try:
         service.hub.subscribe(sub, wanted)
@@ -100,7 +100,7 @@ async def _register(service: StreamService, principal: Principal) -> Subscriber:
     except Refused as r:
         code = "ERR_RATE_001" if r.code == CLOSE_LIMIT else "ERR_AUTH_001"
         headers = {"Retry-After": "5"} if code == "ERR_RATE_001" else None
-        raise PricecastError(code, r.reason, headers=headers) from None
+        raise ApiError(code, r.reason, headers=headers) from None
     return sub
 
 

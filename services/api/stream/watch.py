@@ -23,12 +23,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from services.api.stream.protocol import CLOSE_AUTH, CLOSE_SCOPE
 from services.common.config import Settings, get_settings
+from services.common.errors import StreamError
 
 FATAL = {CLOSE_SCOPE: "the token lacks the scope predictions:read"}
 MAX_BACKOFF_S = 30.0
 
 
-class WatchError(Exception):
+class WatchError(StreamError):
     """The watch cannot go on (bad token, scope); the message says why."""
 
 

@@ -39,6 +39,7 @@ from services.api.stream.protocol import (
 )
 from services.api.stream.service import StreamService
 from services.api.stream.subscriber import Message, Subscriber
+from services.common.errors import StreamError
 from services.common.metrics import (
     STREAM_CLOSES,
     STREAM_DELIVERY_LATENCY,
@@ -53,8 +54,8 @@ CLOSE_WAIT_S = 5.0
 _Gone = (WebSocketDisconnect, OSError, RuntimeError)  # the peer left / the socket is closed
 
 
-class _BadMessage(ValueError):
-    pass
+class BadMessage(StreamError, ValueError):
+    """A client frame that is not a command the stream knows."""
 
 
 class WsConnection:
@@ -109,7 +110,7 @@ class WsConnection:
                 message = await self._receive()
         except TimeoutError:
             raise Refused(CLOSE_AUTH, "no auth message in time") from None
-        except _BadMessage:
+        except BadMessage:
             raise Refused(CLOSE_AUTH, 'first message must be {"type": "auth", ...}') from None
         if message is None:
             return None
@@ -149,13 +150,13 @@ class WsConnection:
         try:
             return CLIENT_MESSAGE.validate_json(text)
         except ValidationError as exc:
-            raise _BadMessage(exc.errors(include_url=False)[0]["msg"]) from None
+            raise BadMessage(exc.errors(include_url=False)[0]["msg"]) from None
 
     async def _receive_loop(self, sub: Subscriber) -> None:
         while True:
             try:
                 message = await self._receive()
-            except _BadMessage as exc:
+            except BadMessage as exc:
                 sub.offer(self.service.error(None, "ERR_VAL_001", f"bad message: {exc}"))
                 continue
             except Refused as r:

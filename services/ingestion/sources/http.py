@@ -32,6 +32,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from services.common.errors import IngestError
 from services.common.metrics import UPSTREAM_ERRORS
 from services.ingestion.sources.base import RawTick, Source
 from services.ingestion.sources.resilience import CircuitBreaker, CircuitOpenError, RequestBudget
@@ -56,7 +57,7 @@ class HttpPolicy:
     breaker_recovery_s: float = 60.0
 
 
-class UpstreamError(Exception):
+class UpstreamError(IngestError):
     """A failed attempt worth retrying."""
 
     def __init__(self, code: str, message: str, retry_after_s: float | None = None) -> None:

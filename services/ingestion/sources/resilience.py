@@ -7,12 +7,13 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from services.common.errors import IngestError
 from services.common.metrics import CIRCUIT_OPEN
 
 State = Literal["closed", "open", "half_open"]
 
 
-class CircuitOpenError(Exception):
+class CircuitOpenError(IngestError):
     """The breaker refuses calls until its recovery timeout has passed."""
 
 
