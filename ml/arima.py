@@ -34,6 +34,7 @@ from ml.base import (
     NotFittedError,
     as_price_series,
     check_horizon,
+    json_artifact,
     log_price_forecast,
 )
 from ml.naive import NaiveForecaster
@@ -263,9 +264,7 @@ class ArimaForecaster(Forecaster):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        payload = json.loads(data)
-        if payload.get("kind") != cls.name:
-            raise ValueError(f"not an {cls.name} artifact: {payload.get('kind')!r}")
+        payload = json_artifact(data, cls.name)
         model = cls(max_window=int(payload["max_window"]))
         if payload["order"] is not None:
             model.order = (payload["order"][0], payload["order"][1], payload["order"][2])

@@ -9,6 +9,7 @@ never pickles (loading an artifact must not execute code).
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,16 @@ class Forecast:
         if main is None:
             raise ValueError(f"level {level} is not among {[band.level for band in bands]}")
         return cls(mean, main.lower, main.upper, main.level, tuple(bands))
+
+
+def json_artifact(data: bytes, kind: str) -> dict[str, Any]:
+    """The payload of a JSON model artifact (``to_bytes`` of a local model) of ``kind``;
+    ValueError if the bytes are not JSON or hold another kind."""
+    payload = json.loads(data)
+    found = payload.get("kind") if isinstance(payload, dict) else None
+    if found != kind:
+        raise ValueError(f"not a {kind} artifact: {found!r}")
+    return dict(payload)
 
 
 def z_value(level: float) -> float:

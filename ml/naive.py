@@ -14,6 +14,7 @@ from ml.base import (
     NotFittedError,
     as_price_series,
     check_horizon,
+    json_artifact,
     log_price_forecast,
 )
 
@@ -65,9 +66,7 @@ class NaiveForecaster(Forecaster):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        payload = json.loads(data)
-        if payload.get("kind") != cls.name:
-            raise ValueError(f"not a {cls.name} artifact: {payload.get('kind')!r}")
+        payload = json_artifact(data, cls.name)
         model = cls(drift=bool(payload["drift"]))
         model.mu = float(payload["mu"])
         model.sigma = float(payload["sigma"])

@@ -29,13 +29,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from services.ingestion.sources.base import RawTick
-from services.ingestion.sources.exchange.common import (
-    FRAME_ERRORS,
-    Parsed,
-    load_frame,
-    plain,
-    rejected,
-)
+from services.ingestion.sources.exchange import common
 from services.ingestion.sources.exchange.gaps import Gap
 from services.ingestion.sources.exchange.numbers import (
     PARSED,
@@ -86,30 +80,32 @@ class BinanceSource(ExchangeSource):
         message = {"method": "SUBSCRIBE", "params": self._streams(), "id": 1}
         return [orjson.dumps(message).decode()]
 
-    def parse(self, frame: str | bytes) -> Parsed:
+    def parse(self, frame: str | bytes) -> common.Parsed:
         try:
             try:
                 doc = orjson.loads(frame)
             except orjson.JSONDecodeError:
-                doc = load_frame(frame)  # raises, with the reason
+                doc = common.load_frame(frame)  # raises, with the reason
             data = doc.get("data")
             if data is None:  # the raw endpoint (/ws): events come unwrapped
                 data = doc
             event = data.get("e")
             if event == "trade":
-                return Parsed([self._trade(data, data["t"], data["p"], data["q"], data["T"])])
+                return common.Parsed(
+                    [self._trade(data, data["t"], data["p"], data["q"], data["T"])]
+                )
             if "result" in doc and "id" in doc:
-                return Parsed()  # SUBSCRIBE acknowledged
+                return common.Parsed()  # SUBSCRIBE acknowledged
             if "code" in doc and "msg" in doc:
-                return Parsed(error=f"{doc['code']}: {doc['msg']}")
+                return common.Parsed(error=f"{doc['code']}: {doc['msg']}")
             if event == "serverShutdown":  # the server goes away soon: move on now
                 self.renew_now = True
-                return Parsed()
+                return common.Parsed()
             if event is not None:
-                return Parsed()  # another event type: not a trade
+                return common.Parsed()  # another event type: not a trade
             raise ValidationFailed("unknown_shape", "neither a trade nor an acknowledgement")
-        except FRAME_ERRORS as exc:
-            return Parsed(rejects=[rejected(exc, frame)])
+        except common.FRAME_ERRORS as exc:
+            return common.Parsed(rejects=[common.rejected(exc, frame)])
 
     def _frames(self, frames: list[str | bytes]) -> None:
         """The messages of one socket read. The common one (a trade of a subscribed symbol,
@@ -151,7 +147,7 @@ class BinanceSource(ExchangeSource):
                         )
                         fast += 1
                         continue
-            except FRAME_ERRORS:  # invalid JSON included
+            except common.FRAME_ERRORS:  # invalid JSON included
                 pass
             # the general path, after what came before it
             if out:
@@ -207,7 +203,7 @@ class BinanceSource(ExchangeSource):
                 break
             out.extend(tick for tick in page if int(tick["trade_id"]) <= gap.last_id)
             next_id = int(page[-1]["trade_id"]) + 1
-        return plain(out)
+        return common.plain(out)
 
     async def history(
         self, venue_symbol: str, start: datetime, end: datetime
@@ -228,7 +224,7 @@ class BinanceSource(ExchangeSource):
             page = await self._page(venue_symbol, next_id, PAGE)
             inside = [tick for tick in page if tick["ts"] < end]
             if inside:
-                yield plain(inside)
+                yield common.plain(inside)
             if len(inside) < len(page) or len(page) < PAGE:
                 return
             next_id = int(page[-1]["trade_id"]) + 1

@@ -24,15 +24,7 @@ from typing import Any
 import orjson
 
 from services.ingestion.sources.base import RawTick
-from services.ingestion.sources.exchange.common import (
-    FRAME_ERRORS,
-    Parsed,
-    load_frame,
-    parse_each,
-    plain,
-    rejected,
-    trade,
-)
+from services.ingestion.sources.exchange import common
 from services.ingestion.sources.exchange.gaps import Gap
 from services.ingestion.sources.exchange.numbers import decimal_value, rfc3339, sequential_id
 from services.ingestion.sources.exchange.rest import get_json
@@ -58,27 +50,27 @@ class CoinbaseSource(ExchangeSource):
             for channel in ("heartbeats", "market_trades")
         ]
 
-    def parse(self, frame: str | bytes) -> Parsed:
+    def parse(self, frame: str | bytes) -> common.Parsed:
         try:
-            doc = load_frame(frame)
+            doc = common.load_frame(frame)
             channel = doc.get("channel")
             if channel == "market_trades":
                 trades = (item for event in doc["events"] for item in event["trades"])
-                return parse_each(trades, self._trade)
+                return common.parse_each(trades, self._trade)
             if channel in CONTROL_CHANNELS:
-                return Parsed()
+                return common.Parsed()
             if doc.get("type") == "error":
-                return Parsed(error=str(doc.get("message", doc))[:300])
+                return common.Parsed(error=str(doc.get("message", doc))[:300])
             raise ValidationFailed("unknown_shape", f"unknown channel {str(channel)[:30]!r}")
-        except FRAME_ERRORS as exc:
-            return Parsed(rejects=[rejected(exc, frame)])
+        except common.FRAME_ERRORS as exc:
+            return common.Parsed(rejects=[common.rejected(exc, frame)])
 
     def _trade(self, item: dict[str, Any]) -> RawTick:
         product = item["product_id"]
         symbol = self.pairs.get(product)
         if symbol is None:
             raise ValidationFailed("invalid_symbol", f"unsubscribed product {str(product)[:20]!r}")
-        return trade(
+        return common.trade(
             self.name,
             symbol,
             product,
@@ -131,7 +123,7 @@ class CoinbaseSource(ExchangeSource):
                     out[tid] = tick
             if gap.expected is not None and len(out) >= gap.expected:
                 break
-        return plain(list(out.values()))
+        return common.plain(list(out.values()))
 
     async def history(
         self, venue_symbol: str, start: datetime, end: datetime
@@ -143,4 +135,4 @@ class CoinbaseSource(ExchangeSource):
             ]
             seen.update(tick["trade_id"] for tick in inside)
             if inside:
-                yield plain(inside)
+                yield common.plain(inside)

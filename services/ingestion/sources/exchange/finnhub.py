@@ -28,15 +28,7 @@ from urllib.parse import urlencode
 import orjson
 
 from services.ingestion.sources.base import RawTick
-from services.ingestion.sources.exchange.common import (
-    FRAME_ERRORS,
-    Parsed,
-    load_frame,
-    parse_each,
-    plain,
-    rejected,
-    trade,
-)
+from services.ingestion.sources.exchange import common
 from services.ingestion.sources.exchange.gaps import Gap
 from services.ingestion.sources.exchange.numbers import decimal_value, epoch_ms
 from services.ingestion.sources.exchange.rest import get_json
@@ -78,19 +70,19 @@ class FinnhubSource(ExchangeSource):
             orjson.dumps({"type": "subscribe", "symbol": venue}).decode() for venue in self.pairs
         ]
 
-    def parse(self, frame: str | bytes) -> Parsed:
+    def parse(self, frame: str | bytes) -> common.Parsed:
         try:
-            doc = load_frame(frame)
+            doc = common.load_frame(frame)
             kind = doc.get("type")
             if kind == "trade":
-                return parse_each(doc["data"], lambda item: self._trade(item, self._ids))
+                return common.parse_each(doc["data"], lambda item: self._trade(item, self._ids))
             if kind == "ping":
-                return Parsed()
+                return common.Parsed()
             if kind == "error":
-                return Parsed(error=str(doc.get("msg", doc))[:300])
+                return common.Parsed(error=str(doc.get("msg", doc))[:300])
             raise ValidationFailed("unknown_shape", f"unknown type {str(kind)[:30]!r}")
-        except FRAME_ERRORS as exc:
-            return Parsed(rejects=[rejected(exc, frame)])
+        except common.FRAME_ERRORS as exc:
+            return common.Parsed(rejects=[common.rejected(exc, frame)])
 
     def _trade(self, item: dict[str, Any], ids: MillisecondCounter) -> RawTick:
         venue = item["s"]
@@ -100,7 +92,9 @@ class FinnhubSource(ExchangeSource):
         ts = epoch_ms(item["t"], "t")
         price = decimal_value(item["p"], "p")
         volume = decimal_value(item["v"], "v")
-        return trade(self.name, symbol, venue, ts, price, volume, ids.next_id(venue, item["t"]))
+        return common.trade(
+            self.name, symbol, venue, ts, price, volume, ids.next_id(venue, item["t"])
+        )
 
     # --- REST ------------------------------------------------------------------------------
     async def _day(self, venue: str, day: date) -> AsyncIterator[list[RawTick]]:
@@ -149,10 +143,10 @@ class FinnhubSource(ExchangeSource):
             out.extend(page)
             if len(out) >= self.config.repair_max_trades:
                 break
-        return plain(out)
+        return common.plain(out)
 
     async def history(
         self, venue_symbol: str, start: datetime, end: datetime
     ) -> AsyncIterator[list[RawTick]]:
         async for page in self._between(venue_symbol, start, end, inclusive=False):
-            yield plain(page)
+            yield common.plain(page)

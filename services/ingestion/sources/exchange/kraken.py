@@ -26,15 +26,7 @@ from typing import Any
 import orjson
 
 from services.ingestion.sources.base import RawTick
-from services.ingestion.sources.exchange.common import (
-    FRAME_ERRORS,
-    Parsed,
-    load_frame,
-    parse_each,
-    plain,
-    rejected,
-    trade,
-)
+from services.ingestion.sources.exchange import common
 from services.ingestion.sources.exchange.gaps import Gap
 from services.ingestion.sources.exchange.numbers import decimal_value, rfc3339, sequential_id
 from services.ingestion.sources.exchange.rest import get_json
@@ -56,21 +48,21 @@ class KrakenSource(ExchangeSource):
         params = {"channel": "trade", "symbol": list(self.pairs), "snapshot": True}
         return [orjson.dumps({"method": "subscribe", "params": params, "req_id": 1}).decode()]
 
-    def parse(self, frame: str | bytes) -> Parsed:
+    def parse(self, frame: str | bytes) -> common.Parsed:
         try:
-            doc = load_frame(frame)
+            doc = common.load_frame(frame)
             channel = doc.get("channel")
             if channel == "trade":
-                return parse_each(doc["data"], self._ws_trade)
+                return common.parse_each(doc["data"], self._ws_trade)
             if channel in CONTROL_CHANNELS:
-                return Parsed()
+                return common.Parsed()
             if "method" in doc:  # subscribe / pong acknowledgements
                 if doc.get("success") is False:
-                    return Parsed(error=str(doc.get("error", doc))[:300])
-                return Parsed()
+                    return common.Parsed(error=str(doc.get("error", doc))[:300])
+                return common.Parsed()
             raise ValidationFailed("unknown_shape", f"unknown channel {str(channel)[:30]!r}")
-        except FRAME_ERRORS as exc:
-            return Parsed(rejects=[rejected(exc, frame)])
+        except common.FRAME_ERRORS as exc:
+            return common.Parsed(rejects=[common.rejected(exc, frame)])
 
     def _symbol(self, venue: Any) -> str:
         symbol = self.pairs.get(venue)
@@ -80,7 +72,7 @@ class KrakenSource(ExchangeSource):
 
     def _ws_trade(self, item: dict[str, Any]) -> RawTick:
         venue = item["symbol"]
-        return trade(
+        return common.trade(
             self.name,
             self._symbol(venue),
             venue,
@@ -94,7 +86,7 @@ class KrakenSource(ExchangeSource):
     def _rest_trade(self, venue: str, row: list[Any]) -> RawTick:
         seconds = Decimal(str(row[2]))
         ts = datetime.fromtimestamp(float(seconds), UTC)
-        return trade(
+        return common.trade(
             self.name,
             self._symbol(venue),
             venue,
@@ -136,7 +128,7 @@ class KrakenSource(ExchangeSource):
                 break
             if len(out) >= self.config.repair_max_trades:
                 break
-        return plain(list(out.values()))
+        return common.plain(list(out.values()))
 
     async def history(
         self, venue_symbol: str, start: datetime, end: datetime
@@ -145,6 +137,6 @@ class KrakenSource(ExchangeSource):
         async for page in self._pages(venue_symbol, since):
             inside = [tick for tick in page if start <= tick["ts"] < end]
             if inside:
-                yield plain(inside)
+                yield common.plain(inside)
             if page[-1]["ts"] >= end:
                 return
