@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -81,8 +81,7 @@ async def one_partition(isolated_settings: Settings) -> AsyncIterator[Settings]:
     yield s
 
 
-@dataclass
-class AtTheEnd:
+class AtTheEnd(NamedTuple):
     """A consumer of group ``group`` that has read the whole one-partition log."""
 
     settings: Settings
@@ -107,8 +106,7 @@ async def at_the_end(one_partition: Settings) -> AsyncIterator[AtTheEnd]:
 async def test_the_broker_does_not_reset_a_position_beyond_the_log_end(
     at_the_end: AtTheEnd,
 ) -> None:
-    settings = at_the_end.settings
-    consumer, tp = at_the_end.consumer, at_the_end.tp
+    settings, _, consumer, tp = at_the_end
     consumer.seek(tp, BEYOND)
     await _produce(settings, 5, "b")
     for _ in range(3):
@@ -119,8 +117,7 @@ async def test_the_broker_does_not_reset_a_position_beyond_the_log_end(
 
 
 async def test_watchdog_resets_to_the_committed_offset_inside_the_log(at_the_end: AtTheEnd) -> None:
-    settings, group = at_the_end.settings, at_the_end.group
-    consumer, tp = at_the_end.consumer, at_the_end.tp
+    settings, group, consumer, tp = at_the_end
     await consumer.commit({tp: 40})
     consumer.seek(tp, BEYOND)
     await _produce(settings, 5, "b")
@@ -138,8 +135,7 @@ async def test_watchdog_resets_to_the_beginning_when_the_commit_is_beyond_the_en
     at_the_end: AtTheEnd,
 ) -> None:
     """The stale commit of an old log: the group's committed offset is beyond the end too."""
-    group = at_the_end.group
-    consumer, tp = at_the_end.consumer, at_the_end.tp
+    _, group, consumer, tp = at_the_end
     consumer.seek(tp, BEYOND)
     await consumer.commit({tp: BEYOND})
     watchdog = LogEndWatchdog(consumer, group, grace_s=0.3, interval_s=0.05)
@@ -149,8 +145,7 @@ async def test_watchdog_resets_to_the_beginning_when_the_commit_is_beyond_the_en
 
 
 async def test_watchdog_leaves_a_consumer_inside_the_log_alone(at_the_end: AtTheEnd) -> None:
-    settings, group = at_the_end.settings, at_the_end.group
-    consumer, tp = at_the_end.consumer, at_the_end.tp
+    settings, group, consumer, tp = at_the_end
     watchdog = LogEndWatchdog(consumer, group, grace_s=0.0, interval_s=0.0)
     for _ in range(5):  # caught up: position == high watermark
         await _next_fetch(consumer, tp)

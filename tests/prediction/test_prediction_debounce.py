@@ -6,14 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from prediction_helpers import (
-    count_predictions,
-    history_ticks,
-    produce_ticks,
-    read_topic,
-    store_ticks,
-    wait_until,
-)
+import prediction_helpers as helpers
 from sqlalchemy.engine import Engine
 
 from services.common.bars import get_bars
@@ -30,26 +23,31 @@ async def test_thousand_ticks_one_forecast_per_horizon_after_the_writer(
     hour = timedelta(hours=1)
     h0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     bar = h0 - hour
-    store_ticks(clean_db, history_ticks(SYM, h0 - timedelta(days=35), bar - hour, hour, seed=3))
+    helpers.store_ticks(
+        clean_db, helpers.history_ticks(SYM, h0 - timedelta(days=35), bar - hour, hour, seed=3)
+    )
     service = await run_service()
 
     live = [(SYM, bar + timedelta(seconds=3 * i + 1), 100.0 + (i % 7)) for i in range(1000)]
     live.append((SYM, h0, 104.5))
-    await produce_ticks(s, live)  # on Kafka, but the "writer" has not stored them yet
+    await helpers.produce_ticks(s, live)  # on Kafka, but the "writer" has not stored them yet
 
     engine = service.engine
     assert engine is not None
-    await wait_until(lambda: engine.waiting == {SYM}, what="the batch to wait for the writer")
+    await helpers.wait_until(
+        lambda: engine.waiting == {SYM}, what="the batch to wait for the writer"
+    )
     await asyncio.sleep(1.0)
     assert engine.waiting == {SYM}
-    assert count_predictions(clean_db, SYM, "1h", bar) == 0
+    assert helpers.count_predictions(clean_db, SYM, "1h", bar) == 0
 
-    store_ticks(clean_db, live)  # the writer catches up
-    await wait_until(
-        lambda: count_predictions(clean_db, SYM, "1h", bar) == 24, what="forecast of the bar"
+    helpers.store_ticks(clean_db, live)  # the writer catches up
+    await helpers.wait_until(
+        lambda: helpers.count_predictions(clean_db, SYM, "1h", bar) == 24,
+        what="forecast of the bar",
     )
     messages = [
-        PredictionRecord.model_validate(m) for m in await read_topic(s, s.topic_predictions)
+        PredictionRecord.model_validate(m) for m in await helpers.read_topic(s, s.topic_predictions)
     ]
     of_bar = [m for m in messages if m.interval == "1h" and m.as_of == bar]
     assert sorted(m.horizon for m in of_bar) == list(range(1, 25))  # once each, not 1,000x
