@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import Path, Query
+from fastapi import Depends, Path, Query
 from pydantic import AfterValidator
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
@@ -28,6 +29,21 @@ HorizonFilter = Annotated[int | None, Query(ge=1, le=168)]
 IntervalFilter = Annotated[Literal["1h", "1d"] | None, Query()]
 Skip = Annotated[int, Query(ge=0, le=1_000_000)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@dataclass(frozen=True, slots=True)
+class Paging:
+    """``skip`` and ``limit`` of a paginated listing, declared once for every such route."""
+
+    skip: int
+    limit: int
+
+
+def _paging(skip: Skip = 0, limit: Limit = 100) -> Paging:
+    return Paging(skip, limit)
+
+
+PagingQuery = Annotated[Paging, Depends(_paging)]
 LevelQuery = Annotated[
     float | None,
     Query(

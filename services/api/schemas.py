@@ -20,6 +20,11 @@ class Page(BaseModel, Generic[T]):
     skip: int
     limit: int
 
+    @classmethod
+    def of(cls, items: list[T], total: int, skip: int, limit: int) -> Page[T]:
+        """One page of ``total`` items, as ``skip``/``limit`` asked for it."""
+        return cls(items=items, total=total, skip=skip, limit=limit)
+
 
 class TokenResponse(BaseModel):
     access_token: str

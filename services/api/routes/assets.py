@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from services.api.core.errors import unknown_symbol
 from services.api.deps import ConnDep, GuardedRoute, requires
-from services.api.params import Limit, Skip, SymbolPath
+from services.api.params import PagingQuery, SymbolPath
 from services.api.queries import assets as queries
 from services.api.schemas import Asset, Page
 
@@ -23,18 +23,16 @@ router = APIRouter(prefix="/api/v1/assets", tags=["assets"], route_class=Guarded
 )
 def list_assets(
     conn: ConnDep,
-    skip: Skip = 0,
-    limit: Limit = 100,
+    paging: PagingQuery,
     active: bool | None = None,
     asset_class: Annotated[str | None, Query(max_length=32)] = None,
     q: Annotated[str | None, Query(max_length=64, description="symbol or name contains")] = None,
 ) -> Page[Asset]:
+    skip, limit = paging.skip, paging.limit
     total, rows = queries.list_assets(
         conn, skip=skip, limit=limit, active=active, asset_class=asset_class, q=q
     )
-    return Page[Asset](
-        items=[Asset.model_validate(r) for r in rows], total=total, skip=skip, limit=limit
-    )
+    return Page[Asset].of([Asset.model_validate(r) for r in rows], total, skip, limit)
 
 
 @router.get(

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from services.api.core.errors import error_schema
 from services.api.deps import Caller, ConnDep, GuardedRoute, requires
-from services.api.params import IntervalFilter, Limit, Skip, SymbolQuery
+from services.api.params import IntervalFilter, PagingQuery, SymbolQuery
 from services.api.queries import models as queries
 from services.api.queries.assets import known_symbol
 from services.api.schemas import ModelVersion, Page, RetrainRequestIn, RetrainRequestOut
@@ -27,27 +27,19 @@ router = APIRouter(prefix="/api/v1/models", tags=["models"], route_class=Guarded
 )
 def list_models(
     conn: ConnDep,
+    paging: PagingQuery,
     symbol: SymbolQuery = None,
     model: Annotated[str | None, Query(max_length=32)] = None,
     status: Annotated[
         Literal["candidate", "champion", "retired", "rejected"] | None, Query()
     ] = None,
     interval: IntervalFilter = None,
-    skip: Skip = 0,
-    limit: Limit = 100,
 ) -> Page[ModelVersion]:
+    skip, limit = paging.skip, paging.limit
     total, rows = queries.list_versions(
-        conn,
-        skip=skip,
-        limit=limit,
-        symbol=symbol,
-        model=model,
-        status=status,
-        interval=interval,
+        conn, skip=skip, limit=limit, symbol=symbol, model=model, status=status, interval=interval
     )
-    return Page[ModelVersion](
-        items=[ModelVersion.model_validate(r) for r in rows], total=total, skip=skip, limit=limit
-    )
+    return Page[ModelVersion].of([ModelVersion.model_validate(r) for r in rows], total, skip, limit)
 
 
 @router.get(

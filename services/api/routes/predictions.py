@@ -25,8 +25,7 @@ from services.api.params import (
     HorizonQuery,
     IntervalQuery,
     LevelQuery,
-    Limit,
-    Skip,
+    PagingQuery,
     SymbolPath,
 )
 from services.api.queries import predictions as queries
@@ -165,14 +164,14 @@ async def get_prediction(
 )
 def prediction_history(
     conn: ConnDep,
+    paging: PagingQuery,
     symbol: SymbolPath,
     interval: IntervalQuery = "1d",
     horizon: HorizonFilter = None,
     start: Annotated[datetime | None, Query(description="as_of >= start")] = None,
     end: Annotated[datetime | None, Query(description="as_of < end")] = None,
-    skip: Skip = 0,
-    limit: Limit = 100,
 ) -> Page[PredictionHistoryItem]:
+    skip, limit = paging.skip, paging.limit
     total, rows = queries.history(
         conn,
         known_symbol(conn, symbol),
@@ -184,7 +183,7 @@ def prediction_history(
         end=end,
     )
     items = [PredictionHistoryItem.model_validate(r) for r in rows]
-    return Page[PredictionHistoryItem](items=items, total=total, skip=skip, limit=limit)
+    return Page[PredictionHistoryItem].of(items, total, skip, limit)
 
 
 @router.get(
