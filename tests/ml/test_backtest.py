@@ -17,8 +17,17 @@ def write_csv(path: Path, closes: np.ndarray, column: str = "date") -> Path:
     return path
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
-    assert main(list(argv)) == 0
+def backtest(
+    capsys: pytest.CaptureFixture[str],
+    csv: Path,
+    symbol: str,
+    walk: tuple[int, int],
+    *extra: str,
+) -> dict:
+    """``pricecast backtest`` on ``csv``: ``walk`` is (test size, refit every); its JSON report."""
+    test_size, refit_every = walk
+    argv = ["--csv", str(csv), "--symbol", symbol, "--test-size", str(test_size)]
+    assert main([*argv, "--refit-every", str(refit_every), *extra]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -26,19 +35,7 @@ def test_backtest_cli_on_a_random_walk_serves_no_worse_than_naive(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv = write_csv(tmp_path / "rw.csv", random_walk(420, seed=3), column="time")
-    out = run(
-        capsys,
-        "--csv",
-        str(csv),
-        "--symbol",
-        "RW",
-        "--test-size",
-        "100",
-        "--refit-every",
-        "50",
-        "--horizon",
-        "2",
-    )
+    out = backtest(capsys, csv, "RW", (100, 50), "--horizon", "2")
     for name in ("naive", "drift", "arima", "lstm", "served"):
         assert set(out[name]) >= {"mae", "mape", "mase", "coverage", "count"}
     assert out["served"]["count"] == 100
@@ -51,18 +48,7 @@ def test_backtest_cli_on_ar_data_beats_naive(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv = write_csv(tmp_path / "ar.csv", ar_prices(400, seed=4))
-    out = run(
-        capsys,
-        "--csv",
-        str(csv),
-        "--symbol",
-        "AR",
-        "--test-size",
-        "100",
-        "--refit-every",
-        "50",
-        "--no-lstm",
-    )
+    out = backtest(capsys, csv, "AR", (100, 50), "--no-lstm")
     assert out["served"]["mase"] < 0.95
     assert out["served"]["choices"] == {"arima": 100}
     assert 0.6 <= out["served"]["coverage"] <= 0.95
@@ -78,11 +64,7 @@ def test_backtest_reports_every_level_with_interval_scores(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv = write_csv(tmp_path / "rw.csv", random_walk(300, seed=5))
-    out = run(
-        capsys,
-        *("--csv", str(csv), "--symbol", "RW", "--test-size", "60", "--refit-every", "30"),
-        *("--no-lstm", "--levels", "0.5,0.95"),
-    )
+    out = backtest(capsys, csv, "RW", (60, 30), "--no-lstm", "--levels", "0.5,0.95")
     assert out["levels"] == [0.5, 0.8, 0.95]  # the default level is always reported
     for name in ("naive", "arima", "served"):
         row = out[name]
@@ -100,11 +82,7 @@ def test_backtest_counts_origins_without_enough_history_as_err_pred_001(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv = write_csv(tmp_path / "short.csv", random_walk(60, seed=6))
-    out = run(
-        capsys,
-        *("--csv", str(csv), "--symbol", "S", "--test-size", "50", "--refit-every", "25"),
-        "--no-lstm",
-    )
+    out = backtest(capsys, csv, "S", (50, 25), "--no-lstm")
     report = out["served"]["ERR_PRED_001"]
     # origins 9..28 have 10..29 days: below the 30 days ARIMA needs
     assert report["count"] == out["served"]["choices"]["insufficient_history"] == 20
