@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
 
 import pytest
 
-import ml
-import services
+import ml.errors
+import services.common
 from ml.errors import ForecastError, PricecastError
 from services.common.errors import ApiError, AuthError, IngestError, StreamError
 
@@ -18,10 +19,18 @@ from services.common.errors import ApiError, AuthError, IngestError, StreamError
 OUTSIDE = {"services.api.core.middleware._BodyTooLarge"}
 
 
+# The packages' folders from their modules' files: under pytest ``import ml`` may resolve to
+# the namespace package tests/ml (tests/ is on sys.path), whose __path__ is not the code's.
+PACKAGES = {
+    "ml": Path(ml.errors.__file__).parent,
+    "services": Path(services.common.__file__).parent.parent,
+}
+
+
 def _modules() -> list[str]:
     names = []
-    for package in (ml, services):
-        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+    for package, folder in PACKAGES.items():
+        for info in pkgutil.walk_packages([str(folder)], package + "."):
             names.append(info.name)
     return names
 
