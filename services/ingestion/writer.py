@@ -74,8 +74,11 @@ BUSY_POLL_MS = 5  # how often a due batch checks whether the database stage is f
 DB_UNAVAILABLE = (sa.exc.OperationalError, psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
-@dataclass
+@dataclass(slots=True)
 class WriterStats:
+    """What the writer has done since it started (``/health`` and doctor read it). Slots: it is
+    updated on every batch, and a misspelt counter fails instead of adding an attribute."""
+
     batches: int = 0
     consumed: int = 0
     stored: int = 0

@@ -54,8 +54,11 @@ class Parsed:
         self.error = error
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamStats:
+    """One streaming source's counters since it started (``/health`` reads them). Slots: it is
+    updated on every message, and a misspelt counter fails instead of adding an attribute."""
+
     connections: int = 0
     messages: int = 0
     trades: int = 0
