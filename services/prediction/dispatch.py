@@ -255,6 +255,7 @@ class ForecastDispatcher:
                 work.available,
                 None if work.choice.lstm is None else work.choice.lstm.version,
                 None if work.choice.lstm is None else work.choice.lstm.validation_mase,
+                None if work.choice.lstm is None else work.choice.lstm.validation_t,
                 work.calibration,
             )
             for _, work in group

@@ -59,7 +59,8 @@ class ArimaTask:
     horizon: int
     available_days: int
     lstm_version: str | None = None  # a champion exists for the key (not chosen for it)
-    lstm_mase: float | None = None
+    lstm_mase: float | None = None  # what the registry validated for the key's asset:
+    lstm_t: float | None = None  # the worker must make the parent's choice (select_for)
     calibration: Calibration | None = None  # levels and the key's online state
 
 
@@ -97,7 +98,7 @@ def run_tasks(tasks: Sequence[ArimaTask], policy: SelectionPolicy) -> list[TaskR
         lstm = (
             None
             if task.lstm_version is None
-            else LoadedModel(_ElsewhereLSTM(), task.lstm_version, task.lstm_mase)
+            else LoadedModel(_ElsewhereLSTM(), task.lstm_version, task.lstm_mase, task.lstm_t)
         )
         try:
             served = serve_forecast(

@@ -36,6 +36,8 @@ def _tasks() -> list[ArimaTask]:
         ArimaTask(random_walk(200, seed=3), 7, 120, "lstm:*:1d:v2", 1.3),  # lstm MASE too high
         ArimaTask(random_walk(200, seed=4), 7, 60, "lstm:*:1d:v2", 0.5),  # lstm, too short
         ArimaTask(random_walk(2, seed=5), 3, 45),  # 2 bars: naive
+        # a good MASE, but an advantage over naive within noise (the t the registry recorded)
+        ArimaTask(random_walk(200, seed=6), 7, 120, "lstm:*:1d:v2", 0.9, 0.2),
     ]
 
 
@@ -45,7 +47,7 @@ def _in_process(task: ArimaTask) -> object:
     lstm = (
         None
         if task.lstm_version is None
-        else LoadedModel(LSTMForecaster(), task.lstm_version, task.lstm_mase)
+        else LoadedModel(LSTMForecaster(), task.lstm_version, task.lstm_mase, task.lstm_t)
     )
     return serve_forecast(task.closes, task.horizon, task.available_days, lstm, POLICY)
 
@@ -69,6 +71,7 @@ def test_run_tasks_serves_like_the_service_process() -> None:
     assert reasons[0] is not None and "< 90d" in reasons[0]
     assert reasons[1] is not None and "no promoted lstm" in reasons[1]
     assert reasons[2] is not None and "validation MASE 1.300" in reasons[2]
+    assert reasons[-1] is not None and "no more than noise" in reasons[-1]  # not the lstm
 
 
 def test_model_errors_come_back_as_values() -> None:
