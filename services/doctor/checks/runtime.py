@@ -67,10 +67,10 @@ def cuda(ctx: Context) -> Finding:
         )
     devices = []
     low = []
-    for i in range(torch.cuda.device_count()):
-        free, total = torch.cuda.mem_get_info(i)
+    for device_index in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(device_index)
         gib = f"{free / 2**30:.1f}/{total / 2**30:.1f} GiB free"
-        label = f"cuda:{i} {torch.cuda.get_device_name(i)} {gib}"
+        label = f"cuda:{device_index} {torch.cuda.get_device_name(device_index)} {gib}"
         devices.append(label)
         if total and free / total < 0.1:
             low.append(label)
