@@ -63,7 +63,8 @@ def ensure_database(url: str) -> None:
     try:
         with admin.connect() as conn:
             exists = conn.execute(
-                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": parsed.database},
             ).scalar()
             if not exists:
                 conn.execute(sa.text(f'CREATE DATABASE "{parsed.database}"'))

@@ -37,7 +37,7 @@ WHERE symbol IS NOT NULL
 
 _DELETE_BATCH = """
 DELETE FROM price_ticks WHERE ctid = ANY (ARRAY(
-    SELECT ctid FROM price_ticks WHERE symbol = :symbol AND ts < :cutoff LIMIT :n
+    SELECT ctid FROM price_ticks WHERE symbol = :symbol AND ts < :cutoff LIMIT :batch_size
 ))
 """
 
@@ -94,7 +94,8 @@ def drop_old_ticks(
         while not (should_stop is not None and should_stop()):
             with engine.begin() as conn:
                 batch_deleted = conn.execute(
-                    sa.text(_DELETE_BATCH), {"symbol": symbol, "cutoff": cutoff, "n": batch_size}
+                    sa.text(_DELETE_BATCH),
+                    {"symbol": symbol, "cutoff": cutoff, "batch_size": batch_size},
                 ).rowcount
             deleted += batch_deleted
             if batch_deleted < batch_size:
