@@ -279,8 +279,8 @@ class Closes:
 _CLOSE_ROW: Final = np.dtype(
     [
         ("nfields", ">i2"),
-        ("i_len", ">i4"),
-        ("i", ">i8"),
+        ("request_no_len", ">i4"),
+        ("request_no", ">i8"),
         ("bucket_len", ">i4"),
         ("bucket", ">i8"),
         ("close_len", ">i4"),
@@ -302,11 +302,12 @@ def bar_closes_many(
         raise ValueError("limit must be positive")
     rel = relation(interval)
     sql = (
-        "SELECT r.i, b.bucket, b.close FROM unnest(CAST(%(symbols)s AS text[]), "
-        "CAST(%(ends)s AS timestamptz[])) WITH ORDINALITY AS r(symbol, end_ts, i) "
-        "CROSS JOIN LATERAL (SELECT p.bucket, p.close FROM "
-        f"{rel} p WHERE p.symbol = r.symbol AND p.bucket < r.end_ts "
-        "ORDER BY p.bucket DESC LIMIT %(limit)s) b"
+        "SELECT request.request_no, newest.bucket, newest.close FROM unnest("
+        "CAST(%(symbols)s AS text[]), CAST(%(ends)s AS timestamptz[])) WITH ORDINALITY "
+        "AS request(symbol, end_ts, request_no) "
+        "CROSS JOIN LATERAL (SELECT bar.bucket, bar.close FROM "
+        f"{rel} bar WHERE bar.symbol = request.symbol AND bar.bucket < request.end_ts "
+        "ORDER BY bar.bucket DESC LIMIT %(limit)s) newest"
     )
     params = {
         "symbols": [symbol for symbol, _ in requests],
@@ -314,11 +315,11 @@ def bar_closes_many(
         "limit": int(limit),
     }
     rows = _copy_binary(conn, sql, params, _CLOSE_ROW)
-    order = np.lexsort((rows["bucket"], rows["i"]))  # by request, then ascending bucket
-    idx = rows["i"][order].astype(np.int64)
+    order = np.lexsort((rows["bucket"], rows["request_no"]))  # by request, then ascending bucket
+    request_nos = rows["request_no"][order].astype(np.int64)
     buckets = _epoch_s(rows["bucket"][order])
     closes = rows["close"][order].astype(np.float64)
-    bounds = np.searchsorted(idx, np.arange(1, len(requests) + 2))
+    bounds = np.searchsorted(request_nos, np.arange(1, len(requests) + 2))
     return [
         Closes(
             buckets[bounds[index] : bounds[index + 1]], closes[bounds[index] : bounds[index + 1]]
