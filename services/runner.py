@@ -75,7 +75,7 @@ class Stack:
         self.jobs[name] = self._spawn(name, argv)
 
     def dead(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p.poll() is not None]
+        return [name for name, proc in self.procs.items() if proc.poll() is not None]
 
     def stop(self) -> None:
         everything = [*self.procs.values(), *self.jobs.values()]
@@ -185,8 +185,8 @@ def main(args: argparse.Namespace) -> int:
                 from services.ingestion.backfill import load_history
 
                 print("loading demo history through the ingestion path ...", flush=True)
-                n = asyncio.run(load_history(settings, DEMO_HISTORY))
-                print(f"published {n} historical ticks", flush=True)
+                published = asyncio.run(load_history(settings, DEMO_HISTORY))
+                print(f"published {published} historical ticks", flush=True)
                 # The first retraining run, as the nightly CronJob would do it: once the
                 # history is stored it trains, validates and promotes an LSTM where it beats
                 # naive; the prediction service hot-reloads it from ``model-events``.

@@ -118,7 +118,9 @@ class GuardedRoute(APIRoute):
             kwargs["responses"] = {**guarded_responses(scope != ANY_SCOPE, *errors), **own}
         kwargs["openapi_extra"] = extra or None
         super().__init__(path, endpoint, **kwargs)
-        takes_caller = any(d.call is admitted for d in self.dependant.dependencies)
+        takes_caller = any(
+            dependency.call is admitted for dependency in self.dependant.dependencies
+        )
         if scope is not None and not takes_caller:
             # The Caller's bearer Security documents itself; any other guarded route says so.
             self.openapi_extra = {"security": [{"HTTPBearer": []}], **extra}

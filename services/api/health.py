@@ -90,7 +90,7 @@ class DataReport:
         parts = [database()]
         if self.settings.kafka_configured:
             groups = (self.settings.consumer_group_writer, self.settings.consumer_group_prediction)
-            parts += [one_lag(g) for g in groups]
+            parts += [one_lag(consumer_group) for consumer_group in groups]
         await asyncio.gather(*parts)
         stale = db_part.get("stale_symbols", [])
         return {
@@ -111,21 +111,27 @@ class DataReport:
         symbols = {
             symbol: {
                 "tick_age_s": tick_ages[symbol],
-                "bar_age_s": {k: _age_s(now, v) for k, v in times.items() if k != "tick"},
+                "bar_age_s": {
+                    kind: _age_s(now, stamp) for kind, stamp in times.items() if kind != "tick"
+                },
             }
             for symbol, times in newest.items()
         }
         limit = self.settings.stale_after_s
-        stale = [s for s, age in tick_ages.items() if age is not None and age > limit]
+        stale = [
+            stale_symbol
+            for stale_symbol, age in tick_ages.items()
+            if age is not None and age > limit
+        ]
         models = [
             {
-                "model": c["model"],
-                "scope": c["scope"],
-                "interval": c["interval"],
-                "version": c["version"],
-                "age_s": _age_s(now, c["promoted_at"] or c["created_at"]),
+                "model": champion["model"],
+                "scope": champion["scope"],
+                "interval": champion["interval"],
+                "version": champion["version"],
+                "age_s": _age_s(now, champion["promoted_at"] or champion["created_at"]),
             }
-            for c in champions
+            for champion in champions
         ]
         return {"stale_symbols": stale, "symbols": symbols, "champions": models}
 

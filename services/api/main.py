@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Pricecast API",
         version=__version__,
         description="Asset price forecasts with provenance. Scopes: "
-        + ", ".join(f"`{k}` ({v})" for k, v in SCOPES.items()),
+        + ", ".join(f"`{scope}` ({description})" for scope, description in SCOPES.items()),
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,

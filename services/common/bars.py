@@ -80,7 +80,7 @@ _COLUMNS: Final = (
 _COPY_SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00"
 _ROW: Final = np.dtype(
     [("nfields", ">i2")]
-    + [f for name, _, dt in _COLUMNS for f in ((f"{name}_len", ">i4"), (name, dt))]
+    + [field for name, _, dt in _COLUMNS for field in ((f"{name}_len", ">i4"), (name, dt))]
 )
 _PG_EPOCH_S: Final = 946_684_800  # 2000-01-01 in Unix seconds
 
@@ -106,9 +106,9 @@ def _copy_binary(
     if len(body) % row.itemsize:
         raise ValueError("unexpected row layout in binary COPY")
     rows = np.frombuffer(body, dtype=row)
-    names = [n for n in row.names or () if n.endswith("_len")]
+    names = [name for name in row.names or () if name.endswith("_len")]
     if rows.shape[0] and not (
-        (rows["nfields"] == len(names)).all() and all((rows[n] == 8).all() for n in names)
+        (rows["nfields"] == len(names)).all() and all((rows[name] == 8).all() for name in names)
     ):
         raise ValueError("unexpected field widths (a NULL?) in binary COPY")
     return rows
@@ -167,7 +167,7 @@ class BarColumns:
             for i, key in enumerate(keys):
                 if buckets[i] is None:
                     buckets[i] = _BUCKET_CACHE[key] = datetime.fromtimestamp(key, UTC)
-        vwap = [None if v != v else v for v in self.vwap.tolist()]  # NaN -> None
+        vwap = [None if value != value else value for value in self.vwap.tolist()]  # NaN -> None
         return list(
             map(
                 Bar._make,
@@ -259,8 +259,8 @@ def history_days_many(conn: sa.Connection, symbols: Sequence[str]) -> dict[str, 
         "SELECT symbol, count(*) FROM price_1d WHERE symbol = ANY(%(symbols)s) GROUP BY symbol",
         {"symbols": list(symbols)},
     )
-    found = {str(r[0]): int(r[1]) for r in rows}
-    return {s: found.get(s, 0) for s in symbols}
+    found = {str(row[0]): int(row[1]) for row in rows}
+    return {symbol: found.get(symbol, 0) for symbol in symbols}
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,8 +279,8 @@ class Closes:
 _CLOSE_ROW: Final = np.dtype(
     [
         ("nfields", ">i2"),
-        ("i_len", ">i4"),
-        ("i", ">i8"),
+        ("request_no_len", ">i4"),
+        ("request_no", ">i8"),
         ("bucket_len", ">i4"),
         ("bucket", ">i8"),
         ("close_len", ">i4"),
@@ -302,24 +302,27 @@ def bar_closes_many(
         raise ValueError("limit must be positive")
     rel = relation(interval)
     sql = (
-        "SELECT r.i, b.bucket, b.close FROM unnest(CAST(%(symbols)s AS text[]), "
-        "CAST(%(ends)s AS timestamptz[])) WITH ORDINALITY AS r(symbol, end_ts, i) "
-        "CROSS JOIN LATERAL (SELECT p.bucket, p.close FROM "
-        f"{rel} p WHERE p.symbol = r.symbol AND p.bucket < r.end_ts "
-        "ORDER BY p.bucket DESC LIMIT %(limit)s) b"
+        "SELECT request.request_no, newest.bucket, newest.close FROM unnest("
+        "CAST(%(symbols)s AS text[]), CAST(%(ends)s AS timestamptz[])) WITH ORDINALITY "
+        "AS request(symbol, end_ts, request_no) "
+        "CROSS JOIN LATERAL (SELECT bar.bucket, bar.close FROM "
+        f"{rel} bar WHERE bar.symbol = request.symbol AND bar.bucket < request.end_ts "
+        "ORDER BY bar.bucket DESC LIMIT %(limit)s) newest"
     )
     params = {
-        "symbols": [s for s, _ in requests],
-        "ends": [e for _, e in requests],
+        "symbols": [symbol for symbol, _ in requests],
+        "ends": [end for _, end in requests],
         "limit": int(limit),
     }
     rows = _copy_binary(conn, sql, params, _CLOSE_ROW)
-    order = np.lexsort((rows["bucket"], rows["i"]))  # by request, then ascending bucket
-    idx = rows["i"][order].astype(np.int64)
+    order = np.lexsort((rows["bucket"], rows["request_no"]))  # by request, then ascending bucket
+    request_nos = rows["request_no"][order].astype(np.int64)
     buckets = _epoch_s(rows["bucket"][order])
     closes = rows["close"][order].astype(np.float64)
-    bounds = np.searchsorted(idx, np.arange(1, len(requests) + 2))
+    bounds = np.searchsorted(request_nos, np.arange(1, len(requests) + 2))
     return [
-        Closes(buckets[bounds[k] : bounds[k + 1]], closes[bounds[k] : bounds[k + 1]])
-        for k in range(len(requests))
+        Closes(
+            buckets[bounds[index] : bounds[index + 1]], closes[bounds[index] : bounds[index + 1]]
+        )
+        for index in range(len(requests))
     ]

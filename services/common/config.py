@@ -54,7 +54,7 @@ def _levels(value: object) -> object:
     if not isinstance(items, list | tuple | set | frozenset):
         return items  # pydantic reports the wrong type
     try:
-        return tuple(sorted({round(float(v), 6) for v in items}))
+        return tuple(sorted({round(float(level), 6) for level in items}))
     except (TypeError, ValueError):
         raise ValueError(f"forecast_levels must be numbers, got {value!r}") from None
 
@@ -62,7 +62,7 @@ def _levels(value: object) -> object:
 def _check_levels(levels: tuple[float, ...]) -> tuple[float, ...]:
     if not levels:
         raise ValueError("forecast_levels needs at least one level")
-    if any(not 0.0 < v < 1.0 for v in levels):
+    if any(not 0.0 < level < 1.0 for level in levels):
         raise ValueError(f"forecast_levels must be in (0, 1), got {levels!r}")
     return levels
 
@@ -291,10 +291,10 @@ class Settings(BaseSettings):
     # --- checks across settings -----------------------------------------------------------
     @model_validator(mode="after")
     def _default_level_offered(self) -> Self:
-        if all(abs(v - self.forecast_default_level) > 1e-9 for v in self.forecast_levels):
+        if all(abs(level - self.forecast_default_level) > 1e-9 for level in self.forecast_levels):
             raise ValueError(
                 f"forecast_default_level {self.forecast_default_level} is not one of "
-                f"forecast_levels {','.join(f'{v:g}' for v in self.forecast_levels)!r}"
+                f"forecast_levels {','.join(f'{level:g}' for level in self.forecast_levels)!r}"
             )
         return self
 
@@ -348,11 +348,11 @@ class Settings(BaseSettings):
                 "REDIS_URL": self.redis_url != DEFAULT_REDIS_URL,
                 "KAFKA_BOOTSTRAP_SERVERS": self.kafka_configured,
             }
-            unset = tuple(v for v in CONNECTION_VARS if not values[v])
+            unset = tuple(var for var in CONNECTION_VARS if not values[var])
             keys_unset = not self.jwt_keys_configured
         else:
-            unset = tuple(v for v in CONNECTION_VARS if not environ.get(v, "").strip())
-            keys_unset = not any(environ.get(v, "").strip() for v in JWT_KEY_VARS)
+            unset = tuple(var for var in CONNECTION_VARS if not environ.get(var, "").strip())
+            keys_unset = not any(environ.get(var, "").strip() for var in JWT_KEY_VARS)
         defaults = [
             name
             for name, value, default in (

@@ -58,16 +58,17 @@ def wait_for_db(engine: Engine, timeout_s: float) -> None:
 
 def ensure_database(url: str) -> None:
     """Create the database named in ``url`` if the server answers and it is missing."""
-    u = make_url(url)
-    admin = sa.create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    parsed = make_url(url)
+    admin = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             exists = conn.execute(
-                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": u.database}
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": parsed.database},
             ).scalar()
             if not exists:
-                conn.execute(sa.text(f'CREATE DATABASE "{u.database}"'))
-                log.info("created database %s", u.database)
+                conn.execute(sa.text(f'CREATE DATABASE "{parsed.database}"'))
+                log.info("created database %s", parsed.database)
     finally:
         admin.dispose()
 

@@ -106,16 +106,16 @@ async def run_checks(
         except Exception as exc:  # noqa: BLE001
             return CheckResult("unhealthy", _ms(start), describe(exc))
 
-    results = await asyncio.gather(*(guarded(n) for n in names))
+    results = await asyncio.gather(*(guarded(check_name) for check_name in names))
     for name, result in zip(names, results, strict=True):
         DEPENDENCY_UP.labels(name).set(1 if result.status == "healthy" else 0)
     return dict(zip(names, results, strict=True))
 
 
 def overall(results: dict[str, CheckResult], critical: set[str]) -> Status:
-    if any(r.status == "unhealthy" for n, r in results.items() if n in critical):
+    if any(result.status == "unhealthy" for name, result in results.items() if name in critical):
         return "unhealthy"
-    if any(r.status != "healthy" for r in results.values()):
+    if any(result.status != "healthy" for result in results.values()):
         return "degraded"
     return "healthy"
 
@@ -142,8 +142,12 @@ def health_router(
         responses={503: {"description": "a critical dependency is down"}},
     )
     async def ready() -> JSONResponse:
-        results = await run_checks({n: c for n, c in checks.items() if n in critical}, budget_s)
-        down = {n: r.detail for n, r in results.items() if r.status != "healthy"}
+        results = await run_checks(
+            {name: check for name, check in checks.items() if name in critical}, budget_s
+        )
+        down = {
+            name: result.detail for name, result in results.items() if result.status != "healthy"
+        }
         status = 503 if down else 200
         return JSONResponse({"ready": not down, "down": down}, status_code=status)
 
@@ -172,8 +176,8 @@ def health_router(
             "status": overall(results, critical),
             "timestamp": datetime.now(UTC).isoformat(),
             "version": __version__,
-            "services": {n: r.status for n, r in results.items()},
-            "checks": {n: asdict(r) for n, r in results.items()},
+            "services": {name: result.status for name, result in results.items()},
+            "checks": {name: asdict(result) for name, result in results.items()},
         }
         if extra is not None:
             try:

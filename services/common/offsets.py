@@ -51,7 +51,7 @@ async def _partitions(reader: AIOKafkaConsumer, topic: str) -> list[TopicPartiti
     if not parts:
         await reader.topics()  # metadata refresh
         parts = reader.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, p) for p in sorted(parts)]
+    return [TopicPartition(topic, partition) for partition in sorted(parts)]
 
 
 async def _committed(reader: AIOKafkaConsumer, parts: list[TopicPartition]) -> Offsets:

@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     print(as_json(findings) if getattr(args, "json", False) else as_table(findings))
-    return 1 if any(f.status == "fail" for f in findings) else 0
+    return 1 if any(finding.status == "fail" for finding in findings) else 0
 
 
 def _show(settings: Settings, what: str) -> int:

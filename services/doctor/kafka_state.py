@@ -28,7 +28,7 @@ class TopicState:
 
     @property
     def messages(self) -> int:
-        return sum(self.end[p] - self.begin.get(p, 0) for p in self.end)
+        return sum(self.end[partition] - self.begin.get(partition, 0) for partition in self.end)
 
 
 @dataclass
@@ -44,7 +44,7 @@ class GroupLag:
 
     @property
     def committed_any(self) -> bool:
-        return any(v >= 0 for v in self.committed.values())
+        return any(offset >= 0 for offset in self.committed.values())
 
 
 def _ms(timeout_s: float) -> int:
@@ -60,7 +60,9 @@ async def advertised_brokers(bootstrap: str, timeout_s: float) -> list[tuple[int
     )
     try:
         await asyncio.wait_for(client.bootstrap(), timeout_s)
-        return sorted((b.nodeId, b.host, b.port) for b in client.cluster.brokers())
+        return sorted(
+            (broker.nodeId, broker.host, broker.port) for broker in client.cluster.brokers()
+        )
     finally:
         await client.close()
 
@@ -88,7 +90,7 @@ async def topic_states(
             if parts is None:
                 continue
             out[name] = TopicState(name)
-            tps += [TopicPartition(name, p) for p in sorted(parts)]
+            tps += [TopicPartition(name, partition) for partition in sorted(parts)]
         if tps:
             begin = await consumer.beginning_offsets(tps)
             end = await consumer.end_offsets(tps)
@@ -134,7 +136,11 @@ async def group_lag(
     )
     await asyncio.wait_for(admin.start(), timeout_s)
     try:
-        tps = [TopicPartition(t.name, p) for t in topics.values() for p in sorted(t.end)]
+        tps = [
+            TopicPartition(topic.name, partition)
+            for topic in topics.values()
+            for partition in sorted(topic.end)
+        ]
         offsets = await admin.list_consumer_group_offsets(group, partitions=tps) if tps else {}
         committed = {tp: int(offsets[tp].offset) if tp in offsets else -1 for tp in tps}
         lag: dict[TopicPartition, int] = {}
@@ -154,8 +160,8 @@ async def _members(admin: AIOKafkaAdminClient, group: str) -> int | None:
     except Exception:  # noqa: BLE001 - membership is extra evidence, not the check
         return None
     for response in responses:
-        for g in response.groups:
-            error_code, group_id, state = g[0], g[1], g[2]
+        for group_info in response.groups:
+            error_code, group_id, state = group_info[0], group_info[1], group_info[2]
             if group_id == group and error_code == 0:
-                return 0 if state in ("Empty", "Dead") else len(g[5])
+                return 0 if state in ("Empty", "Dead") else len(group_info[5])
     return None

@@ -118,8 +118,8 @@ def make_doctor_engine(settings: Settings, timeout_s: float, **overrides: Any) -
 
 def database_label(url: str) -> str:
     """``host:port/db`` of a database URL; never the password."""
-    u = make_url(url)
-    return f"{u.host or 'localhost'}:{u.port or 5432}/{u.database or ''}"
+    parsed = make_url(url)
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
 
 
 def redis_label(url: str) -> str:

@@ -18,33 +18,35 @@ _MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
 
 def as_json(findings: Sequence[Finding]) -> str:
-    counts = Counter(f.status for f in findings)
+    counts = Counter(finding.status for finding in findings)
     body: dict[str, Any] = {
         "status": overall(findings),
         "timestamp": datetime.now(UTC).isoformat(),
         "version": __version__,
-        "summary": {k: counts.get(k, 0) for k in ("ok", "warn", "fail", "skip")},
-        "checks": [f.as_dict() for f in findings],
+        "summary": {status: counts.get(status, 0) for status in ("ok", "warn", "fail", "skip")},
+        "checks": [finding.as_dict() for finding in findings],
     }
     return json.dumps(body, indent=2, default=str)
 
 
 def as_table(findings: Sequence[Finding], width: int | None = None) -> str:
     width = width or max(80, min(160, shutil.get_terminal_size((120, 24)).columns))
-    name_w = max([len(f.name) for f in findings] + [5])
+    name_w = max([len(finding.name) for finding in findings] + [5])
     indent = 7 + name_w + 2
     wrap_w = max(30, width - indent)
     lines = [f"{'STATUS':<7}{'CHECK':<{name_w + 2}}EVIDENCE / FIX"]
-    for f in findings:
-        body = textwrap.wrap(f.evidence, wrap_w) or [""]
-        if f.fix and f.status in ("warn", "fail"):
+    for finding in findings:
+        body = textwrap.wrap(finding.evidence, wrap_w) or [""]
+        if finding.fix and finding.status in ("warn", "fail"):
             body += textwrap.wrap(
-                "fix: " + f.fix, wrap_w, subsequent_indent="     ", break_on_hyphens=False
+                "fix: " + finding.fix, wrap_w, subsequent_indent="     ", break_on_hyphens=False
             )
-        lines.append(f"{_MARK[f.status]:<7}{f.name:<{name_w + 2}}{body[0]}")
+        lines.append(f"{_MARK[finding.status]:<7}{finding.name:<{name_w + 2}}{body[0]}")
         lines += [" " * indent + rest for rest in body[1:]]
-    counts = Counter(f.status for f in findings)
-    summary = ", ".join(f"{counts[k]} {k}" for k in ("ok", "warn", "fail", "skip") if counts[k])
+    counts = Counter(finding.status for finding in findings)
+    summary = ", ".join(
+        f"{counts[status]} {status}" for status in ("ok", "warn", "fail", "skip") if counts[status]
+    )
     lines.append("")
     lines.append(f"overall: {overall(findings)} ({summary})")
     return "\n".join(lines)

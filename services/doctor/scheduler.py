@@ -23,21 +23,25 @@ PASSING = ("ok", "warn")
 def select(only: Iterable[str] | None, checks: Sequence[CheckSpec] = ALL_CHECKS) -> list[CheckSpec]:
     """The checks named by ``only`` (exact names, dotted prefixes like ``kafka`` or globs like
     ``*.reachable``) plus everything they need; every check when ``only`` is empty."""
-    tokens = [t for item in (only or []) for t in comma_items(item)]
+    tokens = [token for item in (only or []) for token in comma_items(item)]
     if not tokens:
         return list(checks)
-    by_name = {c.name: c for c in checks}
-    unknown = [t for t in tokens if not any(_names(n, t) for n in by_name)]
+    by_name = {check.name: check for check in checks}
+    unknown = [
+        token for token in tokens if not any(_names(check_name, token) for check_name in by_name)
+    ]
     if unknown:
         raise ValueError(f"unknown check(s): {', '.join(unknown)}; known: {', '.join(by_name)}")
     wanted: set[str] = set()
-    stack = [n for n in by_name if any(_names(n, t) for t in tokens)]
+    stack = [
+        check_name for check_name in by_name if any(_names(check_name, token) for token in tokens)
+    ]
     while stack:
         name = stack.pop()
         if name not in wanted:
             wanted.add(name)
             stack.extend(by_name[name].needs)
-    return [c for c in checks if c.name in wanted]
+    return [check for check in checks if check.name in wanted]
 
 
 def _names(name: str, token: str) -> bool:
@@ -72,14 +76,14 @@ def _timeout_finding(spec: CheckSpec, limit: float) -> Finding:
 
 
 def _ready(spec: CheckSpec, done: dict[str, Finding], names: set[str]) -> bool:
-    return all(n in done or n not in names for n in spec.needs)
+    return all(needed in done or needed not in names for needed in spec.needs)
 
 
 def run(ctx: Context, specs: Sequence[CheckSpec] | None = None) -> list[Finding]:
     """Run ``specs`` (default: all), each as soon as the checks it needs are done and
     concurrently otherwise; report in registry order."""
     specs = list(ALL_CHECKS if specs is None else specs)
-    names = {s.name for s in specs}
+    names = {check.name for check in specs}
     done: dict[str, Finding] = {}
     pending = list(specs)
     running: dict[str, tuple[CheckSpec, float]] = {}  # name -> (spec, deadline)
@@ -93,17 +97,23 @@ def run(ctx: Context, specs: Sequence[CheckSpec] | None = None) -> list[Finding]
         threading.Thread(target=target, name=f"doctor:{spec.name}", daemon=True).start()
 
     while pending or running:
-        for spec in [s for s in pending if _ready(s, done, names)]:
+        for spec in [check for check in pending if _ready(check, done, names)]:
             pending.remove(spec)
-            failed = [n for n in spec.needs if n in done and done[n].status not in PASSING]
+            failed = [
+                needed
+                for needed in spec.needs
+                if needed in done and done[needed].status not in PASSING
+            ]
             if failed:
                 reason = f"skipped: {', '.join(failed)} did not pass"
                 done[spec.name] = Finding(spec.name, "skip", reason, f"see {failed[0]}")
             else:
                 launch(spec)
         if not running:
-            if pending and not any(_ready(s, done, names) for s in pending):
-                raise RuntimeError(f"check dependency cycle among {[s.name for s in pending]}")
+            if pending and not any(_ready(check, done, names) for check in pending):
+                raise RuntimeError(
+                    f"check dependency cycle among {[check.name for check in pending]}"
+                )
             continue
         wait = max(0.0, min(deadline for _, deadline in running.values()) - time.monotonic())
         try:
@@ -117,11 +127,11 @@ def run(ctx: Context, specs: Sequence[CheckSpec] | None = None) -> list[Finding]
                 if deadline <= now:
                     del running[name]
                     done[name] = _timeout_finding(spec, ctx.timeout_s * spec.timeout_factor)
-    return [done[s.name] for s in specs]
+    return [done[check.name] for check in specs]
 
 
 def overall(findings: Iterable[Finding]) -> str:
-    statuses = {f.status for f in findings}
+    statuses = {finding.status for finding in findings}
     if "fail" in statuses:
         return "fail"
     if "warn" in statuses:

@@ -16,12 +16,12 @@ from services.common.config import Settings
 
 
 def psql_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
-    u = make_url(settings.database_url)
-    argv = ["psql", "-h", u.host or "127.0.0.1", "-p", str(u.port or 5432)]
-    argv += ["-U", u.username or "postgres", "-d", u.database or "postgres"]
+    parsed = make_url(settings.database_url)
+    argv = ["psql", "-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432)]
+    argv += ["-U", parsed.username or "postgres", "-d", parsed.database or "postgres"]
     env = {"PGAPPNAME": "pricecast-db-shell"}
-    if u.password:
-        env["PGPASSWORD"] = str(u.password)
+    if parsed.password:
+        env["PGPASSWORD"] = str(parsed.password)
     return argv, env
 
 

@@ -28,11 +28,11 @@ def lag_table(settings: Settings, timeout_s: float) -> str:
     }
 
     async def collect() -> list[str]:
-        wanted = sorted({t for ts in plan.values() for t in ts})
+        wanted = sorted({topic for ts in plan.values() for topic in ts})
         states = await topic_states(settings.kafka_bootstrap_servers, timeout_s, wanted)
         lines = [f"{'GROUP':<24}{'TOPIC':<20}{'PART':>5}{'COMMITTED':>11}{'END':>11}{'LAG':>9}"]
         for group, topics in plan.items():
-            mine = {t: states[t] for t in topics if t in states}
+            mine = {topic: states[topic] for topic in topics if topic in states}
             lag = await group_lag(settings.kafka_bootstrap_servers, group, mine, timeout_s)
             for tp, value in sorted(lag.per_partition.items()):
                 committed = lag.committed[tp]
@@ -45,7 +45,7 @@ def lag_table(settings: Settings, timeout_s: float) -> str:
             lines.append(
                 f"{group:<24}{'total':<20}{'':>5}{'':>11}{'':>11}{lag.total:>9}  members: {members}"
             )
-        missing = [t for t in wanted if t not in states]
+        missing = [topic for topic in wanted if topic not in states]
         if missing:
             lines.append(f"missing topics: {', '.join(missing)}")
         return lines

@@ -36,9 +36,9 @@ def bar_maintenance_enabled(conn: sa.Connection) -> bool:
         state = conn.execute(
             sa.text(
                 "SELECT tgenabled FROM pg_trigger "
-                "WHERE tgname = :t AND tgrelid = 'price_ticks'::regclass"
+                "WHERE tgname = :trigger AND tgrelid = 'price_ticks'::regclass"
             ),
-            {"t": TRIGGER_NAME},
+            {"trigger": TRIGGER_NAME},
         ).scalar()
         return state is not None and state != "D"
     scheduled = conn.execute(

@@ -37,7 +37,7 @@ WHERE symbol IS NOT NULL
 
 _DELETE_BATCH = """
 DELETE FROM price_ticks WHERE ctid = ANY (ARRAY(
-    SELECT ctid FROM price_ticks WHERE symbol = :symbol AND ts < :cutoff LIMIT :n
+    SELECT ctid FROM price_ticks WHERE symbol = :symbol AND ts < :cutoff LIMIT :batch_size
 ))
 """
 
@@ -93,11 +93,12 @@ def drop_old_ticks(
     for symbol in symbols:
         while not (should_stop is not None and should_stop()):
             with engine.begin() as conn:
-                n = conn.execute(
-                    sa.text(_DELETE_BATCH), {"symbol": symbol, "cutoff": cutoff, "n": batch_size}
+                batch_deleted = conn.execute(
+                    sa.text(_DELETE_BATCH),
+                    {"symbol": symbol, "cutoff": cutoff, "batch_size": batch_size},
                 ).rowcount
-            deleted += n
-            if n < batch_size:
+            deleted += batch_deleted
+            if batch_deleted < batch_size:
                 break
     if deleted:
         log.info("retention: deleted %d ticks older than %s", deleted, cutoff.isoformat())
@@ -120,14 +121,14 @@ def drop_old_chunks(engine: Engine, retention_days: int, *, now: datetime | None
             return 0
     materialize_before_drop(engine, cutoff)
     with engine.begin() as conn:
-        n = int(
+        dropped = int(
             conn.execute(
                 sa.text("SELECT pricecast_drop_old_ticks(:cutoff)"), {"cutoff": cutoff}
             ).scalar_one()
         )
-    if n:
-        log.info("retention: dropped %d tick chunk(s) older than %s", n, cutoff.isoformat())
-    return n
+    if dropped:
+        log.info("retention: dropped %d tick chunk(s) older than %s", dropped, cutoff.isoformat())
+    return dropped
 
 
 # Bucket widths of the continuous aggregates, finest first (each level reads the one before).

@@ -77,7 +77,7 @@ GUARDED_ERRORS = ("ERR_AUTH_001", "ERR_AUTH_002", "ERR_RATE_001", "ERR_VAL_001",
 def guarded_responses(scoped: bool, *codes: str) -> dict[int | str, dict[str, Any]]:
     """``responses`` of a guarded route: :data:`GUARDED_ERRORS` (without the 403 when any
     valid token will do) and the route's own ``codes``."""
-    common = [c for c in GUARDED_ERRORS if scoped or c != "ERR_AUTH_002"]
+    common = [code for code in GUARDED_ERRORS if scoped or code != "ERR_AUTH_002"]
     return responses(*common, *codes)
 
 
@@ -110,14 +110,14 @@ async def _pricecast(request: Request, exc: Exception) -> Response:
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
-    return ".".join(str(p) for p in loc)
+    return ".".join(str(part) for part in loc)
 
 
 async def _validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"field": _field(e.get("loc", ())), "message": str(e.get("msg", ""))[:200]}
-        for e in exc.errors()[:20]
+        {"field": _field(error.get("loc", ())), "message": str(error.get("msg", ""))[:200]}
+        for error in exc.errors()[:20]
     ]
     return error_response(422, "ERR_VAL_001", "Invalid request parameters", {"errors": errors})
 

@@ -112,9 +112,9 @@ class RedisGate:
             self._window = window
             self._pending = {}
             self._global = {}
-        n = self._pending.get(subject, 0) + 1
-        self._pending[subject] = n
-        if n + self._global.get(subject, 0) > limit:
+        pending = self._pending.get(subject, 0) + 1
+        self._pending[subject] = pending
+        if pending + self._global.get(subject, 0) > limit:
             _refuse_rate(window)
 
     def is_denied(self, jti: str) -> bool:
@@ -200,14 +200,16 @@ class RedisGate:
                         DENIED_SET, time.time(), "+inf", withscores=True
                     )
                 now = time.time()
-                local = {j: e for j, e in self._denied.items() if e > now}
-                self._denied = local | {m.decode(): float(s) for m, s in entries}
+                local = {
+                    jti: expires_at for jti, expires_at in self._denied.items() if expires_at > now
+                }
+                self._denied = local | {member.decode(): float(score) for member, score in entries}
                 self._deny_version = version
         except RedisFailure as exc:
             self.mark_down(exc)
             if window == self._window:  # keep counting locally
-                for subject, n in pending.items():
-                    self._pending[subject] = self._pending.get(subject, 0) + n
+                for subject, counted in pending.items():
+                    self._pending[subject] = self._pending.get(subject, 0) + counted
             return
         if window == self._window:
             for i, subject in enumerate(subjects):
@@ -228,26 +230,28 @@ class RedisGate:
         if self.redis_usable:
             try:
                 async with asyncio.timeout(REDIS_BUDGET_S):
-                    n = await self._count(keys=[f"rl:{key}:{window}"], args=[WINDOW_S + 1])
+                    used = await self._count(keys=[f"rl:{key}:{window}"], args=[WINDOW_S + 1])
             except RedisFailure as exc:
                 self.mark_down(exc)
             else:
-                if int(n) > limit:
+                if int(used) > limit:
                     _refuse_rate(window)
                 return
         if window != self._local_window:
             self._local_counts.clear()
             self._local_window = window
-        n = self._local_counts.get(key, 0) + 1
-        self._local_counts[key] = n
-        if n > limit:
+        used = self._local_counts.get(key, 0) + 1
+        self._local_counts[key] = used
+        if used > limit:
             _refuse_rate(window)
 
     # --- deny-list -----------------------------------------------------------------------
     async def deny(self, jti: str, expires_at: float) -> bool:
         """Deny-list ``jti`` until it expires; False when Redis could not record it."""
         now = time.time()
-        self._denied = {j: e for j, e in self._denied.items() if e > now}
+        self._denied = {
+            denied_jti: expiry for denied_jti, expiry in self._denied.items() if expiry > now
+        }
         self._denied[jti] = expires_at
         try:
             pipe = self.client.pipeline(transaction=True)

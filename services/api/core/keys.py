@@ -103,10 +103,14 @@ def build_keyset(
         signing = jwk.construct(private_pem.decode(), ALGORITHM)
     if not publics:
         raise RuntimeError("no JWT public key configured (PRICECAST_JWT_PUBLIC_KEYS_DIR)")
-    verify = {k: jwk.construct(_public_pem(p).decode(), ALGORITHM) for k, p in publics.items()}
+    verify = {
+        key_id: jwk.construct(_public_pem(public).decode(), ALGORITHM)
+        for key_id, public in publics.items()
+    }
     jwks = {
         "keys": [
-            {**public_jwk(p), "kid": k, "alg": ALGORITHM, "use": "sig"} for k, p in publics.items()
+            {**public_jwk(public), "kid": key_id, "alg": ALGORITHM, "use": "sig"}
+            for key_id, public in publics.items()
         ]
     }
     return KeySet(kid, signing, verify, jwks)

@@ -64,7 +64,10 @@ class ApiMiddleware:
                 state["status"] = message["status"]
                 elapsed = (time.perf_counter() - start) * 1000
                 headers = list(message.get("headers", ()))
-                if any(k == b"content-type" and v.startswith(_EVENT_STREAM) for k, v in headers):
+                if any(
+                    name == b"content-type" and value.startswith(_EVENT_STREAM)
+                    for name, value in headers
+                ):
                     # A live stream lasts as long as its client: its latency is the time to
                     # the start of the answer, not its length (no "slow request" either).
                     state["stream_s"] = elapsed / 1000

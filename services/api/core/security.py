@@ -53,11 +53,11 @@ def parse_scopes(value: str | Iterable[str] | None) -> frozenset[str]:
     if value is None:
         return frozenset()
     items = value.split() if isinstance(value, str) else list(value)
-    return frozenset(s for s in items if s)
+    return frozenset(scope for scope in items if scope)
 
 
 def unknown_scopes(scopes: Iterable[str]) -> set[str]:
-    return {s for s in scopes if s not in SCOPES}
+    return {scope for scope in scopes if scope not in SCOPES}
 
 
 class TokenService:
@@ -142,7 +142,7 @@ class TokenService:
                 algorithms=[ALGORITHM],
                 audience=self.audience,
                 issuer=self.issuer,
-                options={f"require_{c}": True for c in REQUIRED_CLAIMS if c != "scope"}
+                options={f"require_{claim}": True for claim in REQUIRED_CLAIMS if claim != "scope"}
                 | {"leeway": 0},
             )
         except (JOSEError, ValueError, TypeError) as exc:

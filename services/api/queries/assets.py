@@ -20,20 +20,22 @@ def list_assets(
     limit: int,
     active: bool | None = None,
     asset_class: str | None = None,
-    q: str | None = None,
+    search: str | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     where = Where()
     where.add("active = :active", active=active)
     where.add("asset_class = :asset_class", asset_class=asset_class or None)
-    if q:
-        like = "%" + q.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
-        where.add("(symbol ILIKE :q OR name ILIKE :q)", q=like)
+    if search:
+        like = "%" + search.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+        where.add("(symbol ILIKE :pattern OR name ILIKE :pattern)", pattern=like)
     return page(conn, "assets", _COLUMNS, where, "symbol", skip=skip, limit=limit)
 
 
 def get_asset(conn: Connection, symbol: str) -> dict[str, Any] | None:
     row = (
-        conn.execute(sa.text(f"SELECT {_COLUMNS} FROM assets WHERE symbol = :s"), {"s": symbol})
+        conn.execute(
+            sa.text(f"SELECT {_COLUMNS} FROM assets WHERE symbol = :symbol"), {"symbol": symbol}
+        )
         .mappings()
         .one_or_none()
     )
@@ -42,7 +44,9 @@ def get_asset(conn: Connection, symbol: str) -> dict[str, Any] | None:
 
 def asset_exists(conn: Connection, symbol: str) -> bool:
     return bool(
-        conn.execute(sa.text("SELECT 1 FROM assets WHERE symbol = :s"), {"s": symbol}).scalar()
+        conn.execute(
+            sa.text("SELECT 1 FROM assets WHERE symbol = :symbol"), {"symbol": symbol}
+        ).scalar()
     )
 
 

@@ -40,9 +40,10 @@ class Grant:
 def get_client(conn: Connection, client_id: str) -> Client | None:
     row = conn.execute(
         sa.text(
-            "SELECT client_id, secret_hash, scopes, disabled FROM api_clients WHERE client_id = :c"
+            "SELECT client_id, secret_hash, scopes, disabled FROM api_clients "
+            "WHERE client_id = :client_id"
         ),
-        {"c": client_id},
+        {"client_id": client_id},
     ).one_or_none()
     if row is None:
         return None
@@ -54,9 +55,15 @@ def create_client(
 ) -> None:
     conn.execute(
         sa.text(
-            "INSERT INTO api_clients (client_id, secret_hash, scopes, name) VALUES (:c, :h, :s, :n)"
+            "INSERT INTO api_clients (client_id, secret_hash, scopes, name) "
+            "VALUES (:client_id, :secret_hash, :scopes, :name)"
         ),
-        {"c": client_id, "h": secret_hash, "s": sorted(scopes), "n": name},
+        {
+            "client_id": client_id,
+            "secret_hash": secret_hash,
+            "scopes": sorted(scopes),
+            "name": name,
+        },
     )
 
 
@@ -66,14 +73,15 @@ def issue_refresh(conn: Connection, grant: Grant, ttl_s: int) -> str:
         sa.text(
             "INSERT INTO refresh_tokens "
             "(token_hash, family_id, client_id, subject, scopes, expires_at) "
-            "VALUES (:h, :f, :c, :s, :sc, now() + make_interval(secs => :ttl))"
+            "VALUES (:token_hash, :family_id, :client_id, :subject, :scopes, "
+            "now() + make_interval(secs => :ttl))"
         ),
         {
-            "h": refresh_token_hash(token),
-            "f": grant.family_id,
-            "c": grant.client_id,
-            "s": grant.subject,
-            "sc": sorted(grant.scopes),
+            "token_hash": refresh_token_hash(token),
+            "family_id": grant.family_id,
+            "client_id": grant.client_id,
+            "subject": grant.subject,
+            "scopes": sorted(grant.scopes),
             "ttl": ttl_s,
         },
     )
@@ -91,11 +99,11 @@ def rotate_refresh(conn: Connection, token: str, ttl_s: int, leeway_s: float) ->
         sa.text(
             "UPDATE refresh_tokens r SET rotated_at = now() "
             "FROM api_clients c "
-            "WHERE r.token_hash = :h AND r.rotated_at IS NULL AND r.revoked_at IS NULL "
+            "WHERE r.token_hash = :token_hash AND r.rotated_at IS NULL AND r.revoked_at IS NULL "
             "  AND r.expires_at > now() AND c.client_id = r.client_id AND NOT c.disabled "
             "RETURNING r.family_id, r.client_id, r.subject, r.scopes, c.scopes AS allowed"
         ),
-        {"h": digest},
+        {"token_hash": digest},
     ).one_or_none()
     if row is not None:
         # A client whose scopes were narrowed since the grant gets only what it may still have.
@@ -106,9 +114,9 @@ def rotate_refresh(conn: Connection, token: str, ttl_s: int, leeway_s: float) ->
     seen = conn.execute(
         sa.text(
             "SELECT family_id, rotated_at, revoked_at, expires_at FROM refresh_tokens "
-            "WHERE token_hash = :h"
+            "WHERE token_hash = :token_hash"
         ),
-        {"h": digest},
+        {"token_hash": digest},
     ).one_or_none()
     if seen is None:
         raise ApiError("ERR_AUTH_003", "Unknown refresh token")
@@ -133,9 +141,9 @@ def revoke_family(conn: Connection, family_id: uuid.UUID) -> int:
     result = conn.execute(
         sa.text(
             "UPDATE refresh_tokens SET revoked_at = now() "
-            "WHERE family_id = :f AND revoked_at IS NULL"
+            "WHERE family_id = :family_id AND revoked_at IS NULL"
         ),
-        {"f": family_id},
+        {"family_id": family_id},
     )
     return int(result.rowcount or 0)
 
@@ -143,8 +151,8 @@ def revoke_family(conn: Connection, family_id: uuid.UUID) -> int:
 def revoke_refresh(conn: Connection, token: str, client_id: str | None) -> bool:
     """Revoke the family of ``token`` (only the owning client may); True if one was found."""
     row = conn.execute(
-        sa.text("SELECT family_id, client_id FROM refresh_tokens WHERE token_hash = :h"),
-        {"h": refresh_token_hash(token)},
+        sa.text("SELECT family_id, client_id FROM refresh_tokens WHERE token_hash = :token_hash"),
+        {"token_hash": refresh_token_hash(token)},
     ).one_or_none()
     if row is None or (client_id is not None and row.client_id != client_id):
         return False

@@ -37,4 +37,4 @@ def newest_per_symbol(conn: sa.Connection) -> dict[str, dict[str, datetime | Non
 
 
 def champions(conn: sa.Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(_CHAMPIONS).mappings()]
+    return [dict(row) for row in conn.execute(_CHAMPIONS).mappings()]

@@ -70,10 +70,10 @@ def request_retrain(
         existing = conn.execute(
             sa.text(
                 "SELECT id, status FROM retrain_requests "
-                "WHERE coalesce(symbol, '*') = coalesce(:s, '*') AND interval = :i "
+                "WHERE coalesce(symbol, '*') = coalesce(:symbol, '*') AND interval = :interval "
                 "AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1"
             ),
-            {"s": symbol, "i": interval},
+            {"symbol": symbol, "interval": interval},
         ).one_or_none()
         if existing is not None:
             return int(existing.id), str(existing.status), False

@@ -20,16 +20,16 @@ RECORD_COLUMNS = (
 # One round trip: is the symbol known, its latest forecast, and why there may be none.
 _LATEST = sa.text(
     f"""
-    SELECT EXISTS (SELECT 1 FROM assets WHERE symbol = :s) AS known,
+    SELECT EXISTS (SELECT 1 FROM assets WHERE symbol = :symbol) AS known,
            p.*, st.status AS st_status, st.required_days, st.available_days, st.detail,
            st.updated_at AS st_updated_at
     FROM (SELECT 1) one
     LEFT JOIN LATERAL (
         SELECT {RECORD_COLUMNS} FROM predictions
-        WHERE symbol = :s AND interval = :i AND horizon = :h
+        WHERE symbol = :symbol AND interval = :interval AND horizon = :horizon
         ORDER BY as_of DESC LIMIT 1
     ) p ON true
-    LEFT JOIN prediction_status st ON st.symbol = :s AND st.interval = :i
+    LEFT JOIN prediction_status st ON st.symbol = :symbol AND st.interval = :interval
     """
 )
 
@@ -65,7 +65,11 @@ def record_from_row(row: Any) -> PredictionRecord:
 
 
 def latest(conn: Connection, symbol: str, interval: str, horizon: int) -> Latest:
-    row = conn.execute(_LATEST, {"s": symbol, "i": interval, "h": horizon}).mappings().one()
+    row = (
+        conn.execute(_LATEST, {"symbol": symbol, "interval": interval, "horizon": horizon})
+        .mappings()
+        .one()
+    )
     record = record_from_row(row) if row["as_of"] is not None else None
     status = None
     if row["st_status"] is not None:
@@ -91,8 +95,8 @@ def history(
     start: datetime | None,
     end: datetime | None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    where = Where("symbol = :s", "interval = :i", s=symbol, i=interval)
-    where.add("horizon = :h", h=horizon)
+    where = Where("symbol = :symbol", "interval = :interval", symbol=symbol, interval=interval)
+    where.add("horizon = :horizon", horizon=horizon)
     where.add("as_of >= :start", start=start)
     where.add("as_of < :end", end=end)
     columns = f"{RECORD_COLUMNS}, actual_price, abs_error, naive_abs_error"
@@ -140,14 +144,14 @@ def _levels(conn: Connection, clause: str, params: dict[str, Any], per_model: bo
     group, group_by = ("model", "model, 2") if per_model else ("'all'", "2")
     sql = _BY_LEVEL.format(group=group, where=clause, group_by=group_by)
     out: dict[str, list[dict[str, Any]]] = {}
-    for r in conn.execute(sa.text(sql), params).mappings():
-        score = None if r["interval_score"] is None else float(r["interval_score"])
-        naive = None if r["naive_mae"] is None else float(r["naive_mae"])
-        out.setdefault(str(r["model"]), []).append(
+    for row in conn.execute(sa.text(sql), params).mappings():
+        score = None if row["interval_score"] is None else float(row["interval_score"])
+        naive = None if row["naive_mae"] is None else float(row["naive_mae"])
+        out.setdefault(str(row["model"]), []).append(
             {
-                "level": float(r["level"]),
-                "evaluated": int(r["evaluated"]),
-                "coverage": None if r["coverage"] is None else float(r["coverage"]),
+                "level": float(row["level"]),
+                "evaluated": int(row["evaluated"]),
+                "coverage": None if row["coverage"] is None else float(row["coverage"]),
                 "interval_score": score,
                 "msis": score / naive if score is not None and naive else None,
             }
@@ -161,16 +165,16 @@ def accuracy(
     """Overall and per-model error of forecasts whose actual price is known, each with its
     calibration table per level (``by_level``)."""
     where = [
-        "symbol = :s",
-        "interval = :i",
+        "symbol = :symbol",
+        "interval = :interval",
         "actual_price IS NOT NULL",
         "abs_error IS NOT NULL",
         "target_time >= now() - make_interval(days => :days)",
     ]
-    params: dict[str, Any] = {"s": symbol, "i": interval, "days": window_days}
+    params: dict[str, Any] = {"symbol": symbol, "interval": interval, "days": window_days}
     if horizon is not None:
-        where.append("horizon = :h")
-        params["h"] = horizon
+        where.append("horizon = :horizon")
+        params["horizon"] = horizon
     clause = " AND ".join(where)
     overall = (
         conn.execute(sa.text(_ACCURACY.format(group="'all'", where=clause, group_by="")), params)
@@ -185,9 +189,9 @@ def accuracy(
     ).mappings()
     overall_levels = _levels(conn, clause, params, per_model=False)
     model_levels = _levels(conn, clause, params, per_model=True)
-    rows = [_floats(r) for r in per_model]
-    for r in rows:
-        r["by_level"] = model_levels.get(r["model"], [])
+    rows = [_floats(row) for row in per_model]
+    for row in rows:
+        row["by_level"] = model_levels.get(row["model"], [])
     return {**_floats(overall), "by_level": overall_levels.get("all", [])}, rows
 
 

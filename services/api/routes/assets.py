@@ -30,9 +30,9 @@ def list_assets(
 ) -> Page[Asset]:
     skip, limit = paging.skip, paging.limit
     total, rows = queries.list_assets(
-        conn, skip=skip, limit=limit, active=active, asset_class=asset_class, q=q
+        conn, skip=skip, limit=limit, active=active, asset_class=asset_class, search=q
     )
-    return Page[Asset].of([Asset.model_validate(r) for r in rows], total, skip, limit)
+    return Page[Asset].of([Asset.model_validate(row) for row in rows], total, skip, limit)
 
 
 @router.get(

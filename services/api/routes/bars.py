@@ -34,4 +34,4 @@ def get_bars(
     if start is not None and end is not None and start >= end:
         raise ApiError("ERR_VAL_001", "start must be before end")
     bars = query_bars(conn, known_symbol(conn, symbol), interval, start=start, end=end, limit=limit)
-    return Bars(symbol=symbol, interval=interval, bars=[Bar.of(b) for b in bars])
+    return Bars(symbol=symbol, interval=interval, bars=[Bar.of(bar) for bar in bars])

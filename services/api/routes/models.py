@@ -39,7 +39,9 @@ def list_models(
     total, rows = queries.list_versions(
         conn, skip=skip, limit=limit, symbol=symbol, model=model, status=status, interval=interval
     )
-    return Page[ModelVersion].of([ModelVersion.model_validate(r) for r in rows], total, skip, limit)
+    return Page[ModelVersion].of(
+        [ModelVersion.model_validate(row) for row in rows], total, skip, limit
+    )
 
 
 @router.get(
@@ -54,7 +56,7 @@ def list_champions(
     interval: IntervalFilter = None,
 ) -> list[ModelVersion]:
     rows = queries.champions(conn, symbol, interval)
-    return [ModelVersion.model_validate(r) for r in rows]
+    return [ModelVersion.model_validate(row) for row in rows]
 
 
 @router.get(

@@ -60,11 +60,11 @@ def _check_level(state: ApiState, level: float | None) -> float | None:
     if level is None or abs(level - state.settings.forecast_default_level) < 1e-9:
         return None
     offered = state.settings.offered_levels()
-    if all(abs(level - v) > 1e-9 for v in offered):
+    if all(abs(level - level_offered) > 1e-9 for level_offered in offered):
         raise ApiError(
             "ERR_VAL_001",
             f"level {level:g} is not offered; offered levels: "
-            + ", ".join(f"{v:g}" for v in offered),
+            + ", ".join(f"{level_offered:g}" for level_offered in offered),
             {"field": "level", "offered": list(offered)},
         )
     return level
@@ -182,7 +182,7 @@ def prediction_history(
         start=start,
         end=end,
     )
-    items = [PredictionHistoryItem.model_validate(r) for r in rows]
+    items = [PredictionHistoryItem.model_validate(row) for row in rows]
     return Page[PredictionHistoryItem].of(items, total, skip, limit)
 
 
@@ -208,5 +208,5 @@ def prediction_accuracy(
         horizon=horizon,
         window_days=window_days,
         overall=ModelAccuracy.model_validate(overall),
-        by_model=[ModelAccuracy.model_validate(r) for r in per_model],
+        by_model=[ModelAccuracy.model_validate(row) for row in per_model],
     )

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 STEP_S = {"1m": 60, "1h": 3600, "1d": 86400}
 GIVE_UP_S = 120.0  # a bar whose closing tick is not stored by then is not announced
-_STORED = sa.text("SELECT EXISTS (SELECT 1 FROM price_ticks WHERE symbol = :s AND ts >= :ts)")
+_STORED = sa.text("SELECT EXISTS (SELECT 1 FROM price_ticks WHERE symbol = :symbol AND ts >= :ts)")
 
 Key = tuple[str, str]  # (symbol, interval)
 Item = tuple[str, str, int]  # (symbol, interval, closed bucket in epoch seconds)
@@ -47,7 +47,7 @@ class BarCloser:
         self.announced = 0
 
     def wants(self, symbol: str) -> bool:
-        return any(self.hub.interested(f"bars:{symbol}:{i}") for i in STEP_S)
+        return any(self.hub.interested(f"bars:{symbol}:{step}") for step in STEP_S)
 
     def observe(self, symbol: str, ts: datetime, born: float) -> None:
         epoch = ts.timestamp()
@@ -99,7 +99,7 @@ class BarCloser:
                 symbol, interval, bucket = item
                 if (symbol, ts) not in stored:
                     stored[(symbol, ts)] = bool(
-                        conn.execute(_STORED, {"s": symbol, "ts": ts}).scalar()
+                        conn.execute(_STORED, {"symbol": symbol, "ts": ts}).scalar()
                     )
                 if not stored[(symbol, ts)]:
                     continue

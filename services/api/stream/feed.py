@@ -67,7 +67,7 @@ class KafkaFeed:
         wanted: list[TopicPartition] = []
         for topic in (self.settings.topic_predictions, self.settings.topic_prices):
             parts = consumer.partitions_for_topic(topic) or set()
-            wanted.extend(TopicPartition(topic, p) for p in sorted(parts))
+            wanted.extend(TopicPartition(topic, partition) for partition in sorted(parts))
         if set(wanted) == set(self.assigned):
             return False
         positions = {tp: await consumer.position(tp) for tp in self.assigned}
@@ -79,8 +79,8 @@ class KafkaFeed:
                 await consumer.position(tp)  # resolve "latest" now: nothing after is missed
         self.assigned = wanted
         self.ready = all(
-            consumer.partitions_for_topic(t)
-            for t in (self.settings.topic_predictions, self.settings.topic_prices)
+            consumer.partitions_for_topic(topic_name)
+            for topic_name in (self.settings.topic_predictions, self.settings.topic_prices)
         )
         log.info("stream feed reads %d partitions", len(wanted))
         return True
@@ -124,16 +124,16 @@ class KafkaFeed:
             self.error = None
             for tp, records in batches.items():
                 if tp.topic == self.settings.topic_predictions:
-                    for r in records:
-                        if self._prediction(r):
+                    for record in records:
+                        if self._prediction(record):
                             # Let the senders drain between messages of a burst: a burst
                             # longer than a queue must not overflow clients that keep up.
                             await asyncio.sleep(0)
                 else:
                     wanted = self.hub.price_keys
-                    for r in records:
-                        if r.key in wanted:
-                            self._tick(r)
+                    for record in records:
+                        if record.key in wanted:
+                            self._tick(record)
                 self.records += len(records)
                 self.last_record_at = time.time()
 

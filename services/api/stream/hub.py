@@ -93,15 +93,15 @@ class Hub:
     def register(self, sub: Subscriber) -> None:
         if self.closing:
             raise Refused(CLOSE_GOING_AWAY, "server shutting down")
-        s = self.settings
-        if len(self._subs) >= s.stream_max_connections:
+        settings = self.settings
+        if len(self._subs) >= settings.stream_max_connections:
             raise Refused(CLOSE_LIMIT, "too many connections on this server")
         subject = sub.principal.subject
-        if self._per_subject.get(subject, 0) >= s.stream_max_connections_per_subject:
+        if self._per_subject.get(subject, 0) >= settings.stream_max_connections_per_subject:
             raise Refused(CLOSE_LIMIT, "too many connections for this subject")
         # The first heartbeat at a random point of the second half of the interval, so that
         # connections opened together do not ping together forever after.
-        sub.next_ping = time.monotonic() + s.stream_heartbeat_s * (0.5 + random.random() / 2)
+        sub.next_ping = time.monotonic() + settings.stream_heartbeat_s * (0.5 + random.random() / 2)
         self._subs.add(sub)
         self._per_subject[subject] = self._per_subject.get(subject, 0) + 1
         STREAM_CONNECTIONS.labels(sub.transport).inc()
@@ -126,7 +126,7 @@ class Hub:
     # --- subscriptions ------------------------------------------------------------------------
     def subscribe(self, sub: Subscriber, channels: list[Channel]) -> list[Channel]:
         """Add ``channels``; returns the ones that are new for ``sub``."""
-        fresh = [c for c in dict.fromkeys(channels) if c.name not in sub.channels]
+        fresh = [channel for channel in dict.fromkeys(channels) if channel.name not in sub.channels]
         if len(sub.channels) + len(fresh) > self.settings.stream_max_subscriptions:
             raise ValueError(
                 f"at most {self.settings.stream_max_subscriptions} channels per connection"
@@ -142,7 +142,7 @@ class Hub:
         return fresh
 
     def unsubscribe(self, sub: Subscriber, names: list[str]) -> list[str]:
-        gone = [n for n in dict.fromkeys(names) if n in sub.channels]
+        gone = [name for name in dict.fromkeys(names) if name in sub.channels]
         for name in gone:
             sub.channels.discard(name)
             holders = self._by_channel.get(name)
@@ -202,8 +202,8 @@ class Hub:
             window = self._windows.get(name)
             if window is None or after < window.created or after < window.evicted:
                 return None
-            found.extend(m for m in window.messages if m.seq > after)
-        found.sort(key=lambda m: m.seq)
+            found.extend(message for message in window.messages if message.seq > after)
+        found.sort(key=lambda message: message.seq)
         return found
 
     # --- the sweep: expiry, revocation, slow clients, heartbeat -------------------------------
@@ -261,10 +261,10 @@ class Hub:
             "connections": len(self._subs),
             "websocket": by_transport.get("ws", 0),
             "sse": by_transport.get("sse", 0),
-            "subscriptions": sum(len(s.channels) for s in self._subs),
+            "subscriptions": sum(len(sub.channels) for sub in self._subs),
             "channels": len(self._by_channel),
             "subjects": len(self._per_subject),
-            "queued": sum(s.queued() for s in self._subs),
+            "queued": sum(sub.queued() for sub in self._subs),
             "published": self.published,
             "slow_client_closes": self.slow_closes,
             "seq": self._seq,

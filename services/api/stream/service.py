@@ -36,11 +36,11 @@ SHUTDOWN_CLOSE_S = 3.0
 class StreamService:
     def __init__(self, state: ApiState) -> None:
         self.state = state
-        s = state.settings
-        self.hub = Hub(s, state.gate)
-        self.ticks = TickCoalescer(self.hub, s.stream_tick_interval_ms / 1000)
+        settings = state.settings
+        self.hub = Hub(settings, state.gate)
+        self.ticks = TickCoalescer(self.hub, settings.stream_tick_interval_ms / 1000)
         self.bars = BarCloser(self.hub, state.engine)
-        self.feed = KafkaFeed(s, self.hub, self.ticks, self.bars)
+        self.feed = KafkaFeed(settings, self.hub, self.ticks, self.bars)
         self.started = False
         self._previous: dict[int, Any] = {}
 
@@ -93,7 +93,7 @@ class StreamService:
     # --- subscriptions ------------------------------------------------------------------------
     def parse(self, names: list[str]) -> list[Channel]:
         """Channels from client names; raises BadChannel."""
-        return [parse_channel(n) for n in names]
+        return [parse_channel(name) for name in names]
 
     async def subscribe(self, sub: Subscriber, names: list[str]) -> None:
         """Subscribe and queue a snapshot per new channel; a bad name answers an ``error``
@@ -140,10 +140,14 @@ class StreamService:
         return self.hub.message("error", channel, dumps({"code": code, "message": message}))
 
     def authenticated(self, sub: Subscriber, event: str) -> None:
-        p = sub.principal
+        principal = sub.principal
         self.status(
             sub,
-            {"status": event, "expires_at": int(p.expires_at), "scopes": sorted(p.scopes)},
+            {
+                "status": event,
+                "expires_at": int(principal.expires_at),
+                "scopes": sorted(principal.scopes),
+            },
         )
 
     def stream_stats(self) -> dict[str, Any]:

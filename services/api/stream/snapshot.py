@@ -35,10 +35,11 @@ SNAPSHOT_BARS = 100
 
 _LATEST_PER_HORIZON = sa.text(
     f"SELECT DISTINCT ON (horizon) {RECORD_COLUMNS} FROM predictions "
-    "WHERE symbol = :s AND interval = :i AND horizon = ANY(:h) ORDER BY horizon, as_of DESC"
+    "WHERE symbol = :symbol AND interval = :interval AND horizon = ANY(:horizons) "
+    "ORDER BY horizon, as_of DESC"
 )
 _NEWEST_TICK = sa.text(
-    "SELECT symbol, ts, price, volume, source FROM price_ticks WHERE symbol = :s "
+    "SELECT symbol, ts, price, volume, source FROM price_ticks WHERE symbol = :symbol "
     "ORDER BY ts DESC LIMIT 1"
 )
 
@@ -61,25 +62,31 @@ async def snapshot(state: ApiState, channel: Channel) -> str:
 
 
 async def _predictions(state: ApiState, symbol: str, interval: str) -> str:
-    s = state.settings
-    horizons = list(range(1, (s.horizons_1h if interval == "1h" else s.horizons_1d) + 1))
+    settings = state.settings
+    horizons = list(
+        range(1, (settings.horizons_1h if interval == "1h" else settings.horizons_1d) + 1)
+    )
     cached: list[bytes | None] = [None] * len(horizons)
     if state.gate.redis_usable:
         try:
             async with asyncio.timeout(REDIS_BUDGET_S):
-                keys = [prediction_key(symbol, interval, h) for h in horizons]
+                keys = [prediction_key(symbol, interval, horizon) for horizon in horizons]
                 cached = await state.redis.mget(keys)
         except RedisFailure as exc:
             state.gate.mark_down(exc)
-    records = {h: v.decode() for h, v in zip(horizons, cached, strict=True) if v is not None}
-    missing = [h for h in horizons if h not in records]
+    records = {
+        horizon: cached_value.decode()
+        for horizon, cached_value in zip(horizons, cached, strict=True)
+        if cached_value is not None
+    }
+    missing = [horizon for horizon in horizons if horizon not in records]
     if missing:
-        stale_after = s.prediction_stale_after_intervals
+        stale_after = settings.prediction_stale_after_intervals
         stored = await asyncio.to_thread(
             _stored, state.engine, symbol, interval, missing, stale_after
         )
         records.update(stored)
-    return '{"predictions":[' + ",".join(records[h] for h in sorted(records)) + "]}"
+    return '{"predictions":[' + ",".join(records[horizon] for horizon in sorted(records)) + "]}"
 
 
 def _stored(
@@ -88,23 +95,25 @@ def _stored(
     """The database's records, marked stale as the REST database path marks them."""
     now = datetime.now(UTC)
     with engine.connect() as conn:
-        rows = conn.execute(_LATEST_PER_HORIZON, {"s": symbol, "i": interval, "h": horizons})
+        rows = conn.execute(
+            _LATEST_PER_HORIZON, {"symbol": symbol, "interval": interval, "horizons": horizons}
+        )
         return {
-            int(r["horizon"]): with_freshness(
-                record_from_row(r), now, stale_after
+            int(row["horizon"]): with_freshness(
+                record_from_row(row), now, stale_after
             ).model_dump_json()
-            for r in rows.mappings()
+            for row in rows.mappings()
         }
 
 
 def _bars(engine: Engine, symbol: str, interval: str) -> list[str]:
     with engine.connect() as conn:
-        return [bar_json(b) for b in get_bars(conn, symbol, interval, limit=SNAPSHOT_BARS)]
+        return [bar_json(bar) for bar in get_bars(conn, symbol, interval, limit=SNAPSHOT_BARS)]
 
 
 def _tick(engine: Engine, symbol: str) -> str | None:
     with engine.connect() as conn:
-        row = conn.execute(_NEWEST_TICK, {"s": symbol}).mappings().first()
+        row = conn.execute(_NEWEST_TICK, {"symbol": symbol}).mappings().first()
     if row is None:
         return None
     return Tick(

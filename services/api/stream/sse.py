@@ -65,7 +65,7 @@ async def stream_sse(
         raise ApiError("ERR_AUTH_001", "Token in query string refused")
     principal = authenticate_header(state, request.headers.get("authorization"))
     try:
-        wanted = [parse_channel(c) for c in channels.split(",") if c.strip()]
+        wanted = [parse_channel(part) for part in channels.split(",") if part.strip()]
     except BadChannel as exc:
         raise ApiError("ERR_VAL_001", str(exc), {"field": "channels"}) from None
     if not wanted:
@@ -79,7 +79,9 @@ async def stream_sse(
     try:
         service.hub.subscribe(sub, wanted)
         after = _last_event_id(request)
-        replayed = service.hub.replay([c.name for c in wanted], after) if after else None
+        replayed = (
+            service.hub.replay([channel.name for channel in wanted], after) if after else None
+        )
         if replayed is None:
             await service.snapshots(sub, wanted)
         else:
@@ -92,15 +94,17 @@ async def stream_sse(
 
 
 async def _register(service: StreamService, principal: Principal) -> Subscriber:
-    s = service.state.settings
+    settings = service.state.settings
     try:
         await auth.admit(service.state, principal)
-        sub = Subscriber(principal, s.stream_queue_size, s.stream_slow_client_s, "sse")
+        sub = Subscriber(
+            principal, settings.stream_queue_size, settings.stream_slow_client_s, "sse"
+        )
         service.hub.register(sub)
-    except Refused as r:
-        code = "ERR_RATE_001" if r.code == CLOSE_LIMIT else "ERR_AUTH_001"
+    except Refused as refused:
+        code = "ERR_RATE_001" if refused.code == CLOSE_LIMIT else "ERR_AUTH_001"
         headers = {"Retry-After": "5"} if code == "ERR_RATE_001" else None
-        raise ApiError(code, r.reason, headers=headers) from None
+        raise ApiError(code, refused.reason, headers=headers) from None
     return sub
 
 

@@ -70,11 +70,13 @@ class WsConnection:
             if principal is None:
                 return  # the peer left before authenticating
             await auth.admit(self.service.state, principal)
-            s = self.service.state.settings
-            sub = Subscriber(principal, s.stream_queue_size, s.stream_slow_client_s, "ws")
+            settings = self.service.state.settings
+            sub = Subscriber(
+                principal, settings.stream_queue_size, settings.stream_slow_client_s, "ws"
+            )
             self.service.hub.register(sub)
-        except Refused as r:
-            await self._close(r.code, r.reason)
+        except Refused as refused:
+            await self._close(refused.code, refused.reason)
             return
         self.service.authenticated(sub, "authenticated")
         sender = asyncio.create_task(self._send_loop(sub))
@@ -126,8 +128,8 @@ class WsConnection:
             if self.service.state.gate.is_denied(principal.jti):
                 raise Refused(CLOSE_AUTH, "token revoked")
             auth.authorize(principal, self.service.parse(sorted(sub.channels)))
-        except Refused as r:
-            sub.kick(r.code, r.reason)
+        except Refused as refused:
+            sub.kick(refused.code, refused.reason)
             return
         sub.principal = principal
         self.service.authenticated(sub, "renewed")
@@ -159,8 +161,8 @@ class WsConnection:
             except BadMessage as exc:
                 sub.offer(self.service.error(None, "ERR_VAL_001", f"bad message: {exc}"))
                 continue
-            except Refused as r:
-                sub.kick(r.code, r.reason)
+            except Refused as refused:
+                sub.kick(refused.code, refused.reason)
                 return
             if message is None:
                 return
@@ -169,8 +171,8 @@ class WsConnection:
             elif message.type == "subscribe":
                 try:
                     await self.service.subscribe(sub, message.channels)
-                except Refused as r:
-                    sub.kick(r.code, r.reason)
+                except Refused as refused:
+                    sub.kick(refused.code, refused.reason)
                     return
             else:
                 self.service.unsubscribe(sub, message.channels)

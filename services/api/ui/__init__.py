@@ -69,13 +69,15 @@ class DashboardHeaders:
             return
         if self.route is not None:
             scope["route"] = self.route  # read back by ApiMiddleware for the route label
-        host = next((v for k, v in scope["headers"] if k == b"host"), None)
+        host = next((value for name, value in scope["headers"] if name == b"host"), None)
         csp = content_security_policy(host)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [
-                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"cache-control"
+                    (name, value)
+                    for name, value in message.get("headers", ())
+                    if name.lower() != b"cache-control"
                 ]
                 headers.append((b"content-security-policy", csp))
                 headers.extend(_STATIC_HEADERS)

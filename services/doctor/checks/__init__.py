@@ -28,4 +28,4 @@ ALL_CHECKS: tuple[CheckSpec, ...] = (
     *exchange.CHECKS,
     *stream.CHECKS,
 )
-NAMES: tuple[str, ...] = tuple(c.name for c in ALL_CHECKS)
+NAMES: tuple[str, ...] = tuple(check.name for check in ALL_CHECKS)

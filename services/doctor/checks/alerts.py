@@ -16,10 +16,10 @@ SHOWN = 8  # alerts named in the evidence; the rest are counted
 
 def am_label(url: str) -> str:
     """``scheme://host:port/path`` of the Alertmanager URL: never its credentials."""
-    u = urlsplit(url)
-    host = u.hostname or ""
-    port = f":{u.port}" if u.port else ""
-    return f"{u.scheme}://{host}{port}{u.path.rstrip('/')}"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}"
 
 
 def fetch_alerts(url: str, timeout_s: float) -> list[dict[str, Any]]:
@@ -33,13 +33,13 @@ def fetch_alerts(url: str, timeout_s: float) -> list[dict[str, Any]]:
     body = response.json()
     if not isinstance(body, list):
         raise ValueError(f"expected a list of alerts, got {type(body).__name__}")
-    return [a for a in body if isinstance(a, dict)]
+    return [alert for alert in body if isinstance(alert, dict)]
 
 
 def _describe_alert(alert: dict[str, Any], now: datetime) -> str:
     labels: dict[str, str] = alert.get("labels", {})
     keys = ("symbol", "group", "dependency", "job", "instance")
-    extra = ",".join(f"{k}={labels[k]}" for k in keys if k in labels)
+    extra = ",".join(f"{key}={labels[key]}" for key in keys if key in labels)
     name = labels.get("alertname", "?") + (f"{{{extra}}}" if extra else "")
     text = f"{name} {labels.get('severity', '?')}"
     try:
@@ -73,22 +73,24 @@ def firing(ctx: Context) -> Finding:
             "app.kubernetes.io/name=alertmanager; docker compose ps alertmanager) and is "
             "PRICECAST_ALERTMANAGER_URL its address? Without it no alert reaches anyone",
         )
-    active = [a for a in alerts if a.get("status", {}).get("state") == "active"]
+    active = [alert for alert in alerts if alert.get("status", {}).get("state") == "active"]
     suppressed = len(alerts) - len(active)
     now = datetime.now(UTC)
-    severities = Counter(a.get("labels", {}).get("severity", "none") for a in active)
+    severities = Counter(alert.get("labels", {}).get("severity", "none") for alert in active)
     data: dict[str, Any] = {
         "url": label,
-        "firing": [a.get("labels", {}) for a in active],
+        "firing": [alert.get("labels", {}) for alert in active],
         "suppressed": suppressed,
     }
     quiet = f" ({suppressed} silenced or inhibited)" if suppressed else ""
     if not active:
         return Finding(name, "ok", f"no alert firing at {label}{quiet}", data=data)
-    shown = "; ".join(_describe_alert(a, now) for a in active[:SHOWN])
+    shown = "; ".join(_describe_alert(alert, now) for alert in active[:SHOWN])
     more = f"; and {len(active) - SHOWN} more" if len(active) > SHOWN else ""
-    counts = ", ".join(f"{n} {sev}" for sev, n in sorted(severities.items()))
-    runbooks = sorted({str(a.get("annotations", {}).get("runbook", "")) for a in active} - {""})
+    counts = ", ".join(f"{count} {sev}" for sev, count in sorted(severities.items()))
+    runbooks = sorted(
+        {str(alert.get("annotations", {}).get("runbook", "")) for alert in active} - {""}
+    )
     fix = "follow each alert's runbook" + (f": {runbooks[0]}" if runbooks else "")
     fix += (
         f"; list them with amtool alert query --alertmanager.url={label}; a known, "

@@ -12,10 +12,10 @@ from services.doctor.model import CheckSpec, Context, Finding, describe
 def key_paths(ctx: Context) -> tuple[Path | None, Path | None, str]:
     """The key files the API would use: configured ones, else (outside prod) the
     development pair ``pricecast run`` generates under the state directory."""
-    s = ctx.settings
-    if s.jwt_keys_configured:
-        return s.jwt_private_key_file, s.jwt_public_keys_dir, "configured"
-    keys = s.state_dir / "keys"
+    settings = ctx.settings
+    if settings.jwt_keys_configured:
+        return settings.jwt_private_key_file, settings.jwt_public_keys_dir, "configured"
+    keys = settings.state_dir / "keys"
     return keys / "private.pem", keys / "public", "development"
 
 
@@ -24,10 +24,10 @@ def jwt_keys(ctx: Context) -> Finding:
     from services.api.core.keys import build_keyset
 
     name = "auth.jwt_keys"
-    s = ctx.settings
+    settings = ctx.settings
     private, public_dir, origin = key_paths(ctx)
     if origin == "development":
-        if s.is_production:
+        if settings.is_production:
             return Finding(
                 name,
                 "fail",
@@ -43,7 +43,9 @@ def jwt_keys(ctx: Context) -> Finding:
                 f"no keys yet: development keys are generated under {private.parent} on the "
                 "first pricecast run / api start",
             )
-    missing = [str(p) for p in (private, public_dir) if p is not None and not p.exists()]
+    missing = [
+        str(path) for path in (private, public_dir) if path is not None and not path.exists()
+    ]
     if missing:
         return Finding(
             name,
@@ -53,7 +55,7 @@ def jwt_keys(ctx: Context) -> Finding:
             "Secret there (kubectl describe pod: volume mounts)",
         )
     try:
-        keyset = build_keyset(private, public_dir, s.jwt_signing_kid)
+        keyset = build_keyset(private, public_dir, settings.jwt_signing_kid)
     except Exception as exc:  # noqa: BLE001 - the loader's message is the evidence
         return Finding(
             name,

@@ -41,24 +41,24 @@ def reachable(ctx: Context) -> Finding:
 def hit_rate(ctx: Context) -> Finding:
     """keyspace_hits / (hits + misses) since the server started (or CONFIG RESETSTAT)."""
     name = "redis.hit_rate"
-    s = ctx.settings
+    settings = ctx.settings
     stats: Mapping[str, Any] = ctx.redis().info("stats")
     hits = int(stats.get("keyspace_hits", 0))
     misses = int(stats.get("keyspace_misses", 0))
     total = hits + misses
     data: dict[str, Any] = {"hits": hits, "misses": misses}
-    if total < s.doctor_cache_min_lookups:
+    if total < settings.doctor_cache_min_lookups:
         return Finding(
             name, "ok", f"{total} lookups since start: too few to judge a hit rate", data=data
         )
     rate = hits / total
     data["hit_rate"] = round(rate, 4)
     evidence = f"hit rate {rate:.1%} ({hits} hits, {misses} misses since start/RESETSTAT)"
-    if rate < s.doctor_cache_hit_min:
+    if rate < settings.doctor_cache_hit_min:
         return Finding(
             name,
             "warn",
-            f"{evidence} < {s.doctor_cache_hit_min:.0%}",
+            f"{evidence} < {settings.doctor_cache_hit_min:.0%}",
             "is the prediction service writing prediction:* keys (redis-cli --scan --pattern "
             "'prediction:*' | head)? are TTLs too short (PRICECAST_PREDICTION_TTL_MARGIN_S)? "
             "evictions (redis.evictions)? misses for unknown/new symbols are expected; "
@@ -68,8 +68,8 @@ def hit_rate(ctx: Context) -> Finding:
     return Finding(name, "ok", evidence, data=data)
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1024 / 1024:.1f} MB"
+def _mb(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"
 
 
 def evictions(ctx: Context) -> Finding:

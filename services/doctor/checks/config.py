@@ -9,10 +9,10 @@ def environment(ctx: Context) -> Finding:
     """In production every connection setting and the key location must be explicit: a
     silently used localhost default is the classic 'works on my machine' outage."""
     name = "config.environment"
-    s = ctx.settings
-    gaps = s.production_gaps(ctx.environ)
-    data = {"env": s.env, "unset": list(gaps.unset), "jwt_keys_unset": gaps.jwt_keys_unset}
-    if s.is_production:
+    settings = ctx.settings
+    gaps = settings.production_gaps(ctx.environ)
+    data = {"env": settings.env, "unset": list(gaps.unset), "jwt_keys_unset": gaps.jwt_keys_unset}
+    if settings.is_production:
         if gaps:
             evidence = f"env=prod; not set: {', '.join(gaps.missing) or '-'}"
             if gaps.localhost_defaults:
@@ -32,10 +32,11 @@ def environment(ctx: Context) -> Finding:
         return Finding(
             name,
             "ok",
-            f"env={s.env}; defaults in use for {', '.join(gaps.unset)} (fine outside production)",
+            f"env={settings.env}; defaults in use for {', '.join(gaps.unset)} "
+            "(fine outside production)",
             data=data,
         )
-    return Finding(name, "ok", f"env={s.env}; connection settings explicit", data=data)
+    return Finding(name, "ok", f"env={settings.env}; connection settings explicit", data=data)
 
 
 CHECKS = (CheckSpec("config.environment", environment, about="production settings explicit"),)

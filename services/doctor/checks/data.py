@@ -87,11 +87,13 @@ def stale_prices(ctx: Context) -> Finding:
             "load history and start the feed: pricecast run (demo) or pricecast backfill + "
             "pricecast ingest",
         )
-    ages = {str(r["symbol"]): (None if r["age_s"] is None else float(r["age_s"])) for r in rows}
-    stale = {s: a for s, a in ages.items() if a is None or a > limit}
+    ages = {
+        str(row["symbol"]): (None if row["age_s"] is None else float(row["age_s"])) for row in rows
+    }
+    stale = {symbol: age for symbol, age in ages.items() if age is None or age > limit}
     data = {"ages_s": ages, "stale_after_s": limit}
     if not stale:
-        newest = max(a for a in ages.values() if a is not None)
+        newest = max(age for age in ages.values() if age is not None)
         return Finding(
             name,
             "ok",
@@ -99,7 +101,8 @@ def stale_prices(ctx: Context) -> Finding:
             data=data,
         )
     listed = ", ".join(
-        f"{s} {'no ticks' if a is None else _age(a)}" for s, a in list(stale.items())[:6]
+        f"{symbol} {'no ticks' if age is None else _age(age)}"
+        for symbol, age in list(stale.items())[:6]
     )
     more = f" (+{len(stale) - 6} more)" if len(stale) > 6 else ""
     return Finding(
@@ -127,19 +130,20 @@ def insufficient_history(ctx: Context) -> Finding:
             .mappings()
             .all()
         )
-    short = [r for r in rows if r["status"] == "insufficient_history"]
-    errors = [r for r in rows if r["status"] == "error"]
+    short = [row for row in rows if row["status"] == "insufficient_history"]
+    errors = [row for row in rows if row["status"] == "error"]
     data = {
-        "insufficient_history": [dict(r) for r in short],
-        "errors": [dict(r) for r in errors],
+        "insufficient_history": [dict(row) for row in short],
+        "errors": [dict(row) for row in errors],
     }
     parts = [
-        f"{r['symbol']} {r['interval']}: Required {r['required_days']} days, "
-        f"Available {r['available_days']} days"
-        for r in short[:6]
+        f"{row['symbol']} {row['interval']}: Required {row['required_days']} days, "
+        f"Available {row['available_days']} days"
+        for row in short[:6]
     ]
     parts += [
-        f"{r['symbol']} {r['interval']}: error {r['detail'] or ''}".strip() for r in errors[:4]
+        f"{row['symbol']} {row['interval']}: error {row['detail'] or ''}".strip()
+        for row in errors[:4]
     ]
     if errors:
         return Finding(
@@ -176,9 +180,13 @@ _OPEN_REQUESTS = sa.text(
 def _validation_mase(champions: list[Any], symbol: str, interval: str, model: str) -> float:
     """The champion's walk-forward MASE for the asset (its global MASE otherwise); 1.0, the
     naive level, for models fitted while serving (ARIMA, naive) — as the prediction service."""
-    for c in champions:
-        if c["model"] == model and c["interval"] == interval and c["scope"] in (symbol, "*"):
-            metrics = c["metrics"] or {}
+    for champion in champions:
+        if (
+            champion["model"] == model
+            and champion["interval"] == interval
+            and champion["scope"] in (symbol, "*")
+        ):
+            metrics = champion["metrics"] or {}
             per = (metrics.get("per_series") or {}).get(symbol) or {}
             value = per.get("mase", metrics.get("mase"))
             if isinstance(value, int | float) and value > 0:
@@ -191,20 +199,22 @@ def model_accuracy(ctx: Context) -> Finding:
     from services.prediction.accuracy import rolling_accuracy
 
     name = "models.accuracy"
-    s = ctx.settings
+    settings = ctx.settings
     degraded: list[str] = []
     judged = 0
     worst: tuple[float, str] | None = None
     with ctx.engine().connect() as conn:
         champions = list(conn.execute(_CHAMPIONS).mappings())
         open_requests = {
-            (r["symbol"], r["interval"]) for r in conn.execute(_OPEN_REQUESTS).mappings()
+            (row["symbol"], row["interval"]) for row in conn.execute(_OPEN_REQUESTS).mappings()
         }
-        symbols = [str(r[0]) for r in conn.execute(sa.text("SELECT symbol FROM assets ORDER BY 1"))]
+        symbols = [
+            str(row[0]) for row in conn.execute(sa.text("SELECT symbol FROM assets ORDER BY 1"))
+        ]
         for symbol in symbols:
             for interval in ("1h", "1d"):
-                for rolling in rolling_accuracy(conn, symbol, interval, s.accuracy_window):
-                    if rolling.mase is None or rolling.n < s.accuracy_min_samples:
+                for rolling in rolling_accuracy(conn, symbol, interval, settings.accuracy_window):
+                    if rolling.mase is None or rolling.n < settings.accuracy_min_samples:
                         continue
                     judged += 1
                     reference = _validation_mase(champions, symbol, interval, rolling.model)
@@ -215,7 +225,7 @@ def model_accuracy(ctx: Context) -> Finding:
                     )
                     if worst is None or ratio > worst[0]:
                         worst = (ratio, label)
-                    if ratio > s.accuracy_degradation_factor:
+                    if ratio > settings.accuracy_degradation_factor:
                         queued = bool({(symbol, interval), ("*", interval)} & open_requests)
                         degraded.append(label + ("; retrain queued" if queued else ""))
     data = {"judged": judged, "degraded": degraded, "champions": len(champions)}
@@ -234,7 +244,7 @@ def model_accuracy(ctx: Context) -> Finding:
         return Finding(
             name,
             "ok",
-            f"no asset has {s.accuracy_min_samples}+ scored forecasts yet "
+            f"no asset has {settings.accuracy_min_samples}+ scored forecasts yet "
             f"({len(champions)} champion(s) registered)",
             data=data,
         )
@@ -242,7 +252,7 @@ def model_accuracy(ctx: Context) -> Finding:
     return Finding(
         name,
         "ok",
-        f"{judged} series within x{s.accuracy_degradation_factor:g} of validation; "
+        f"{judged} series within x{settings.accuracy_degradation_factor:g} of validation; "
         f"worst {worst[1]}",
         data=data,
     )
@@ -259,18 +269,20 @@ _COVERAGE = sa.text(
 def model_coverage(ctx: Context) -> Finding:
     """Observed coverage of the default-level interval (the online calibration's record)."""
     name = "models.coverage"
-    s = ctx.settings
-    level = s.forecast_default_level
+    settings = ctx.settings
+    level = settings.forecast_default_level
     low, high = level - 0.10, level + 0.10
     with ctx.engine().connect() as conn:
         rows = list(
-            conn.execute(_COVERAGE, {"level": level, "min": s.accuracy_min_samples}).mappings()
+            conn.execute(
+                _COVERAGE, {"level": level, "min": settings.accuracy_min_samples}
+            ).mappings()
         )
     off = [
-        f"{r['symbol']} {r['interval']}: {float(r['coverage']):.0%} at {level:g} "
-        f"(n>={r['scored']}, newest target {r['last_target']:%Y-%m-%d %H:%M})"
-        for r in rows
-        if not low <= float(r["coverage"]) <= high
+        f"{row['symbol']} {row['interval']}: {float(row['coverage']):.0%} at {level:g} "
+        f"(n>={row['scored']}, newest target {row['last_target']:%Y-%m-%d %H:%M})"
+        for row in rows
+        if not low <= float(row["coverage"]) <= high
     ]
     data = {"judged": len(rows), "off": off, "level": level}
     if off:
@@ -288,7 +300,7 @@ def model_coverage(ctx: Context) -> Finding:
         "ok",
         f"{len(rows)} series cover {low:.0%}-{high:.0%} at level {level:g}"
         if rows
-        else f"no series has {s.accuracy_min_samples}+ scored forecasts per level yet",
+        else f"no series has {settings.accuracy_min_samples}+ scored forecasts per level yet",
         data=data,
     )
 

@@ -42,16 +42,16 @@ async def _handshake(url: str, timeout_s: float) -> None:
 
 def exchange_streams(ctx: Context) -> Finding:
     name = "sources.exchange_streams"
-    s = ctx.settings
-    kinds = [k for k in s.ingest_sources if k in VENUES]
+    settings = ctx.settings
+    kinds = [kind for kind in settings.ingest_sources if kind in VENUES]
     if not kinds:
         return Finding(name, "ok", "no exchange stream configured (PRICECAST_INGEST_SOURCES)")
     problems, fixes, parts = [], [], []
     data: dict[str, str] = {}
     for kind in kinds:
         try:
-            parse_pairs(getattr(s, f"{kind}_symbols"), kind)
-            source = build_exchange_source(s, kind)
+            parse_pairs(getattr(settings, f"{kind}_symbols"), kind)
+            source = build_exchange_source(settings, kind)
             url = source.ws_url()
         except (ValueError, OSError) as exc:
             problems.append(f"{kind}: {describe(exc)}")

@@ -33,9 +33,9 @@ def _tcp(host: str, port: int, timeout_s: float) -> str | None:
 
 def broker(ctx: Context) -> Finding:
     name = "kafka.broker"
-    s = ctx.settings
-    if not s.kafka_configured:
-        if s.is_production:
+    settings = ctx.settings
+    if not settings.kafka_configured:
+        if settings.is_production:
             return Finding(
                 name,
                 "fail",
@@ -50,16 +50,16 @@ def broker(ctx: Context) -> Finding:
             "for pricecast ingest/predict on their own, start Kafka and set "
             "KAFKA_BOOTSTRAP_SERVERS=host:9092",
         )
-    servers = _servers(s.kafka_bootstrap_servers)
+    servers = _servers(settings.kafka_bootstrap_servers)
     if not servers:
         return Finding(
             name,
             "fail",
-            f"KAFKA_BOOTSTRAP_SERVERS={s.kafka_bootstrap_servers!r} has no host:port",
+            f"KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers!r} has no host:port",
             "use a comma list of host:port, e.g. kafka-0:9092,kafka-1:9092",
         )
     connect_timeout = min(ctx.timeout_s / 2, 2.0)
-    errors = {f"{h}:{p}": _tcp(h, p, connect_timeout) for h, p in servers}
+    errors = {f"{host}:{port}": _tcp(host, port, connect_timeout) for host, port in servers}
     answering = [hp for hp, err in errors.items() if err is None]
     if not answering:
         detail = "; ".join(f"{hp}: {err}" for hp, err in errors.items())
@@ -73,7 +73,7 @@ def broker(ctx: Context) -> Finding:
         )
     try:
         ctx.kafka_brokers = asyncio.run(
-            advertised_brokers(s.kafka_bootstrap_servers, ctx.timeout_s * 0.8)
+            advertised_brokers(settings.kafka_bootstrap_servers, ctx.timeout_s * 0.8)
         )
     except Exception as exc:  # noqa: BLE001
         return Finding(
@@ -87,7 +87,7 @@ def broker(ctx: Context) -> Finding:
     evidence = (
         f"bootstrap {', '.join(answering)} answered metadata: {len(ctx.kafka_brokers)} broker(s)"
     )
-    data = {"brokers": [f"{h}:{p}" for _, h, p in ctx.kafka_brokers]}
+    data = {"brokers": [f"{host}:{port}" for _, host, port in ctx.kafka_brokers]}
     if down:
         return Finding(
             name,
@@ -109,14 +109,17 @@ def advertised(ctx: Context) -> Finding:
     if not ctx.kafka_brokers:
         return Finding(name, "fail", "the cluster metadata lists no broker", ADVERTISED_FIX)
     timeout = min(ctx.timeout_s / 2, 2.0)
-    results = {f"{h}:{p} (node {n})": _tcp(h, p, timeout) for n, h, p in ctx.kafka_brokers}
-    bad = {k: v for k, v in results.items() if v is not None}
+    results = {
+        f"{host}:{port} (node {node})": _tcp(host, port, timeout)
+        for node, host, port in ctx.kafka_brokers
+    }
+    bad = {address: error for address, error in results.items() if error is not None}
     if bad:
         return Finding(
             name,
             "fail",
             "advertised but unreachable from here: "
-            + "; ".join(f"{k}: {v}" for k, v in bad.items())
+            + "; ".join(f"{address}: {error}" for address, error in bad.items())
             + f" (bootstrap {ctx.settings.kafka_bootstrap_servers} answered)",
             ADVERTISED_FIX,
             {"unreachable": list(bad)},
@@ -126,14 +129,19 @@ def advertised(ctx: Context) -> Finding:
 
 def topics(ctx: Context) -> Finding:
     name = "kafka.topics"
-    s = ctx.settings
-    wanted = all_topics(s)
-    states = asyncio.run(topic_states(s.kafka_bootstrap_servers, ctx.timeout_s * 0.8, wanted))
-    missing = [t for t in wanted if t not in states]
-    counts = ", ".join(f"{t} {st.partitions}p/{st.messages} msgs" for t, st in states.items())
+    settings = ctx.settings
+    wanted = all_topics(settings)
+    states = asyncio.run(
+        topic_states(settings.kafka_bootstrap_servers, ctx.timeout_s * 0.8, wanted)
+    )
+    missing = [topic for topic in wanted if topic not in states]
+    counts = ", ".join(
+        f"{topic} {st.partitions}p/{st.messages} msgs" for topic, st in states.items()
+    )
     data = {
         "topics": {
-            t: {"partitions": st.partitions, "messages": st.messages} for t, st in states.items()
+            topic: {"partitions": st.partitions, "messages": st.messages}
+            for topic, st in states.items()
         },
         "missing": missing,
     }
@@ -143,29 +151,30 @@ def topics(ctx: Context) -> Finding:
             "fail",
             f"missing: {', '.join(missing)}" + (f"; present: {counts}" if counts else ""),
             "the services create them at start (pricecast ingest / predict); or create them: "
-            f"kafka-topics.sh --create --topic <name> --partitions {s.kafka_partitions} "
-            f"--replication-factor {s.kafka_replication_factor}. On a restarted Tansu dev "
+            f"kafka-topics.sh --create --topic <name> --partitions {settings.kafka_partitions} "
+            f"--replication-factor {settings.kafka_replication_factor}. On a restarted Tansu dev "
             "broker the topics (and every message) are gone: restart the services",
             data,
         )
-    few = [t for t, st in states.items() if st.partitions < s.kafka_partitions]
+    few = [topic for topic, st in states.items() if st.partitions < settings.kafka_partitions]
     if few:
         return Finding(
             name,
             "warn",
-            f"fewer partitions than PRICECAST_KAFKA_PARTITIONS={s.kafka_partitions}: {counts}",
+            "fewer partitions than "
+            f"PRICECAST_KAFKA_PARTITIONS={settings.kafka_partitions}: {counts}",
             "consumers scale only to the partition count: kafka-topics.sh --alter --topic "
-            f"<name> --partitions {s.kafka_partitions} (keys move: expect a brief reorder)",
+            f"<name> --partitions {settings.kafka_partitions} (keys move: expect a brief reorder)",
             data,
         )
     return Finding(name, "ok", counts, data=data)
 
 
 def group_topics(ctx: Context) -> dict[str, list[str]]:
-    s = ctx.settings
+    settings = ctx.settings
     return {
-        s.consumer_group_writer: [s.topic_prices],
-        s.consumer_group_prediction: [s.topic_prices],
+        settings.consumer_group_writer: [settings.topic_prices],
+        settings.consumer_group_prediction: [settings.topic_prices],
     }
 
 
@@ -178,16 +187,18 @@ def _lag_text(lag: GroupLag) -> str:
 def consumer_lag(ctx: Context) -> Finding:
     """End offset minus committed offset, per consumer group, on the topics it consumes."""
     name = "kafka.consumer_lag"
-    s = ctx.settings
+    settings = ctx.settings
 
     async def collect() -> list[GroupLag]:
         plan = group_topics(ctx)
-        wanted = sorted({t for ts in plan.values() for t in ts})
-        states = await topic_states(s.kafka_bootstrap_servers, ctx.timeout_s * 0.4, wanted)
+        wanted = sorted({topic for ts in plan.values() for topic in ts})
+        states = await topic_states(settings.kafka_bootstrap_servers, ctx.timeout_s * 0.4, wanted)
         out = []
         for group, group_topic_names in plan.items():
-            mine = {t: states[t] for t in group_topic_names if t in states}
-            out.append(await group_lag(s.kafka_bootstrap_servers, group, mine, ctx.timeout_s * 0.2))
+            mine = {topic: states[topic] for topic in group_topic_names if topic in states}
+            out.append(
+                await group_lag(settings.kafka_bootstrap_servers, group, mine, ctx.timeout_s * 0.2)
+            )
         return out
 
     lags = asyncio.run(collect())
@@ -198,7 +209,8 @@ def consumer_lag(ctx: Context) -> Finding:
             "members": lag.members,
             "committed_any": lag.committed_any,
             "per_partition": {
-                f"{tp.topic}[{tp.partition}]": v for tp, v in lag.per_partition.items()
+                f"{tp.topic}[{tp.partition}]": partition_lag
+                for tp, partition_lag in lag.per_partition.items()
             },
         }
         for lag in lags
@@ -210,10 +222,10 @@ def consumer_lag(ctx: Context) -> Finding:
         "replicas up to the partition count; a writer stuck on the database shows in "
         "postgres.* checks; make kafka-lag shows lag per partition"
     )
-    if worst > s.doctor_lag_fail:
-        return Finding(name, "fail", f"{evidence} (> {s.doctor_lag_fail})", fix, data)
-    if worst > s.doctor_lag_warn:
-        return Finding(name, "warn", f"{evidence} (> {s.doctor_lag_warn})", fix, data)
+    if worst > settings.doctor_lag_fail:
+        return Finding(name, "fail", f"{evidence} (> {settings.doctor_lag_fail})", fix, data)
+    if worst > settings.doctor_lag_warn:
+        return Finding(name, "warn", f"{evidence} (> {settings.doctor_lag_warn})", fix, data)
     return Finding(name, "ok", evidence, data=data)
 
 

@@ -165,10 +165,13 @@ def slow_queries(ctx: Context) -> Finding:
     """Long-running statements and idle-in-transaction sessions in this database; the slowest
     statements on average when pg_stat_statements is installed."""
     name = "postgres.slow_queries"
-    s = ctx.settings
+    settings = ctx.settings
     with ctx.engine().connect() as conn:
         rows = (
-            conn.execute(_SLOW_SQL, {"slow": s.doctor_slow_query_s, "idle": s.doctor_idle_in_tx_s})
+            conn.execute(
+                _SLOW_SQL,
+                {"slow": settings.doctor_slow_query_s, "idle": settings.doctor_idle_in_tx_s},
+            )
             .mappings()
             .all()
         )
@@ -182,19 +185,20 @@ def slow_queries(ctx: Context) -> Finding:
             try:
                 statements = list(
                     conn.execute(
-                        _STATEMENTS_SQL, {"slow_ms": s.doctor_slow_query_s * 1000}
+                        _STATEMENTS_SQL, {"slow_ms": settings.doctor_slow_query_s * 1000}
                     ).mappings()
                 )
             except sa.exc.DBAPIError:  # extension created but not preloaded
                 has_statements = False
     parts = [
-        f"pid {r['pid']} {r['state']} {float(r['age_s']):.1f}s ({r['application_name'] or '?'}): "
-        f"{r['query']}"
-        for r in rows
+        f"pid {row['pid']} {row['state']} {float(row['age_s']):.1f}s "
+        f"({row['application_name'] or '?'}): "
+        f"{row['query']}"
+        for row in rows
     ]
-    parts += [f"avg {r['mean_ms']} ms x {r['calls']}: {r['query']}" for r in statements]
+    parts += [f"avg {row['mean_ms']} ms x {row['calls']}: {row['query']}" for row in statements]
     data = {
-        "long_running": [dict(r) | {"age_s": float(r["age_s"])} for r in rows],
+        "long_running": [dict(row) | {"age_s": float(row["age_s"])} for row in rows],
         "pg_stat_statements": has_statements,
     }
     if parts:
@@ -203,8 +207,8 @@ def slow_queries(ctx: Context) -> Finding:
     return Finding(
         name,
         "ok",
-        f"no statement active > {s.doctor_slow_query_s:g}s, no transaction idle > "
-        f"{s.doctor_idle_in_tx_s:g}s{extra}",
+        f"no statement active > {settings.doctor_slow_query_s:g}s, no transaction idle > "
+        f"{settings.doctor_idle_in_tx_s:g}s{extra}",
         data=data,
     )
 

@@ -67,10 +67,10 @@ def cuda(ctx: Context) -> Finding:
         )
     devices = []
     low = []
-    for i in range(torch.cuda.device_count()):
-        free, total = torch.cuda.mem_get_info(i)
+    for device_index in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(device_index)
         gib = f"{free / 2**30:.1f}/{total / 2**30:.1f} GiB free"
-        label = f"cuda:{i} {torch.cuda.get_device_name(i)} {gib}"
+        label = f"cuda:{device_index} {torch.cuda.get_device_name(device_index)} {gib}"
         devices.append(label)
         if total and free / total < 0.1:
             low.append(label)
@@ -110,10 +110,10 @@ def _listening_inodes(port: int) -> set[str]:
 
 def port_owner(port: int) -> str | None:
     """``pid N (cmd)`` of the process listening on ``port`` when this user can see it."""
-    inodes = {f"socket:[{i}]" for i in _listening_inodes(port)}
+    inodes = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
     if not inodes:
         return None
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+    for pid in (entry for entry in os.listdir("/proc") if entry.isdigit()):
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
             for fd in fds:
@@ -151,11 +151,11 @@ def ports(ctx: Context) -> Finding:
     """The API and worker ports: free, or held by a Pricecast service; anything else means
     the service will fail to start with 'address already in use'."""
     name = "runtime.ports"
-    s = ctx.settings
+    settings = ctx.settings
     wanted = {
-        "api": (s.api_port, "PRICECAST_API_PORT"),
-        "ingest": (s.ingest_health_port, "PRICECAST_INGEST_HEALTH_PORT"),
-        "predict": (s.predict_health_port, "PRICECAST_PREDICT_HEALTH_PORT"),
+        "api": (settings.api_port, "PRICECAST_API_PORT"),
+        "ingest": (settings.ingest_health_port, "PRICECAST_INGEST_HEALTH_PORT"),
+        "predict": (settings.predict_health_port, "PRICECAST_PREDICT_HEALTH_PORT"),
     }
     parts: list[str] = []
     foreign: list[str] = []

@@ -10,9 +10,9 @@ from services.doctor.model import CheckSpec, Context, Finding, describe
 
 
 def stream_url(ctx: Context) -> str:
-    s = ctx.settings
-    host = "127.0.0.1" if s.api_host in ("0.0.0.0", "::") else s.api_host  # noqa: S104
-    return f"ws://{host}:{s.api_port}/api/v1/stream"
+    settings = ctx.settings
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host  # noqa: S104
+    return f"ws://{host}:{settings.api_port}/api/v1/stream"
 
 
 def _probe_token(ctx: Context) -> str | None:
