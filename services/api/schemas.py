@@ -8,6 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from services.api.params import Paging
 from services.common.bars import Bar as StoredBar
 from services.common.schemas import Interval, PredictionRecord
 
@@ -21,9 +22,9 @@ class Page(BaseModel, Generic[T]):
     limit: int
 
     @classmethod
-    def of(cls, items: list[T], total: int, skip: int, limit: int) -> Page[T]:
-        """One page of ``total`` items, as ``skip``/``limit`` asked for it."""
-        return cls(items=items, total=total, skip=skip, limit=limit)
+    def of(cls, items: list[T], total: int, paging: Paging) -> Page[T]:
+        """One page of ``total`` items, as ``paging`` asked for it."""
+        return cls(items=items, total=total, skip=paging.skip, limit=paging.limit)
 
 
 class TokenResponse(BaseModel):

@@ -28,11 +28,15 @@ def list_assets(
     asset_class: Annotated[str | None, Query(max_length=32)] = None,
     q: Annotated[str | None, Query(max_length=64, description="symbol or name contains")] = None,
 ) -> Page[Asset]:
-    skip, limit = paging.skip, paging.limit
     total, rows = queries.list_assets(
-        conn, skip=skip, limit=limit, active=active, asset_class=asset_class, search=q
+        conn,
+        skip=paging.skip,
+        limit=paging.limit,
+        active=active,
+        asset_class=asset_class,
+        search=q,
     )
-    return Page[Asset].of([Asset.model_validate(row) for row in rows], total, skip, limit)
+    return Page[Asset].of([Asset.model_validate(row) for row in rows], total, paging)
 
 
 @router.get(

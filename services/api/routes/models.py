@@ -35,13 +35,16 @@ def list_models(
     ] = None,
     interval: IntervalFilter = None,
 ) -> Page[ModelVersion]:
-    skip, limit = paging.skip, paging.limit
     total, rows = queries.list_versions(
-        conn, skip=skip, limit=limit, symbol=symbol, model=model, status=status, interval=interval
+        conn,
+        skip=paging.skip,
+        limit=paging.limit,
+        symbol=symbol,
+        model=model,
+        status=status,
+        interval=interval,
     )
-    return Page[ModelVersion].of(
-        [ModelVersion.model_validate(row) for row in rows], total, skip, limit
-    )
+    return Page[ModelVersion].of([ModelVersion.model_validate(row) for row in rows], total, paging)
 
 
 @router.get(

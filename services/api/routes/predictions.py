@@ -171,19 +171,18 @@ def prediction_history(
     start: Annotated[datetime | None, Query(description="as_of >= start")] = None,
     end: Annotated[datetime | None, Query(description="as_of < end")] = None,
 ) -> Page[PredictionHistoryItem]:
-    skip, limit = paging.skip, paging.limit
     total, rows = queries.history(
         conn,
         known_symbol(conn, symbol),
         interval,
         horizon,
-        skip=skip,
-        limit=limit,
+        skip=paging.skip,
+        limit=paging.limit,
         start=start,
         end=end,
     )
     items = [PredictionHistoryItem.model_validate(row) for row in rows]
-    return Page[PredictionHistoryItem].of(items, total, skip, limit)
+    return Page[PredictionHistoryItem].of(items, total, paging)
 
 
 @router.get(
