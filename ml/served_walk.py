@@ -9,6 +9,12 @@ update for horizon ``h`` runs ``h + 1`` steps late, as live); then
 :func:`ml.serving.serve_forecast` answers with the current state. Origins with fewer days
 than the ARIMA minimum get no forecast and are counted the way the API reports them
 (ERR_PRED_001 with required and available days).
+
+:func:`replay_bands` runs only the band half of that walk over point forecasts already made
+(for example a served run's ``walk.mean``): the same calibrator, the same update order, the
+same state. A change to ``ml.calibration`` is then measured without refitting a model at
+every origin (``bench/_calibration_replay.py``); it answers what :func:`served_walk_forward`
+would, as long as the point forecasts do not depend on the calibration.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.calibration import AciState, check_levels
+from ml.calibration import AciState, calibrated_bands, check_levels
 from ml.evaluation import Bands, WalkForward, naive_scale, target_indices
 from ml.selection import InsufficientHistory, SelectionPolicy
 from ml.serving import Calibration, LoadedModel, serve_forecast
@@ -53,6 +59,24 @@ class ServedRun:
                 "max": max(days for _, days in self.insufficient),
             },
         }
+
+
+def _score_closed(
+    y: np.ndarray,
+    targets: np.ndarray,
+    origin: int,
+    horizon: int,
+    bands: Bands,
+    pending: deque[int],
+    aci: AciState,
+) -> None:
+    """Feed every pending forecast whose target closed before ``origin`` into ``aci`` (each
+    level's hit or miss), oldest first: the service's order, see the module docstring."""
+    while pending and targets[pending[0]] < origin:
+        scored = pending.popleft()
+        actual = y[targets[scored]]
+        for level, (lo, hi) in bands.items():
+            aci.update(horizon, level, bool(lo[scored] <= actual <= hi[scored]))
 
 
 def served_walk_forward(
@@ -88,11 +112,7 @@ def served_walk_forward(
     champion: LoadedModel | None = None
     for slot, target in enumerate(targets):
         origin = int(target) - horizon
-        while pending and targets[pending[0]] < origin:
-            scored = pending.popleft()
-            actual = y[targets[scored]]
-            for band_level, (lo, hi) in bands.items():
-                aci.update(horizon, band_level, bool(lo[scored] <= actual <= hi[scored]))
+        _score_closed(y, targets, origin, horizon, bands, pending, aci)
         history = y[: origin + 1]
         days = int(available_days[origin])
         if champion_at is not None and slot % refit_every == 0:
@@ -122,3 +142,37 @@ def served_walk_forward(
             bands[band.level][1][slot] = band.upper[horizon - 1]
         pending.append(slot)
     return run
+
+
+def replay_bands(
+    closes: np.ndarray,
+    targets: np.ndarray,
+    horizon: int,
+    means: np.ndarray,
+    levels: Sequence[float] = (0.5, 0.8, 0.95),
+    state: AciState | None = None,
+) -> tuple[Bands, AciState]:
+    """The bands :func:`served_walk_forward` serves for ``targets`` when its point forecast
+    (step ``horizon``) of each target is ``means`` (NaN: no forecast, as for an origin with
+    too little history); the update order is the walk's."""
+    y = np.asarray(closes, dtype=np.float64)
+    all_levels = check_levels(levels)
+    aci = state or AciState()
+    bands: Bands = {
+        level: (np.full(targets.size, np.nan), np.full(targets.size, np.nan))
+        for level in all_levels
+    }
+    pending: deque[int] = deque()
+    for slot, target in enumerate(targets):
+        origin = int(target) - horizon
+        _score_closed(y, targets, origin, horizon, bands, pending, aci)
+        if not np.isfinite(means[slot]):
+            continue
+        effective = {(horizon, level): aci.effective_level(horizon, level) for level in all_levels}
+        # only step ``horizon`` of the forecast is kept, so the earlier steps' means are moot
+        path = np.full(horizon, float(means[slot]))
+        for band in calibrated_bands(y[: origin + 1], path, all_levels, effective):
+            bands[band.level][0][slot] = band.lower[horizon - 1]
+            bands[band.level][1][slot] = band.upper[horizon - 1]
+        pending.append(slot)
+    return bands, aci
