@@ -44,19 +44,27 @@ SF_MODELS = ("AutoARIMA", "AutoETS", "Naive")
 WITH_LSTM = os.environ.get("FORECAST_QUALITY_LSTM") == "1"
 
 
-def statsforecast_metrics(s: Series, h: int) -> dict[str, dict[str, Any]]:
+def statsforecast_cv(s: Series, h: int, models: tuple[str, ...] = SF_MODELS) -> pd.DataFrame:
+    """statsforecast's walk-forward of ``models`` over the test targets of ``s``, one row per
+    target (step ``h``), oldest first: ``ds`` (the target's index), ``y``, each model's mean
+    and its ``-lo-``/``-hi-`` bounds per level."""
+    import statsforecast.models as sf_models
     from statsforecast import StatsForecast
-    from statsforecast.models import AutoARIMA, AutoETS, Naive
 
     y = s.closes
     df = pd.DataFrame({"unique_id": s.name, "ds": np.arange(y.size), "y": y})
-    sf = StatsForecast(models=[AutoARIMA(), AutoETS(), Naive()], freq=1, n_jobs=1)
+    sf = StatsForecast(models=[getattr(sf_models, m)() for m in models], freq=1, n_jobs=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cv = sf.cross_validation(
             df=df, h=h, n_windows=TEST, step_size=1, refit=REFIT, level=[50, 80, 95]
         )
-    cv = cv[cv["ds"] - cv["cutoff"] == h].sort_values("ds")
+    return cv[cv["ds"] - cv["cutoff"] == h].sort_values("ds")
+
+
+def statsforecast_metrics(s: Series, h: int) -> dict[str, dict[str, Any]]:
+    y = s.closes
+    cv = statsforecast_cv(s, h)
     actual = cv["y"].to_numpy()
     naive = y[cv["ds"].to_numpy() - h]
     scale = naive_scale(y, int(cv["ds"].iloc[0]))

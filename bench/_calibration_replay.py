@@ -1,0 +1,138 @@
+"""Replay the served bands of ``forecast_quality`` over its cached point forecasts: a tool for
+changing ``ml.calibration``, not a benchmark (``python -m bench`` skips it).
+
+``forecast_quality`` fits ARIMA at every origin (about 75 s for the six series and both
+horizons); the band does not change the point forecast, so a calibration change can be
+measured on the served means of one run. This tool runs the served walk once per series and
+horizon, caches its means (``--cache``, default ``~/.cache/pricecast/calibration_replay.npz``;
+``--refresh`` after changing a point-forecast model), then replays the bands with the current
+``ml.calibration`` through :func:`ml.served_walk.replay_bands` (the walk's own update order;
+``tests/ml/test_served_walk.py`` holds the two equal), in seconds. It prints coverage and
+the interval score over AutoARIMA's (``bench/results/forecast_quality.json``, same protocol)
+per cell, and the goals' summary. ``--bootstrap`` adds a moving-block bootstrap (blocks of 10
+targets) of each ratio, running statsforecast's AutoARIMA for the per-target scores.
+
+    python -m bench._calibration_replay [--refresh] [--bootstrap]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.forecast_quality import HISTORY, HORIZONS, LEVELS, REFIT, TEST, statsforecast_cv
+from bench.real_series import Series, load_all
+from ml.backtest import days_available
+from ml.calibration import interval_score
+from ml.selection import SelectionPolicy
+from ml.served_walk import replay_bands, served_walk_forward
+
+RESULTS = Path(__file__).parent / "results" / "forecast_quality.json"
+CACHE = Path.home() / ".cache" / "pricecast" / "calibration_replay.npz"
+BLOCK, RESAMPLES = 10, 2000
+
+
+def served_means(series: list[Series], cache: Path, refresh: bool) -> dict[str, np.ndarray]:
+    """``{name|h|targets, name|h|mean}`` for every series and horizon, from ``cache`` if there."""
+    if cache.exists() and not refresh:
+        with np.load(cache) as stored:
+            return {key: stored[key] for key in stored.files}
+    out: dict[str, np.ndarray] = {}
+    for s in series:
+        for h in HORIZONS:
+            run = served_walk_forward(
+                s.closes,
+                days_available(s.days),
+                horizon=h,
+                test_size=TEST,
+                refit_every=REFIT,
+                policy=SelectionPolicy(),
+                levels=LEVELS,
+            )
+            out[f"{s.name}|{h}|targets"] = run.walk.targets
+            out[f"{s.name}|{h}|mean"] = run.walk.mean
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out)  # type: ignore[arg-type]
+    return out
+
+
+def block_bootstrap(ours: np.ndarray, theirs: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """90% interval of ``mean(ours) / mean(theirs)`` over moving blocks of targets (scores of
+    neighbouring targets are correlated: overlapping moves, volatility clusters)."""
+    rng = np.random.default_rng(seed)
+    n = ours.size
+    starts = rng.integers(0, n - BLOCK + 1, size=(RESAMPLES, n // BLOCK))
+    idx = (starts[:, :, None] + np.arange(BLOCK)).reshape(RESAMPLES, -1)
+    ratios = ours[idx].mean(axis=1) / theirs[idx].mean(axis=1)
+    low, high = np.percentile(ratios, [5, 95])
+    return float(low), float(high)
+
+
+def replay(args: argparse.Namespace) -> list[dict[str, Any]]:
+    reference = {
+        (row["series"], row["horizon"], row["level"]): row
+        for row in json.loads(RESULTS.read_text())["extra"]["table"]
+    }
+    series = load_all(HISTORY + TEST)
+    means = served_means(series, args.cache, args.refresh)
+    rows: list[dict[str, Any]] = []
+    for s in series:
+        for h in HORIZONS:
+            targets = means[f"{s.name}|{h}|targets"]
+            bands, _ = replay_bands(s.closes, targets, h, means[f"{s.name}|{h}|mean"], LEVELS)
+            actual = s.closes[targets]
+            theirs = statsforecast_cv(s, h, ("AutoARIMA",)) if args.bootstrap else None
+            for level in LEVELS:
+                lower, upper = bands[level]
+                ours = interval_score(lower, upper, actual, level)
+                row: dict[str, Any] = {
+                    "series": s.name,
+                    "horizon": h,
+                    "level": level,
+                    "coverage": float(np.mean((lower <= actual) & (actual <= upper))),
+                    "ratio": float(np.mean(ours))
+                    / reference[(s.name, h, level)]["autoarima_interval_score"],
+                }
+                if theirs is not None:
+                    pct = round(level * 100)
+                    row["ci90"] = block_bootstrap(
+                        ours,
+                        interval_score(
+                            theirs[f"AutoARIMA-lo-{pct}"].to_numpy(),
+                            theirs[f"AutoARIMA-hi-{pct}"].to_numpy(),
+                            actual,
+                            level,
+                        ),
+                    )
+                rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench._calibration_replay")
+    parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--refresh", action="store_true", help="refit the served means")
+    parser.add_argument("--bootstrap", action="store_true", help="block-bootstrap each ratio")
+    rows = replay(parser.parse_args(argv))
+    for row in rows:
+        ci = " ({:.3f}-{:.3f})".format(*row["ci90"]) if "ci90" in row else ""
+        mark = " *" if row["ratio"] > 1 else ""
+        print(
+            f"{row['series']:7} h{row['horizon']} {row['level']:.2f}: coverage "
+            f"{row['coverage']:.3f}, interval score / AutoARIMA {row['ratio']:.3f}{ci}{mark}"
+        )
+    at80 = [abs(row["coverage"] - 0.8) for row in rows if row["level"] == 0.8]
+    print(
+        f"no worse than AutoARIMA: {sum(row['ratio'] <= 1 for row in rows)}/{len(rows)} cells, "
+        f"worst {max(row['ratio'] for row in rows):.3f}; coverage within "
+        f"{100 * max(abs(row['coverage'] - row['level']) for row in rows):.1f} points; "
+        f"80% mean absolute coverage error {100 * float(np.mean(at80)):.2f} points"
+    )
+
+
+if __name__ == "__main__":
+    main()
