@@ -22,7 +22,7 @@ import pandas as pd
 
 from ml.arima import ArimaForecaster
 from ml.base import DEFAULT_LEVEL, Forecast
-from ml.calibration import DEFAULT_LEVELS, check_levels
+from ml.calibration import DEFAULT_LEVELS, check_levels, hour_phases
 from ml.evaluation import Fitter, Predictor, level_key, predictor_of, walk_forward
 from ml.lstm import LSTMConfig, LSTMForecaster
 from ml.naive import DriftForecaster, NaiveForecaster
@@ -66,8 +66,9 @@ def parse_levels(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"bad --levels {text!r}: {exc}") from None
 
 
-def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(dates as numpy datetime64[D] per row, closes), oldest first, invalid rows dropped."""
+def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times as Unix seconds, dates as numpy datetime64[D], closes) per row, oldest first,
+    invalid rows dropped."""
     df = pd.read_csv(path)
     cols = {column.lower().strip(): column for column in df.columns}
     tcol = cols.get("date") or cols.get("time") or cols.get("timestamp")
@@ -78,8 +79,10 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     close = pd.to_numeric(df[ccol], errors="coerce")
     frame = pd.DataFrame({"ts": ts, "close": close}).dropna()
     frame = frame[frame["close"] > 0].sort_values("ts").drop_duplicates("ts", keep="last")
-    days = frame["ts"].dt.tz_convert(None).dt.floor("D").to_numpy().astype("datetime64[D]")
-    return days, frame["close"].to_numpy(dtype=np.float64)
+    naive = frame["ts"].dt.tz_convert(None)
+    days = naive.dt.floor("D").to_numpy().astype("datetime64[D]")
+    seconds = naive.to_numpy().astype("datetime64[s]").astype(np.int64)
+    return seconds, days, frame["close"].to_numpy(dtype=np.float64)
 
 
 def days_available(days: np.ndarray) -> np.ndarray:
@@ -155,7 +158,10 @@ def run_backtest(
     use_lstm: bool = True,
     seed: int = 0,
     levels: Sequence[float] = DEFAULT_LEVELS,
+    phases: np.ndarray | None = None,
 ) -> dict[str, Any]:
+    """Every model's walk-forward and the served one's; ``phases`` (the hour of day of every
+    bar, intraday bars only) gives the served bands their intraday volatility profile."""
     policy = policy or SelectionPolicy()
     lv = check_levels((*levels, DEFAULT_LEVEL))
     avail = days_available(days)
@@ -196,6 +202,7 @@ def run_backtest(
         if use_lstm
         else None,
         levels=lv,
+        phases=phases,
     )
     timings["served"] = round(time.perf_counter() - t0, 2)
     result["served"] = served.walk.metrics().to_dict()
@@ -222,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point for an already parsed namespace (``services/cli.py`` wiring)."""
     started = time.perf_counter()
     try:
-        days, closes = load_csv(args.csv)
+        seconds, days, closes = load_csv(args.csv)
     except (OSError, ValueError) as exc:
         print(json.dumps({"error": str(exc)}), file=sys.stderr)
         return 2
@@ -240,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
         use_lstm=not args.no_lstm,
         seed=args.seed,
         levels=args.levels,
+        phases=None if args.interval == "1d" else hour_phases(seconds),
     )
     out = {
         "symbol": args.symbol,

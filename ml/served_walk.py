@@ -92,10 +92,12 @@ def served_walk_forward(
     state: AciState | None = None,
     min_history: int = 3,
     refit_every: int = 25,
+    phases: np.ndarray | None = None,
 ) -> ServedRun:
     """The served forecast of every test target of ``closes`` (step ``horizon``); the
     champion (``champion_at``, e.g. a retrained LSTM) is asked again every ``refit_every``
-    targets, ARIMA is fitted at every origin like the service does."""
+    targets, ARIMA is fitted at every origin like the service does. ``phases``: the hour of
+    day of every bar, for intraday bars (``ml.calibration.hour_phases``)."""
     y = np.asarray(closes, dtype=np.float64)
     all_levels = check_levels((*levels, level))
     targets = target_indices(y.size, test_size, horizon, min_history)
@@ -128,7 +130,9 @@ def served_walk_forward(
                 days,
                 champion,
                 policy,
-                Calibration.of(all_levels, level, effective),
+                Calibration.of(
+                    all_levels, level, effective, None if phases is None else phases[: origin + 1]
+                ),
             )
         except InsufficientHistory as exc:
             run.choices["insufficient_history"] += 1
@@ -151,6 +155,7 @@ def replay_bands(
     means: np.ndarray,
     levels: Sequence[float] = (0.5, 0.8, 0.95),
     state: AciState | None = None,
+    phases: np.ndarray | None = None,
 ) -> tuple[Bands, AciState]:
     """The bands :func:`served_walk_forward` serves for ``targets`` when its point forecast
     (step ``horizon``) of each target is ``means`` (NaN: no forecast, as for an origin with
@@ -171,7 +176,8 @@ def replay_bands(
         effective = {(horizon, level): aci.effective_level(horizon, level) for level in all_levels}
         # only step ``horizon`` of the forecast is kept, so the earlier steps' means are moot
         path = np.full(horizon, float(means[slot]))
-        for band in calibrated_bands(y[: origin + 1], path, all_levels, effective):
+        history_phases = None if phases is None else phases[: origin + 1]
+        for band in calibrated_bands(y[: origin + 1], path, all_levels, effective, history_phases):
             bands[band.level][0][slot] = band.lower[horizon - 1]
             bands[band.level][1][slot] = band.upper[horizon - 1]
         pending.append(slot)

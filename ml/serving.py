@@ -8,7 +8,7 @@ service answers.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def _served(
 ) -> ServedForecast:
     """Replace the model's own interval by the calibrated bands of every level."""
     levels = check_levels((*calibration.levels, calibration.level))
-    bands = calibrated_bands(history, fc.mean, levels, calibration.effective)
+    bands = calibrated_bands(history, fc.mean, levels, calibration.effective, calibration.phases)
     served = []
     for band in bands:
         lo, hi = np.minimum(band.lower, fc.mean), np.maximum(band.upper, fc.mean)
@@ -95,6 +95,8 @@ class Calibration:
     levels: tuple[float, ...] = DEFAULT_LEVELS
     level: float = DEFAULT_LEVEL
     effective: Mapping[Key, float] | None = None
+    # intraday bars: the hour of day of every bar of the history (``ml.calibration``)
+    phases: np.ndarray | None = field(default=None, compare=False)
 
     @classmethod
     def of(
@@ -102,8 +104,12 @@ class Calibration:
         levels: Sequence[float] = DEFAULT_LEVELS,
         level: float = DEFAULT_LEVEL,
         effective: Mapping[Key, float] | None = None,
+        phases: np.ndarray | None = None,
     ) -> Calibration:
-        return cls(check_levels(levels), level, effective)
+        return cls(check_levels(levels), level, effective, phases)
+
+    def with_phases(self, phases: np.ndarray | None) -> Calibration:
+        return replace(self, phases=phases)
 
 
 def arima_version(model: ArimaForecaster) -> str:

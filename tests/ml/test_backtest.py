@@ -96,3 +96,23 @@ def test_backtest_rejects_bad_levels(tmp_path: Path) -> None:
     csv = write_csv(tmp_path / "rw.csv", random_walk(100, seed=5))
     with pytest.raises(SystemExit):
         main(["--csv", str(csv), "--symbol", "X", "--levels", "0.5,1.2"])
+
+
+def test_backtest_of_hourly_bars_uses_their_hours_of_day(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Returns into hours 8-15 UTC move 3x more: ``--interval 1h`` builds the served bands with
+    the bars' hours (the intraday profile) and scores better than the same bars without them."""
+    times = pd.date_range("2022-01-03", periods=900, freq="h", tz="UTC")
+    busy = (times.hour >= 8) & (times.hour < 16)
+    steps = np.random.default_rng(7).normal(0, 1, times.size) * np.where(busy, 0.006, 0.002)
+    csv = tmp_path / "hourly.csv"
+    pd.DataFrame(
+        {"time": times.strftime("%Y-%m-%dT%H:%M:%SZ"), "close": 100 * np.exp(np.cumsum(steps))}
+    ).to_csv(csv, index=False)
+    walk = (200, 100)
+    hourly = backtest(capsys, csv, "FX", walk, "--no-lstm", "--interval", "1h")["served"]
+    flat = backtest(capsys, csv, "FX", walk, "--no-lstm", "--interval", "1d")["served"]
+    assert hourly["count"] == flat["count"] == 200
+    assert hourly["interval_score"]["0.8"] < 0.92 * flat["interval_score"]["0.8"]
+    assert abs(hourly["coverage"] - 0.8) <= 0.08

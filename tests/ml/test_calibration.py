@@ -14,14 +14,17 @@ from ml.calibration import (
     ALPHA_BOUNDS,
     AciState,
     VolatilityCalibrator,
+    _following,
     aci_step,
     calibrated_bands,
     check_levels,
     garch_volatility,
+    hour_phases,
     interval_score,
+    intraday_profile,
 )
 from ml.selection import SelectionPolicy
-from ml.served_walk import served_walk_forward
+from ml.served_walk import replay_bands, served_walk_forward
 
 
 def test_garch_volatility_follows_a_regime() -> None:
@@ -73,6 +76,61 @@ def test_bands_are_nested_and_around_the_mean() -> None:
     narrow = calibrated_bands(y, mean, [0.8], {(1, 0.8): 0.6})
     assert narrow[0].upper[0] - narrow[0].lower[0] < bands[1].upper[0] - bands[1].lower[0]
     assert narrow[0].upper[1] == bands[1].upper[1]
+
+
+def _busy_hours(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hourly prices whose returns into hours 8-15 UTC move 3x more than the rest."""
+    hours = np.arange(n) % 24
+    busy = (hours >= 8) & (hours < 16)
+    sd = np.where(busy, 0.006, 0.002)
+    y = 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 1, n) * sd))
+    return y, hours, busy
+
+
+def test_hour_phases_and_the_intraday_profile() -> None:
+    assert hour_phases(np.array([0, 3599, 3600, 86400 + 7 * 3600])).tolist() == [0, 0, 1, 7]
+    y, hours, _ = _busy_hours(2400, seed=5)
+    profile = intraday_profile(np.diff(np.log(y)), hours[1:])
+    assert profile.mean() == pytest.approx(1.0)
+    # 9x the variance, a little less after shrinking 100 returns an hour towards the mean
+    assert 6.0 < profile[8:16].mean() / np.r_[profile[:8], profile[16:]].mean() < 10.0
+    flat = intraday_profile(np.zeros(48), np.arange(48) % 24)
+    assert np.all(flat == 1.0)
+
+
+def test_the_hours_ahead_follow_the_history_s_own_calendar() -> None:
+    # a stock's hourly bars: 14:00-20:00 UTC, each day; after 20:00 comes 14:00
+    phases = np.tile(np.arange(14, 21), 5)
+    assert _following(phases, 9).tolist() == [14, 15, 16, 17, 18, 19, 20, 14, 15]
+    assert _following(np.array([3, 4]), 3).tolist() == [5, 6, 7]  # never seen: the next hour
+
+
+def test_intraday_bands_keep_their_level_in_busy_and_quiet_hours() -> None:
+    """Without the profile the 80% band is one width for every hour: busy hours undercover and
+    quiet ones overcover; with it both are near 80% and the interval score is lower."""
+    y, hours, busy = _busy_hours(1800, seed=6)
+    targets = np.arange(1200, 1800)
+    actual, means = y[targets], y[targets - 1]  # the random walk's own forecast
+    results = {}
+    for name, phases in (("flat", None), ("intraday", hours)):
+        bands, _ = replay_bands(y, targets, 1, means, (0.8,), phases=phases)
+        lower, upper = bands[0.8]
+        hit = (lower <= actual) & (actual <= upper)
+        results[name] = (
+            hit[busy[targets]].mean(),
+            hit[~busy[targets]].mean(),
+            interval_score(lower, upper, actual, 0.8).mean(),
+        )
+    busy_flat, quiet_flat, score_flat = results["flat"]
+    busy_day, quiet_day, score_day = results["intraday"]
+    assert busy_flat < 0.7 and quiet_flat > 0.9
+    assert abs(busy_day - 0.8) < 0.07 and abs(quiet_day - 0.8) < 0.07
+    assert score_day < 0.9 * score_flat
+
+
+def test_phases_must_match_the_prices() -> None:
+    with pytest.raises(ValueError, match="phases"):
+        VolatilityCalibrator.from_prices(np.array([100.0, 101.0, 102.0]), 1, np.array([0, 1]))
 
 
 def test_aci_step_is_the_gibbs_candes_update_and_bounded() -> None:
