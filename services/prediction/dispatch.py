@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from sqlalchemy.engine import Engine
 
+from ml.calibration import hour_phases
 from ml.serving import Calibration, ServedForecast
 from services.common.bars import Closes, bar_closes_many, history_days_many
 from services.common.config import Settings
@@ -211,6 +212,8 @@ class ForecastDispatcher:
         calibration = calibration_store.calibration_of(
             states[(symbol, interval)], self.settings, n_horizons
         )
+        if interval != "1d":  # intraday bars: the bands follow the hour-of-day volatility
+            calibration = calibration.with_phases(hour_phases(bars.bucket))
         return _Work(job, as_of, n_horizons, available, bars, choice, calibration, self.settings)
 
     def _dispatch(

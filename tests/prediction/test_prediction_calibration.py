@@ -4,14 +4,18 @@ and recovery of the 80% coverage after the volatility doubles, on the service pa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 from prediction_helpers import read_topic, store_ticks
 from sqlalchemy.engine import Engine
 
+from ml.calibration import VolatilityCalibrator, hour_phases
+from services.common.bars import bar_closes_many
 from services.common.cache import make_async_redis, prediction_key
 from services.common.config import Settings
 from services.common.kafka import ensure_topics, make_producer
@@ -122,7 +126,8 @@ async def test_levels_reach_every_sink_and_calibration_survives_a_restart(
     with clean_db.begin() as conn:
         conn.execute(
             sa.text(
-                "UPDATE forecast_calibration SET alpha = 0.6 WHERE level = 0.8 AND symbol = :s"
+                "UPDATE forecast_calibration SET alpha = CASE level WHEN 0.8 THEN 0.6 "
+                "WHEN 0.5 THEN 0.5 ELSE alpha END WHERE symbol = :s"
             ),
             {"s": sym},
         )
@@ -137,7 +142,7 @@ async def test_levels_reach_every_sink_and_calibration_survives_a_restart(
             {"s": sym, "a": times[-2]},
         ).one()
     bands = {lv: (lo, hi) for lv, lo, hi in calibration_store.intervals_of(row[0])}
-    # built at level 1 - 0.6 = 0.4: narrower than the 50% band
+    # built at level 1 - 0.6 = 0.4: narrower than the 50% band (built at 1 - 0.5)
     assert bands[0.8][1] - bands[0.8][0] < bands[0.5][1] - bands[0.5][0]
     # the newest forecast is cached with every level, the bounds the default level's
     assert cached is not None
@@ -178,3 +183,35 @@ async def test_coverage_recovers_after_volatility_doubles_on_the_service_path(
     with clean_db.connect() as conn:
         states = calibration_store.load(conn, [(sym, "1h")])[(sym, "1h")]
     assert states[(1, 0.8)].scored == len(rows)
+
+
+async def test_hourly_bands_follow_the_hour_of_day_on_the_service_path(
+    isolated_settings: Settings, clean_db: Engine
+) -> None:
+    """Returns into hours 8-15 UTC move 3x more: the service's hourly bands are built with
+    the bars' hours (``ml.calibration``'s intraday profile), from the bars it read."""
+    s = _settings(isolated_settings)
+    await ensure_topics(s)
+    sym = "HOD-USD"
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    times = [now - (1199 - k) * HOUR for k in range(1200)]
+    busy = np.array([8 <= t.hour < 16 for t in times])
+    rng = np.random.default_rng(3)
+    y = 100.0 * np.exp(np.cumsum(rng.normal(0, 1, 1200) * np.where(busy, 0.006, 0.002)))
+    store_ticks(clean_db, [(sym, t, float(p)) for t, p in zip(times[:-1], y[:-1], strict=True)])
+    async with Live(s, clean_db, sym) as live:
+        await live.bars([times[-1]], [y[-1]])  # closes the bar of times[-2]: one forecast
+    with clean_db.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT intervals FROM predictions WHERE symbol = :s AND as_of = :a"),
+            {"s": sym, "a": times[-2]},
+        ).scalar_one()
+        (bars,) = bar_closes_many(conn, "1h", [(sym, times[-1])], s.prediction_history_bars)
+    intraday = VolatilityCalibrator.from_prices(bars.close, 1, hour_phases(bars.bucket))
+    flat = VolatilityCalibrator.from_prices(bars.close, 1)
+    bands = calibration_store.intervals_of(stored)
+    assert [level for level, _, _ in bands] == LEVELS
+    for level, lower, upper in bands:
+        width = math.log(upper / lower)  # log width: the same whatever the point forecast
+        assert width == pytest.approx(sum(intraday.bounds(1, level)), rel=1e-9)
+        assert abs(width / sum(flat.bounds(1, level)) - 1) > 0.05
