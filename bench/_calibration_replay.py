@@ -83,7 +83,8 @@ def replay(args: argparse.Namespace) -> list[dict[str, Any]]:
     for s in series:
         for h in HORIZONS:
             targets = means[f"{s.name}|{h}|targets"]
-            bands, _ = replay_bands(s.closes, targets, h, means[f"{s.name}|{h}|mean"], LEVELS)
+            mean = means[f"{s.name}|{h}|mean"]
+            bands, _ = replay_bands(s.closes, targets, h, mean, LEVELS, phases=s.phases)
             actual = s.closes[targets]
             theirs = statsforecast_cv(s, h, ("AutoARIMA",)) if args.bootstrap else None
             for level in LEVELS:

@@ -100,6 +100,7 @@ def ours(s: Series, h: int) -> dict[str, Any]:
         refit_every=REFIT,
         use_lstm=WITH_LSTM,
         levels=LEVELS,
+        phases=s.phases,
     )
     served: dict[str, Any] = result["served"]
     return served

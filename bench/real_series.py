@@ -9,8 +9,9 @@
 | msft        | pmdarima (datasets.load_msft)      | large-cap stock      | daily       |
 | eurusd      | backtesting (backtesting.test)     | FX                   | hourly      |
 
-Each loader returns (bar times as ``datetime64[D]`` days for the history-days rule, closes),
-oldest first, non-positive and missing closes dropped.
+Each loader returns (bar times as ``datetime64[D]`` days for the history-days rule, the hour
+of day of each bar, closes), oldest first, non-positive and missing closes dropped; an hourly
+series keeps its hours as ``phases`` (the intraday profile of its bands).
 """
 
 from __future__ import annotations
@@ -31,37 +32,40 @@ class Series:
     source: str
     days: np.ndarray
     closes: np.ndarray
+    phases: np.ndarray | None = None  # hourly series: the hour of day (UTC) of every bar
 
 
-def _frame(index: pd.Index, close: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _frame(index: pd.Index, close: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     frame = pd.DataFrame({"ts": pd.to_datetime(index), "close": close.to_numpy()}).dropna()
     frame = frame[frame["close"] > 0]
     days = frame["ts"].dt.floor("D").to_numpy().astype("datetime64[D]")
-    return days, frame["close"].to_numpy(dtype=np.float64)
+    hours = frame["ts"].dt.hour.to_numpy(dtype=np.int64)
+    return days, hours, frame["close"].to_numpy(dtype=np.float64)
 
 
-def _arch(module: str, column: str) -> tuple[np.ndarray, np.ndarray]:
+def _arch(module: str, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import importlib
 
     data = importlib.import_module(f"arch.data.{module}").load()
     return _frame(data.index, data[column])
 
 
-def _backtesting(name: str) -> tuple[np.ndarray, np.ndarray]:
+def _backtesting(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import backtesting.test as bt
 
     data = getattr(bt, name)
     return _frame(data.index, data["Close"])
 
 
-def _msft() -> tuple[np.ndarray, np.ndarray]:
+def _msft() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from pmdarima.datasets import load_msft
 
     data = load_msft()
     return _frame(pd.Index(data["Date"]), data["Close"])
 
 
-SOURCES: dict[str, tuple[str, str, str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = {
+Loader = Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]  # days, hours, closes
+SOURCES: dict[str, tuple[str, str, str, Loader]] = {
     "sp500": ("equity index", "1d", "arch.data.sp500", lambda: _arch("sp500", "Adj Close")),
     "nasdaq": ("equity index", "1d", "arch.data.nasdaq", lambda: _arch("nasdaq", "Adj Close")),
     "wti": ("commodity", "1d", "arch.data.wti", lambda: _arch("wti", "DCOILWTICO")),
@@ -77,8 +81,9 @@ def load_all(last: int | None = None) -> list[Series]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, (asset_class, interval, source, load) in SOURCES.items():
-            days, closes = load()
+            days, hours, closes = load()
             if last is not None:
-                days, closes = days[-last:], closes[-last:]
-            out.append(Series(name, asset_class, interval, source, days, closes))
+                days, hours, closes = days[-last:], hours[-last:], closes[-last:]
+            phases = None if interval == "1d" else hours
+            out.append(Series(name, asset_class, interval, source, days, closes, phases))
     return out
