@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from services.api.core.errors import unknown_symbol
+from services.api.params import Paging
 from services.api.queries.paging import Where, page
 
 _COLUMNS = "symbol, name, asset_class, currency, active, first_seen"
@@ -15,9 +16,8 @@ _COLUMNS = "symbol, name, asset_class, currency, active, first_seen"
 
 def list_assets(
     conn: Connection,
+    paging: Paging,
     *,
-    skip: int,
-    limit: int,
     active: bool | None = None,
     asset_class: str | None = None,
     search: str | None = None,
@@ -28,7 +28,7 @@ def list_assets(
     if search:
         like = "%" + search.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
         where.add("(symbol ILIKE :pattern OR name ILIKE :pattern)", pattern=like)
-    return page(conn, "assets", _COLUMNS, where, "symbol", skip=skip, limit=limit)
+    return page(conn, "assets", _COLUMNS, where, "symbol", paging)
 
 
 def get_asset(conn: Connection, symbol: str) -> dict[str, Any] | None:

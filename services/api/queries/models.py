@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from services.api.params import Paging
 from services.api.queries.paging import Where, page
 from services.common.retrain_requests import insert_retrain_request
 
@@ -18,9 +19,8 @@ _COLUMNS = (
 
 def list_versions(
     conn: Connection,
+    paging: Paging,
     *,
-    skip: int,
-    limit: int,
     symbol: str | None = None,
     model: str | None = None,
     status: str | None = None,
@@ -32,7 +32,7 @@ def list_versions(
     where.add("status = :status", status=status)
     where.add("interval = :interval", interval=interval)
     order_by = "created_at DESC, id DESC"
-    return page(conn, "model_versions", _COLUMNS, where, order_by, skip=skip, limit=limit)
+    return page(conn, "model_versions", _COLUMNS, where, order_by, paging)
 
 
 def champions(conn: Connection, symbol: str | None, interval: str | None) -> list[dict[str, Any]]:

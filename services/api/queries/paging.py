@@ -8,6 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from services.api.params import Paging
+
 
 class Where:
     """``AND``-joined conditions with their bind parameters."""
@@ -32,13 +34,11 @@ def page(
     columns: str,
     where: Where,
     order_by: str,
-    *,
-    skip: int,
-    limit: int,
+    paging: Paging,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """The number of ``table`` rows matching ``where`` and ``limit`` of them after ``skip``,
-    in ``order_by``."""
-    params = {**where.params, "skip": skip, "limit": limit}
+    """The number of ``table`` rows matching ``where`` and the page of them ``paging`` asks
+    for, in ``order_by``."""
+    params = {**where.params, "skip": paging.skip, "limit": paging.limit}
     total = conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE {where}"), params).scalar()
     rows = conn.execute(
         sa.text(

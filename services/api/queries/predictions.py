@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from services.api.params import Paging
 from services.api.queries.paging import Where, page
 from services.common.schemas import PredictionRecord, PredictionStatus
 
@@ -89,9 +90,8 @@ def history(
     symbol: str,
     interval: str,
     horizon: int | None,
+    paging: Paging,
     *,
-    skip: int,
-    limit: int,
     start: datetime | None,
     end: datetime | None,
 ) -> tuple[int, list[dict[str, Any]]]:
@@ -101,7 +101,7 @@ def history(
     where.add("as_of < :end", end=end)
     columns = f"{RECORD_COLUMNS}, actual_price, abs_error, naive_abs_error"
     order_by = "as_of DESC, horizon"
-    total, rows = page(conn, "predictions", columns, where, order_by, skip=skip, limit=limit)
+    total, rows = page(conn, "predictions", columns, where, order_by, paging)
     for item in rows:
         for col in ("as_of", "target_time", "generated_at"):
             item[col] = _utc(item[col])

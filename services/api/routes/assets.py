@@ -29,12 +29,7 @@ def list_assets(
     q: Annotated[str | None, Query(max_length=64, description="symbol or name contains")] = None,
 ) -> Page[Asset]:
     total, rows = queries.list_assets(
-        conn,
-        skip=paging.skip,
-        limit=paging.limit,
-        active=active,
-        asset_class=asset_class,
-        search=q,
+        conn, paging, active=active, asset_class=asset_class, search=q
     )
     return Page[Asset].of([Asset.model_validate(row) for row in rows], total, paging)
 

@@ -36,13 +36,7 @@ def list_models(
     interval: IntervalFilter = None,
 ) -> Page[ModelVersion]:
     total, rows = queries.list_versions(
-        conn,
-        skip=paging.skip,
-        limit=paging.limit,
-        symbol=symbol,
-        model=model,
-        status=status,
-        interval=interval,
+        conn, paging, symbol=symbol, model=model, status=status, interval=interval
     )
     return Page[ModelVersion].of([ModelVersion.model_validate(row) for row in rows], total, paging)
 

@@ -176,8 +176,7 @@ def prediction_history(
         known_symbol(conn, symbol),
         interval,
         horizon,
-        skip=paging.skip,
-        limit=paging.limit,
+        paging,
         start=start,
         end=end,
     )
