@@ -9,9 +9,10 @@
 | msft        | pmdarima (datasets.load_msft)      | large-cap stock      | daily       |
 | eurusd      | backtesting (backtesting.test)     | FX                   | hourly      |
 
-Each loader returns (bar times as ``datetime64[D]`` days for the history-days rule, the hour
-of day of each bar, closes), oldest first, non-positive and missing closes dropped; an hourly
-series keeps its hours as ``phases`` (the intraday profile of its bands).
+Each loader returns (bar times as ``datetime64[D]`` days for the history-days rule, as Unix
+seconds, closes), oldest first, non-positive and missing closes dropped; an hourly series keeps
+the hours of day of its bars as ``phases`` (``ml.calibration.bar_phases``: the intraday profile
+of its bands).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from ml.calibration import bar_phases
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,8 @@ def _frame(index: pd.Index, close: pd.Series) -> tuple[np.ndarray, np.ndarray, n
     frame = pd.DataFrame({"ts": pd.to_datetime(index), "close": close.to_numpy()}).dropna()
     frame = frame[frame["close"] > 0]
     days = frame["ts"].dt.floor("D").to_numpy().astype("datetime64[D]")
-    hours = frame["ts"].dt.hour.to_numpy(dtype=np.int64)
-    return days, hours, frame["close"].to_numpy(dtype=np.float64)
+    seconds = frame["ts"].to_numpy().astype("datetime64[s]").astype(np.int64)
+    return days, seconds, frame["close"].to_numpy(dtype=np.float64)
 
 
 def _arch(module: str, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -64,7 +67,7 @@ def _msft() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _frame(pd.Index(data["Date"]), data["Close"])
 
 
-Loader = Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]  # days, hours, closes
+Loader = Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]  # days, seconds, closes
 SOURCES: dict[str, tuple[str, str, str, Loader]] = {
     "sp500": ("equity index", "1d", "arch.data.sp500", lambda: _arch("sp500", "Adj Close")),
     "nasdaq": ("equity index", "1d", "arch.data.nasdaq", lambda: _arch("nasdaq", "Adj Close")),
@@ -81,9 +84,9 @@ def load_all(last: int | None = None) -> list[Series]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, (asset_class, interval, source, load) in SOURCES.items():
-            days, hours, closes = load()
+            days, seconds, closes = load()
             if last is not None:
-                days, hours, closes = days[-last:], hours[-last:], closes[-last:]
-            phases = None if interval == "1d" else hours
+                days, seconds, closes = days[-last:], seconds[-last:], closes[-last:]
+            phases = bar_phases(interval, seconds)
             out.append(Series(name, asset_class, interval, source, days, closes, phases))
     return out

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ml.arima import ArimaForecaster
 from ml.base import DEFAULT_LEVEL, Forecast
-from ml.calibration import DEFAULT_LEVELS, check_levels, hour_phases
+from ml.calibration import DEFAULT_LEVELS, bar_phases, check_levels
 from ml.evaluation import Fitter, Predictor, level_key, predictor_of, walk_forward
 from ml.lstm import LSTMConfig, LSTMForecaster
 from ml.naive import DriftForecaster, NaiveForecaster
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         use_lstm=not args.no_lstm,
         seed=args.seed,
         levels=args.levels,
-        phases=None if args.interval == "1d" else hour_phases(seconds),
+        phases=bar_phases(args.interval, seconds),
     )
     out = {
         "symbol": args.symbol,

@@ -102,6 +102,12 @@ def hour_phases(bucket_seconds: np.ndarray) -> np.ndarray:
     return (np.asarray(bucket_seconds, dtype=np.int64) // 3600) % DAY_PHASES
 
 
+def bar_phases(interval: str, bucket_seconds: np.ndarray) -> np.ndarray | None:
+    """The phases the bands of ``interval`` bars are built with: the hour of day for intraday
+    bars, none for daily ones (the one rule the service, the backtest and the benchmarks use)."""
+    return None if interval == "1d" else hour_phases(bucket_seconds)
+
+
 def intraday_profile(returns: np.ndarray, phases: np.ndarray) -> np.ndarray:
     """The variance factor of each phase (mean 1): the mean square of its returns over the
     overall one, shrunk towards 1 (``phases[i]`` is the phase of the bar ``returns[i]`` ends)."""

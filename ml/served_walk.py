@@ -97,7 +97,7 @@ def served_walk_forward(
     """The served forecast of every test target of ``closes`` (step ``horizon``); the
     champion (``champion_at``, e.g. a retrained LSTM) is asked again every ``refit_every``
     targets, ARIMA is fitted at every origin like the service does. ``phases``: the hour of
-    day of every bar, for intraday bars (``ml.calibration.hour_phases``)."""
+    day of every bar, for intraday bars (``ml.calibration.bar_phases``)."""
     y = np.asarray(closes, dtype=np.float64)
     all_levels = check_levels((*levels, level))
     targets = target_indices(y.size, test_size, horizon, min_history)

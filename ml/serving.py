@@ -8,7 +8,7 @@ service answers.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -107,9 +107,6 @@ class Calibration:
         phases: np.ndarray | None = None,
     ) -> Calibration:
         return cls(check_levels(levels), level, effective, phases)
-
-    def with_phases(self, phases: np.ndarray | None) -> Calibration:
-        return replace(self, phases=phases)
 
 
 def arima_version(model: ArimaForecaster) -> str:

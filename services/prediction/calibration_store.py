@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from ml.calibration import aci_step, check_levels
@@ -106,9 +107,13 @@ def load(conn: sa.Connection, keys: Iterable[Key]) -> dict[Key, dict[StateKey, L
 
 
 def calibration_of(
-    states: dict[StateKey, LevelState], settings: Settings, horizons: int
+    states: dict[StateKey, LevelState],
+    settings: Settings,
+    horizons: int,
+    phases: np.ndarray | None = None,
 ) -> Calibration:
-    """The levels to build every (horizon, level) band at, from the key's state."""
+    """The levels to build every (horizon, level) band at, from the key's state; ``phases``:
+    the hours of day of the bars read, for intraday bars (``ml.calibration.bar_phases``)."""
     levels = offered_levels(settings)
     effective = {
         (horizon, level): 1.0 - states[(horizon, level)].alpha
@@ -116,7 +121,7 @@ def calibration_of(
         for level in levels
         if (horizon, level) in states
     }
-    return Calibration.of(levels, settings.forecast_default_level, effective)
+    return Calibration.of(levels, settings.forecast_default_level, effective, phases)
 
 
 def intervals_of(value: Any) -> tuple[tuple[float, float, float], ...]:

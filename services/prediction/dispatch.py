@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from sqlalchemy.engine import Engine
 
-from ml.calibration import hour_phases
+from ml.calibration import bar_phases
 from ml.serving import Calibration, ServedForecast
 from services.common.bars import Closes, bar_closes_many, history_days_many
 from services.common.config import Settings
@@ -210,10 +210,11 @@ class ForecastDispatcher:
             return Outcome(symbol, interval, as_of, (), status)
         n_horizons = horizons(self.settings, interval)
         calibration = calibration_store.calibration_of(
-            states[(symbol, interval)], self.settings, n_horizons
+            states[(symbol, interval)],
+            self.settings,
+            n_horizons,
+            bar_phases(interval, bars.bucket),  # intraday: the hour-of-day volatility
         )
-        if interval != "1d":  # intraday bars: the bands follow the hour-of-day volatility
-            calibration = calibration.with_phases(hour_phases(bars.bucket))
         return _Work(job, as_of, n_horizons, available, bars, choice, calibration, self.settings)
 
     def _dispatch(
