@@ -28,6 +28,7 @@ from bench.forecast_quality import HISTORY, HORIZONS, LEVELS, REFIT, TEST, stats
 from bench.real_series import Series, load_all
 from ml.backtest import days_available
 from ml.calibration import interval_score
+from ml.evaluation import WalkForward, level_key
 from ml.selection import SelectionPolicy
 from ml.served_walk import replay_bands, served_walk_forward
 
@@ -86,22 +87,26 @@ def replay(args: argparse.Namespace) -> list[dict[str, Any]]:
             mean = means[f"{s.name}|{h}|mean"]
             bands, _ = replay_bands(s.closes, targets, h, mean, LEVELS, phases=s.phases)
             actual = s.closes[targets]
+            # scored as the benchmark scores the served walk (ml.evaluation)
+            walk = WalkForward(targets, actual, s.closes[targets - h], mean, *bands[0.8], bands)
+            metrics = walk.metrics()
             theirs = statsforecast_cv(s, h, ("AutoARIMA",)) if args.bootstrap else None
             for level in LEVELS:
-                lower, upper = bands[level]
-                ours = interval_score(lower, upper, actual, level)
+                key = level_key(level)
+                served_score = metrics.interval_score[key]
+                assert served_score is not None
                 row: dict[str, Any] = {
                     "series": s.name,
                     "horizon": h,
                     "level": level,
-                    "coverage": float(np.mean((lower <= actual) & (actual <= upper))),
-                    "ratio": float(np.mean(ours))
+                    "coverage": metrics.coverage_by_level[key],
+                    "ratio": served_score
                     / reference[(s.name, h, level)]["autoarima_interval_score"],
                 }
                 if theirs is not None:
                     pct = round(level * 100)
                     row["ci90"] = block_bootstrap(
-                        ours,
+                        interval_score(*bands[level], actual, level),
                         interval_score(
                             theirs[f"AutoARIMA-lo-{pct}"].to_numpy(),
                             theirs[f"AutoARIMA-hi-{pct}"].to_numpy(),
