@@ -23,3 +23,16 @@ def ar_prices(n: int, seed: int, phi: float = 0.6, sigma: float = 0.01) -> np.nd
 def random_walk(n: int, seed: int, sigma: float = 0.02) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return 100.0 * np.exp(np.cumsum(rng.normal(0.0, sigma, n)))
+
+
+def busy_hours(hours: np.ndarray) -> np.ndarray:
+    """Which of ``hours`` (hours of day, UTC) are the busy ones of :func:`busy_hour_prices`."""
+    hours = np.asarray(hours)
+    return (hours >= 8) & (hours < 16)
+
+
+def busy_hour_prices(hours: np.ndarray, seed: int) -> np.ndarray:
+    """Hourly prices (``hours``: each bar's hour of day) whose returns into hours 8-15 UTC move
+    3x more than the rest: a daily volatility pattern, as FX has."""
+    sd = np.where(busy_hours(hours), 0.006, 0.002)
+    return 100.0 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 1, len(sd)) * sd))

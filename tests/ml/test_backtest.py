@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from ml_synthetic import ar_prices, random_walk
+from ml_synthetic import ar_prices, busy_hour_prices, random_walk
 
 from ml.backtest import main
 
@@ -104,12 +104,11 @@ def test_backtest_of_hourly_bars_uses_their_hours_of_day(
     """Returns into hours 8-15 UTC move 3x more: ``--interval 1h`` builds the served bands with
     the bars' hours (the intraday profile) and scores better than the same bars without them."""
     times = pd.date_range("2022-01-03", periods=900, freq="h", tz="UTC")
-    busy = (times.hour >= 8) & (times.hour < 16)
-    steps = np.random.default_rng(7).normal(0, 1, times.size) * np.where(busy, 0.006, 0.002)
+    closes = busy_hour_prices(times.hour.to_numpy(), seed=7)
     csv = tmp_path / "hourly.csv"
-    pd.DataFrame(
-        {"time": times.strftime("%Y-%m-%dT%H:%M:%SZ"), "close": 100 * np.exp(np.cumsum(steps))}
-    ).to_csv(csv, index=False)
+    pd.DataFrame({"time": times.strftime("%Y-%m-%dT%H:%M:%SZ"), "close": closes}).to_csv(
+        csv, index=False
+    )
     walk = (200, 100)
     hourly = backtest(capsys, csv, "FX", walk, "--no-lstm", "--interval", "1h")["served"]
     flat = backtest(capsys, csv, "FX", walk, "--no-lstm", "--interval", "1d")["served"]

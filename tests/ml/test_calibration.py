@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from ml_synthetic import busy_hour_prices, busy_hours
 
 from ml.calibration import (
     ACI_GAMMA_SCALE,
@@ -78,18 +79,10 @@ def test_bands_are_nested_and_around_the_mean() -> None:
     assert narrow[0].upper[1] == bands[1].upper[1]
 
 
-def _busy_hours(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hourly prices whose returns into hours 8-15 UTC move 3x more than the rest."""
-    hours = np.arange(n) % 24
-    busy = (hours >= 8) & (hours < 16)
-    sd = np.where(busy, 0.006, 0.002)
-    y = 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 1, n) * sd))
-    return y, hours, busy
-
-
 def test_hour_phases_and_the_intraday_profile() -> None:
     assert hour_phases(np.array([0, 3599, 3600, 86400 + 7 * 3600])).tolist() == [0, 0, 1, 7]
-    y, hours, _ = _busy_hours(2400, seed=5)
+    hours = np.arange(2400) % 24
+    y = busy_hour_prices(hours, seed=5)
     profile = intraday_profile(np.diff(np.log(y)), hours[1:])
     assert profile.mean() == pytest.approx(1.0)
     # 9x the variance, a little less after shrinking 100 returns an hour towards the mean
@@ -108,7 +101,8 @@ def test_the_hours_ahead_follow_the_history_s_own_calendar() -> None:
 def test_intraday_bands_keep_their_level_in_busy_and_quiet_hours() -> None:
     """Without the profile the 80% band is one width for every hour: busy hours undercover and
     quiet ones overcover; with it both are near 80% and the interval score is lower."""
-    y, hours, busy = _busy_hours(1800, seed=6)
+    hours = np.arange(1800) % 24
+    y, busy = busy_hour_prices(hours, seed=6), busy_hours(hours)
     targets = np.arange(1200, 1800)
     actual, means = y[targets], y[targets - 1]  # the random walk's own forecast
     results = {}

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from ml_synthetic import busy_hour_prices
 from prediction_helpers import read_topic, store_ticks
 from sqlalchemy.engine import Engine
 
@@ -195,9 +196,7 @@ async def test_hourly_bands_follow_the_hour_of_day_on_the_service_path(
     sym = "HOD-USD"
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     times = [now - (1199 - k) * HOUR for k in range(1200)]
-    busy = np.array([8 <= t.hour < 16 for t in times])
-    rng = np.random.default_rng(3)
-    y = 100.0 * np.exp(np.cumsum(rng.normal(0, 1, 1200) * np.where(busy, 0.006, 0.002)))
+    y = busy_hour_prices(np.array([t.hour for t in times]), seed=3)
     store_ticks(clean_db, [(sym, t, float(p)) for t, p in zip(times[:-1], y[:-1], strict=True)])
     async with Live(s, clean_db, sym) as live:
         await live.bars([times[-1]], [y[-1]])  # closes the bar of times[-2]: one forecast
