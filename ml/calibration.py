@@ -165,8 +165,9 @@ class VolatilityCalibrator:
             if phase.shape != logy.shape:
                 raise ValueError(f"{phase.size} phases for {logy.size} prices")
             factor = intraday_profile(returns, phase[1:])
-            sigma = garch_volatility(returns / np.sqrt(factor[phase[1:]]))
-            cum = np.concatenate(([0.0], np.cumsum(factor[phase])))
+            bar_factor = factor[phase]  # bar i's; return i ends at bar i + 1
+            sigma = garch_volatility(returns / np.sqrt(bar_factor[1:]))
+            cum = np.concatenate(([0.0], np.cumsum(bar_factor)))
             ahead = np.cumsum(factor[_following(phase, max_horizon)])
         # origin s (a price index >= 1) knows returns[: s], so sigma[s - 1]; its
         # horizon-step move is logy[s + horizon] - logy[s]
