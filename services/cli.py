@@ -135,6 +135,15 @@ BACKTEST = Command(
         _opt("--horizon", type=int, default=1),
         _opt("--test-size", type=int, default=250),
         _opt("--refit-every", type=int, default=25),
+        _opt("--min-arima-days", type=int, default=30),
+        _opt("--min-lstm-days", type=int, default=90),
+        _opt("--no-lstm", action="store_true", help="skip LSTM training"),
+        _opt("--seed", type=int, default=0),
+        _opt(
+            "--levels",
+            default="0.5,0.8,0.95",
+            help="interval levels to report, comma-separated (default 0.5,0.8,0.95)",
+        ),
     ),
 )
 TOKEN = Command(

@@ -6,14 +6,18 @@ import argparse
 
 
 def backtest_main(args: argparse.Namespace) -> int:
-    from ml.backtest import main
+    """``pricecast backtest``: ``ml.backtest``'s own command line, every option passed on as
+    given (its parser is the reference: ``services/cli.py`` declares the same options without
+    importing ``ml`` for ``--help``; a test holds the two equal)."""
+    from ml.backtest import build_parser, main
 
-    options = {
-        "--csv": args.csv,
-        "--symbol": args.symbol,
-        "--interval": args.interval,
-        "--horizon": args.horizon,
-        "--test-size": args.test_size,
-        "--refit-every": args.refit_every,
-    }
-    return int(main([part for item in options.items() for part in map(str, item)]))
+    argv: list[str] = []
+    for action in build_parser()._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = getattr(args, action.dest)
+        if action.nargs == 0:  # a flag (store_true)
+            argv += [action.option_strings[0]] if value else []
+        else:
+            argv += [action.option_strings[0], str(value)]
+    return int(main(argv))

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from ml_synthetic import ar_prices, busy_hour_prices, random_walk
 
-from ml.backtest import main
+from ml.backtest import build_parser, main
+from services.cli import build_parser as cli_parser
+from services.cli import main as cli_main
 
 
 def write_csv(path: Path, closes: np.ndarray, column: str = "date") -> Path:
@@ -115,3 +117,31 @@ def test_backtest_of_hourly_bars_uses_their_hours_of_day(
     assert hourly["count"] == flat["count"] == 200
     assert hourly["interval_score"]["0.8"] < 0.92 * flat["interval_score"]["0.8"]
     assert abs(hourly["coverage"] - 0.8) <= 0.08
+
+
+def test_pricecast_backtest_takes_every_option_of_the_backtest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``pricecast backtest`` declares the options of ``ml.backtest``'s parser (same flags, same
+    defaults) and hands them on: ``--levels`` and ``--no-lstm`` reach the report."""
+    ours = {
+        action.dest: action.default
+        for action in build_parser()._actions
+        if action.option_strings and action.dest != "help"
+    }
+    backtest_parser = cli_parser()._subparsers._group_actions[0].choices["backtest"]
+    theirs = {
+        action.dest: action.default
+        for action in backtest_parser._actions
+        if action.option_strings and action.dest != "help"
+    }
+    assert theirs.keys() == ours.keys()
+    assert theirs.pop("levels") == ",".join(f"{level:g}" for level in ours.pop("levels"))
+    assert theirs == ours
+
+    csv = write_csv(tmp_path / "rw.csv", random_walk(300, seed=5))
+    argv = ["backtest", "--csv", str(csv), "--symbol", "RW", "--test-size", "40"]
+    assert cli_main([*argv, "--refit-every", "40", "--no-lstm", "--levels", "0.9"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["levels"] == [0.8, 0.9]
+    assert out["lstm"]["count"] == 0 and out["served"]["choices"] == {"arima": 40}
