@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
@@ -86,6 +87,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     state = Path(tmp_path_factory.mktemp("run-state"))
     redis_base = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL).rsplit("/", 1)[0]
+    # The stack's cache starts empty: its db number can be the one this test run's other tests
+    # use (1 + pid % 14), whose cached forecasts (an LSTM's for BTC-USD) it would serve at once.
+    redis_url = f"{redis_base}/{1 + (os.getpid() + 7) % 14}"
+    with redis.Redis.from_url(redis_url) as cache:
+        cache.flushdb()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -93,7 +99,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     }
     env.update(
         DATABASE_URL=base.set(database=name).render_as_string(hide_password=False),
-        REDIS_URL=f"{redis_base}/{1 + (os.getpid() + 7) % 15}",
+        REDIS_URL=redis_url,
         PRICECAST_STATE_DIR=str(state),
         PRICECAST_API_PORT=str(infra.free_port()),
         PRICECAST_INGEST_HEALTH_PORT=str(infra.free_port()),
