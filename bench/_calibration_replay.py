@@ -11,8 +11,12 @@ horizon, caches its means (``--cache``, default ``~/.cache/pricecast/calibration
 the interval score over AutoARIMA's (``bench/results/forecast_quality.json``, same protocol)
 per cell, and the goals' summary. ``--bootstrap`` adds a moving-block bootstrap (blocks of 10
 targets) of each ratio, running statsforecast's AutoARIMA for the per-target scores.
+``--oracle`` adds two bounds no causal band reaches: the score of the best *constant*
+multiplier of the served scale chosen after the fact (each side's quantile picked knowing the
+test targets), and the same for a band of constant width in log price, each over AutoARIMA's.
+Where both are near 1 no choice of level on those shapes can beat AutoARIMA by more than luck.
 
-    python -m bench._calibration_replay [--refresh] [--bootstrap]
+    python -m bench._calibration_replay [--refresh] [--bootstrap] [--oracle]
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 from bench.forecast_quality import HISTORY, HORIZONS, LEVELS, REFIT, TEST, statsforecast_cv
 from bench.real_series import Series, load_all
 from ml.backtest import days_available
-from ml.calibration import interval_score
+from ml.calibration import VolatilityCalibrator, interval_score
 from ml.evaluation import WalkForward, level_key
 from ml.selection import SelectionPolicy
 from ml.served_walk import replay_bands, served_walk_forward
@@ -73,6 +77,34 @@ def block_bootstrap(ours: np.ndarray, theirs: np.ndarray, seed: int = 0) -> tupl
     return float(low), float(high)
 
 
+def origin_scales(s: Series, targets: np.ndarray, h: int) -> np.ndarray:
+    """The served band's scale (log price, step ``h``) at the origin of every target."""
+    out = np.empty(targets.size)
+    for slot, target in enumerate(targets):
+        known = int(target) - h + 1  # the bars up to and including the origin
+        phases = None if s.phases is None else s.phases[:known]
+        out[slot] = VolatilityCalibrator.from_prices(s.closes[:known], h, phases).sigma[h - 1]
+    return out
+
+
+def oracle_score(
+    log_mean: np.ndarray, scale: np.ndarray, actual: np.ndarray, level: float
+) -> float:
+    """The lowest mean interval score of bands ``exp(log_mean + q * scale)`` with one ``q``
+    per side for all targets, chosen knowing them (searched over the targets' own scores, the
+    kinks of the score as a function of ``q``)."""
+    z = (np.log(actual) - log_mean) / scale
+    candidates = np.sort(z)
+    best = [np.inf, np.inf]
+    for side, sign in ((0, -1.0), (1, 1.0)):
+        bound = np.exp(log_mean[None, :] + candidates[:, None] * scale[None, :])
+        miss = np.maximum(sign * (actual[None, :] - bound), 0.0)
+        # one side's share of the interval score: its distance from the mean plus its penalty
+        part = sign * (bound - np.exp(log_mean)[None, :]) + 2.0 / (1.0 - level) * miss
+        best[side] = float(part.mean(axis=1).min())
+    return best[0] + best[1]
+
+
 def replay(args: argparse.Namespace) -> list[dict[str, Any]]:
     reference = {
         (row["series"], row["horizon"], row["level"]): row
@@ -90,7 +122,9 @@ def replay(args: argparse.Namespace) -> list[dict[str, Any]]:
             # scored as the benchmark scores the served walk (ml.evaluation)
             walk = WalkForward(targets, actual, s.closes[targets - h], mean, *bands[0.8], bands)
             metrics = walk.metrics()
-            theirs = statsforecast_cv(s, h, ("AutoARIMA",)) if args.bootstrap else None
+            need_theirs = args.bootstrap or args.oracle
+            theirs = statsforecast_cv(s, h, ("AutoARIMA",)) if need_theirs else None
+            scales = origin_scales(s, targets, h) if args.oracle else None
             for level in LEVELS:
                 key = level_key(level)
                 served_score = metrics.interval_score[key]
@@ -105,15 +139,23 @@ def replay(args: argparse.Namespace) -> list[dict[str, Any]]:
                 }
                 if theirs is not None:
                     pct = round(level * 100)
-                    row["ci90"] = block_bootstrap(
-                        interval_score(*bands[level], actual, level),
-                        interval_score(
-                            theirs[f"AutoARIMA-lo-{pct}"].to_numpy(),
-                            theirs[f"AutoARIMA-hi-{pct}"].to_numpy(),
-                            actual,
-                            level,
-                        ),
+                    their_scores = interval_score(
+                        theirs[f"AutoARIMA-lo-{pct}"].to_numpy(),
+                        theirs[f"AutoARIMA-hi-{pct}"].to_numpy(),
+                        actual,
+                        level,
                     )
+                    if args.bootstrap:
+                        row["ci90"] = block_bootstrap(
+                            interval_score(*bands[level], actual, level), their_scores
+                        )
+                    if scales is not None:
+                        log_mean, theirs_mean = np.log(mean), float(their_scores.mean())
+                        row["oracle"] = (
+                            oracle_score(log_mean, scales, actual, level) / theirs_mean,
+                            oracle_score(log_mean, np.ones_like(scales), actual, level)
+                            / theirs_mean,
+                        )
                 rows.append(row)
     return rows
 
@@ -123,9 +165,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--refresh", action="store_true", help="refit the served means")
     parser.add_argument("--bootstrap", action="store_true", help="block-bootstrap each ratio")
+    parser.add_argument(
+        "--oracle", action="store_true", help="best after-the-fact constant multipliers"
+    )
     rows = replay(parser.parse_args(argv))
     for row in rows:
         ci = " ({:.3f}-{:.3f})".format(*row["ci90"]) if "ci90" in row else ""
+        if "oracle" in row:
+            ci += ", oracle: served scale {:.3f}, constant width {:.3f}".format(*row["oracle"])
         mark = " *" if row["ratio"] > 1 else ""
         print(
             f"{row['series']:7} h{row['horizon']} {row['level']:.2f}: coverage "
