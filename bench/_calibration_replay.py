@@ -31,7 +31,7 @@ import numpy as np
 from bench.forecast_quality import HISTORY, HORIZONS, LEVELS, REFIT, TEST, statsforecast_cv
 from bench.real_series import Series, load_all
 from ml.backtest import days_available
-from ml.calibration import VolatilityCalibrator, interval_score
+from ml.calibration import VolatilityCalibrator, hindsight_interval_score, interval_score
 from ml.evaluation import WalkForward, level_key
 from ml.selection import SelectionPolicy
 from ml.served_walk import replay_bands, served_walk_forward
@@ -87,24 +87,6 @@ def origin_scales(s: Series, targets: np.ndarray, h: int) -> np.ndarray:
     return out
 
 
-def oracle_score(
-    log_mean: np.ndarray, scale: np.ndarray, actual: np.ndarray, level: float
-) -> float:
-    """The lowest mean interval score of bands ``exp(log_mean + q * scale)`` with one ``q``
-    per side for all targets, chosen knowing them (searched over the targets' own scores, the
-    kinks of the score as a function of ``q``)."""
-    z = (np.log(actual) - log_mean) / scale
-    candidates = np.sort(z)
-    best = [np.inf, np.inf]
-    for side, sign in ((0, -1.0), (1, 1.0)):
-        bound = np.exp(log_mean[None, :] + candidates[:, None] * scale[None, :])
-        miss = np.maximum(sign * (actual[None, :] - bound), 0.0)
-        # one side's share of the interval score: its distance from the mean plus its penalty
-        part = sign * (bound - np.exp(log_mean)[None, :]) + 2.0 / (1.0 - level) * miss
-        best[side] = float(part.mean(axis=1).min())
-    return best[0] + best[1]
-
-
 def replay(args: argparse.Namespace) -> list[dict[str, Any]]:
     reference = {
         (row["series"], row["horizon"], row["level"]): row
@@ -152,8 +134,8 @@ def replay(args: argparse.Namespace) -> list[dict[str, Any]]:
                     if scales is not None:
                         log_mean, theirs_mean = np.log(mean), float(their_scores.mean())
                         row["oracle"] = (
-                            oracle_score(log_mean, scales, actual, level) / theirs_mean,
-                            oracle_score(log_mean, np.ones_like(scales), actual, level)
+                            hindsight_interval_score(log_mean, scales, actual, level) / theirs_mean,
+                            hindsight_interval_score(log_mean, np.ones_like(scales), actual, level)
                             / theirs_mean,
                         )
                 rows.append(row)

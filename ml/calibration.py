@@ -285,3 +285,22 @@ def interval_score(
     alpha = 1.0 - level
     lo, hi, y = (np.asarray(values, dtype=np.float64) for values in (lower, upper, actual))
     return (hi - lo) + (2.0 / alpha) * (lo - y) * (y < lo) + (2.0 / alpha) * (y - hi) * (y > hi)
+
+
+def hindsight_interval_score(
+    log_mean: np.ndarray, scale: np.ndarray, actual: np.ndarray, level: float
+) -> float:
+    """The lowest mean interval score of bands ``exp(log_mean + q * scale)`` with one ``q``
+    per side for all targets, chosen knowing them: a bound no band built before its target
+    reaches but by luck (``bench/_calibration_replay.py --oracle``). ``q`` is searched over
+    the targets' own scores, the kinks of the score as a function of ``q``."""
+    z = (np.log(actual) - log_mean) / scale
+    candidates = np.sort(z)
+    best = [np.inf, np.inf]
+    for side, sign in ((0, -1.0), (1, 1.0)):
+        bound = np.exp(log_mean[None, :] + candidates[:, None] * scale[None, :])
+        miss = np.maximum(sign * (actual[None, :] - bound), 0.0)
+        # one side's share of the interval score: its distance from the mean plus its penalty
+        part = sign * (bound - np.exp(log_mean)[None, :]) + 2.0 / (1.0 - level) * miss
+        best[side] = float(part.mean(axis=1).min())
+    return best[0] + best[1]

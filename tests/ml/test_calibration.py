@@ -1,5 +1,6 @@
 """ml.calibration: GARCH-like volatility, signed conformal quantiles per horizon, the adaptive
-conformal step, the interval score; and recovery after a volatility shift through ml.served_walk."""
+conformal step, the interval score and its hindsight bound; and recovery after a volatility
+shift through ml.served_walk."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ml.calibration import (
     calibrated_bands,
     check_levels,
     garch_volatility,
+    hindsight_interval_score,
     hour_phases,
     interval_score,
     intraday_profile,
@@ -187,3 +189,46 @@ def test_coverage_recovers_after_the_volatility_doubles(seed: int) -> None:
     assert abs(hit[live_calm + 50 :].mean() - 0.8) <= 0.05
     # the service scores a target after forecasting from it: the last two are not yet fed
     assert run.state.count[(1, 0.8)] == live_calm + wild - 2
+
+
+def _brute_force(
+    log_mean: np.ndarray, scale: np.ndarray, actual: np.ndarray, level: float
+) -> float:
+    """Every pair of per-side multipliers among the targets' own scores, scored whole."""
+    z = (np.log(actual) - log_mean) / scale
+    return min(
+        float(
+            np.mean(
+                interval_score(
+                    np.exp(log_mean + q_lo * scale), np.exp(log_mean + q_hi * scale), actual, level
+                )
+            )
+        )
+        for q_lo in z
+        for q_hi in z
+    )
+
+
+def test_hindsight_score_is_the_best_pair_of_constant_multipliers() -> None:
+    rng = np.random.default_rng(3)
+    log_mean = np.log(100.0) + rng.normal(0.0, 0.01, 40)
+    scale = rng.uniform(0.005, 0.03, 40)
+    actual = np.exp(log_mean + scale * rng.standard_t(4, 40))
+    for level in (0.5, 0.8, 0.95):
+        assert np.isclose(
+            hindsight_interval_score(log_mean, scale, actual, level),
+            _brute_force(log_mean, scale, actual, level),
+        )
+
+
+def test_hindsight_score_is_below_any_fixed_band() -> None:
+    rng = np.random.default_rng(4)
+    log_mean = np.full(60, np.log(50.0))
+    scale = np.full(60, 0.02)
+    actual = np.exp(log_mean + scale * rng.normal(size=60))
+    best = hindsight_interval_score(log_mean, scale, actual, 0.8)
+    for q in (0.5, 1.0, 1.2816, 2.0):
+        served = interval_score(
+            np.exp(log_mean - q * scale), np.exp(log_mean + q * scale), actual, 0.8
+        )
+        assert best <= float(np.mean(served))
