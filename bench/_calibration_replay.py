@@ -152,13 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows = replay(parser.parse_args(argv))
     for row in rows:
-        ci = " ({:.3f}-{:.3f})".format(*row["ci90"]) if "ci90" in row else ""
+        extra = " ({:.3f}-{:.3f})".format(*row["ci90"]) if "ci90" in row else ""
         if "oracle" in row:
-            ci += ", oracle: served scale {:.3f}, constant width {:.3f}".format(*row["oracle"])
+            extra += ", oracle: served scale {:.3f}, constant width {:.3f}".format(*row["oracle"])
         mark = " *" if row["ratio"] > 1 else ""
         print(
             f"{row['series']:7} h{row['horizon']} {row['level']:.2f}: coverage "
-            f"{row['coverage']:.3f}, interval score / AutoARIMA {row['ratio']:.3f}{ci}{mark}"
+            f"{row['coverage']:.3f}, interval score / AutoARIMA {row['ratio']:.3f}{extra}{mark}"
         )
     at80 = [abs(row["coverage"] - 0.8) for row in rows if row["level"] == 0.8]
     print(

@@ -294,13 +294,13 @@ def hindsight_interval_score(
     per side for all targets, chosen knowing them: a bound no band built before its target
     reaches but by luck (``bench/_calibration_replay.py --oracle``). ``q`` is searched over
     the targets' own scores, the kinks of the score as a function of ``q``."""
-    z = (np.log(actual) - log_mean) / scale
-    candidates = np.sort(z)
-    best = [np.inf, np.inf]
-    for side, sign in ((0, -1.0), (1, 1.0)):
-        bound = np.exp(log_mean[None, :] + candidates[:, None] * scale[None, :])
-        miss = np.maximum(sign * (actual[None, :] - bound), 0.0)
+    candidates = np.sort((np.log(actual) - log_mean) / scale)[:, None]
+    bounds = np.exp(log_mean + candidates * scale)  # one row per candidate q
+    centre = np.exp(log_mean)
+    total = 0.0
+    for sign in (-1.0, 1.0):  # the sides are independent: each takes its own best q
         # one side's share of the interval score: its distance from the mean plus its penalty
-        part = sign * (bound - np.exp(log_mean)[None, :]) + 2.0 / (1.0 - level) * miss
-        best[side] = float(part.mean(axis=1).min())
-    return best[0] + best[1]
+        miss = np.maximum(sign * (actual - bounds), 0.0)
+        part = sign * (bounds - centre) + 2.0 / (1.0 - level) * miss
+        total += float(part.mean(axis=1).min())
+    return total
